@@ -1,0 +1,1 @@
+"""Inpaint Studio engine: models, samplers, training, data and metrics. Pure Python + torch; never imports Qt."""

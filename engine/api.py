@@ -1,0 +1,217 @@
+"""The engine contract: what a job asks for, what it streams back, and how models describe themselves.
+
+Conventions (converted once at each library boundary, never inside a model):
+- images are H x W x 3 uint8 RGB numpy arrays;
+- ``mask`` is H x W bool, **True = fill this pixel**, False = keep;
+- ``sketch`` is H x W bool, True = stroke.
+
+An inpainter is an object with ``info: ModelInfo`` and ``run(request, cancel)``, a generator that yields
+``Preview`` objects and finally returns (``return``) the filled full-size RGB image. Callers never call ``run``
+directly: ``engine.runner.run_job`` drives it, checks cancellation, composites the result so pixels outside the
+mask are bit-identical to the input, and builds the ``Result``.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generator, Protocol
+
+import numpy as np
+
+
+class Cancelled(Exception):
+    """Raised inside a job when its CancelToken was set; the job leaves no partial result."""
+
+
+class InpaintError(Exception):
+    """A problem the user can fix (bad input, missing weights); its message is shown as-is, one line."""
+
+
+class CancelToken:
+    """Cooperative cancellation flag shared between the GUI thread and a job. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def check(self) -> None:
+        """Call between steps (and inside long loops): raises Cancelled once cancel() was called."""
+        if self._event.is_set():
+            raise Cancelled()
+
+
+@dataclass(frozen=True)
+class Param:
+    """One entry of a model's parameter schema; the editor builds its parameter panel from these."""
+
+    name: str
+    kind: str  # "int" | "float" | "bool" | "choice" | "str"
+    default: Any
+    label: str = ""
+    help: str = ""
+    min: float | None = None
+    max: float | None = None
+    step: float | None = None
+    choices: tuple[str, ...] = ()
+
+    def parse(self, value: Any) -> Any:
+        """Coerce a value (e.g. the string of ``--param k=v``) to this parameter's type; InpaintError if invalid."""
+        try:
+            if self.kind == "int":
+                v: Any = int(float(value)) if not isinstance(value, bool) else int(value)
+            elif self.kind == "float":
+                v = float(value)
+            elif self.kind == "bool":
+                if isinstance(value, str):
+                    low = value.strip().lower()
+                    if low not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                        raise ValueError(value)
+                    v = low in ("1", "true", "yes", "on")
+                else:
+                    v = bool(value)
+            elif self.kind == "choice":
+                v = str(value)
+                if v not in self.choices:
+                    raise ValueError(value)
+            else:
+                v = str(value)
+        except (TypeError, ValueError):
+            expect = f"one of {', '.join(self.choices)}" if self.kind == "choice" else f"a {self.kind}"
+            raise InpaintError(f"parameter {self.name}={value!r}: expected {expect}") from None
+        if self.kind in ("int", "float"):
+            if (self.min is not None and v < self.min) or (self.max is not None and v > self.max):
+                raise InpaintError(f"parameter {self.name}={v} is outside [{self.min}, {self.max}]")
+        return v
+
+
+@dataclass(frozen=True)
+class Attribute:
+    """A controllable attribute (e.g. smile, glasses): the editor shows a toggle, the request carries 0.0/1.0."""
+
+    name: str
+    label: str
+    default: float = 0.0
+    help: str = ""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the registry knows about a model without loading it."""
+
+    name: str  # CLI / registry key, e.g. "telea", "repaint-mnist"
+    title: str  # shown in the picker
+    family: str  # package under engine/, e.g. "classical", "ddpm"
+    description: str
+    domain: str  # what it was trained on / works on, e.g. "28x28 grey MNIST digits"
+    resolution: int | None = None  # square working size; None = runs at native resolution
+    params: tuple[Param, ...] = ()
+    attributes: tuple[Attribute, ...] = ()
+    uses_sketch: bool = False
+    weights: Path | None = None  # folder (or file) that must exist for the model to run; None = needs none
+    instant: bool = False  # finishes in well under a second: the editor refills at once when an attribute flips
+    grey: bool = False  # works on luminance only (e.g. MNIST): result is grey inside the hole
+    uses_region: bool = False  # works on a user-placed box (Request.region), e.g. the face box
+    uses_prompt: bool = False  # takes a text prompt (Request.prompt), e.g. Stable Diffusion
+    learns_on_image: bool = False  # trains on the opened image first (previews with stage="train", loss set)
+
+    @property
+    def weights_present(self) -> bool:
+        return self.weights is None or Path(self.weights).exists()
+
+    def param(self, name: str) -> Param:
+        for p in self.params:
+            if p.name == name:
+                return p
+        known = ", ".join(p.name for p in self.params) or "none"
+        raise InpaintError(f"model {self.name} has no parameter {name!r} (known: {known})")
+
+    def resolve_params(self, given: dict[str, Any]) -> dict[str, Any]:
+        """Defaults overlaid with parsed user values; unknown names are an InpaintError."""
+        out = {p.name: p.default for p in self.params}
+        for k, v in given.items():
+            out[k] = self.param(k).parse(v)
+        return out
+
+    def resolve_attributes(self, given: dict[str, Any]) -> dict[str, float]:
+        out = {a.name: float(a.default) for a in self.attributes}
+        known = {a.name for a in self.attributes}
+        for k, v in given.items():
+            if k not in known:
+                names = ", ".join(sorted(known)) or "none"
+                raise InpaintError(f"model {self.name} has no attribute {k!r} (known: {names})")
+            try:
+                out[k] = float(v)
+            except (TypeError, ValueError):
+                raise InpaintError(f"attribute {k}={v!r}: expected a number such as 0 or 1") from None
+        return out
+
+
+@dataclass
+class Request:
+    image: np.ndarray  # H x W x 3 uint8
+    mask: np.ndarray  # H x W bool, True = fill
+    sketch: np.ndarray | None = None  # H x W bool, True = stroke
+    attributes: dict[str, float] = field(default_factory=dict)
+    seed: int = 0
+    params: dict[str, Any] = field(default_factory=dict)
+    region: tuple[int, int, int, int] | None = None  # optional (x0, y0, x1, y1) crop box chosen by the user
+    prompt: str = ""
+
+    def validate(self) -> None:
+        img, m = self.image, self.mask
+        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+            raise InpaintError(f"image must be H x W x 3 uint8, got {img.shape} {img.dtype}")
+        if m.shape != img.shape[:2]:
+            raise InpaintError(f"mask is {m.shape[1]}x{m.shape[0]} but the image is {img.shape[1]}x{img.shape[0]}")
+        if self.sketch is not None and self.sketch.shape != img.shape[:2]:
+            raise InpaintError("sketch size does not match the image")
+        if not m.any():
+            raise InpaintError("the mask is empty: paint the area to fill first")
+
+
+@dataclass
+class Preview:
+    """An intermediate estimate. ``image`` is small RGB uint8 showing the region ``box`` = (x0, y0, x1, y1) of the
+    full image (None = the whole image); the editor scales it into the box and shows it inside the hole only.
+    ``stage`` is "denoise" for sampling steps and "train" for on-image learning (then ``loss`` is set)."""
+
+    step: int
+    total: int
+    image: np.ndarray | None = None
+    box: tuple[int, int, int, int] | None = None
+    stage: str = "denoise"
+    loss: float | None = None
+    message: str = ""
+
+
+@dataclass
+class Result:
+    image: np.ndarray  # full size; outside the mask bit-identical to the request image
+    model: str
+    seed: int
+    params: dict[str, Any]
+    attributes: dict[str, float]
+    timings: dict[str, float]  # seconds: "total", "first_preview", "model_load", ...
+    unet_calls: int | None = None
+
+
+JobGen = Generator[Preview, None, np.ndarray]
+
+
+class Inpainter(Protocol):
+    info: ModelInfo
+
+    def run(self, request: Request, cancel: CancelToken) -> JobGen:  # pragma: no cover - protocol
+        ...
+
+
+def now() -> float:
+    return time.perf_counter()

@@ -1,0 +1,66 @@
+"""Drives one inpainting job: validates, seeds, streams previews, enforces the mask, times everything.
+
+Both the editor's worker thread and the CLI call ``run_job``; models only implement ``Inpainter.run``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Generator
+
+import numpy as np
+
+from engine.api import CancelToken, Inpainter, InpaintError, Preview, Request, Result, now
+
+
+def composite(original: np.ndarray, filled: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Fill inside the mask, the original bit-for-bit outside it."""
+    if filled.shape != original.shape:
+        raise InpaintError(f"model returned {filled.shape}, expected {original.shape}")
+    return np.where(mask[..., None], filled.astype(np.uint8), original)
+
+
+def run_job(inpainter: Inpainter, request: Request, cancel: CancelToken | None = None) -> Generator[Preview, None, Result]:
+    """Yield the model's previews, then return a Result (``result = yield from run_job(...)``).
+
+    Raises Cancelled (promptly, between previews) when ``cancel`` is set, InpaintError for bad input.
+    """
+    cancel = cancel or CancelToken()
+    info = inpainter.info
+    request.validate()
+    req = dataclasses.replace(
+        request,
+        mask=request.mask.astype(bool),
+        sketch=None if request.sketch is None else request.sketch.astype(bool),
+        params=info.resolve_params(request.params),
+        attributes=info.resolve_attributes(request.attributes),
+    )
+    t0 = now()
+    timings: dict[str, float] = {}
+    gen = inpainter.run(req, cancel)
+    while True:
+        cancel.check()
+        try:
+            preview = next(gen)
+        except StopIteration as stop:
+            filled = stop.value
+            break
+        timings.setdefault("first_preview", now() - t0)
+        yield preview
+    cancel.check()
+    if filled is None:
+        raise InpaintError(f"model {info.name} returned no image")
+    image = composite(req.image, np.asarray(filled), req.mask)
+    timings["total"] = now() - t0
+    unet_calls = getattr(inpainter, "last_unet_calls", None)
+    return Result(image=image, model=info.name, seed=req.seed, params=req.params, attributes=req.attributes,
+                  timings=timings, unet_calls=unet_calls)
+
+
+def run_to_end(inpainter: Inpainter, request: Request, cancel: CancelToken | None = None) -> Result:
+    """Run a job ignoring previews (CLI, tests, benchmarks)."""
+    gen = run_job(inpainter, request, cancel)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
