@@ -62,6 +62,13 @@ def register(spec: ModelSpec) -> None:
         _loaded.pop(spec.info.name, None)
 
 
+def unregister(name: str) -> None:
+    specs = _all_specs()
+    with _lock:
+        specs.pop(name, None)
+        _loaded.pop(name, None)
+
+
 def all_models() -> list[ModelInfo]:
     specs = _all_specs()
     return [s.info for s in sorted(specs.values(), key=lambda s: (s.order, s.info.name))]

@@ -1,0 +1,146 @@
+"""The engine contract: registry, parameter schema, runner (mask enforcement, cancellation), crop/paste-back."""
+import numpy as np
+import pytest
+
+from engine import registry
+from engine.api import Cancelled, CancelToken, InpaintError, ModelInfo, Param, Preview, Request
+from engine.crop import CropPlan, feather_alpha
+from engine.registry import ModelSpec
+from engine.runner import run_job, run_to_end
+
+
+def _req(h=64, w=96, seed=0):
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    mask = np.zeros((h, w), bool)
+    mask[20:40, 30:60] = True
+    return Request(image=img, mask=mask)
+
+
+class _Sloppy:
+    """Writes garbage everywhere, also outside the mask: the runner must put the original back."""
+
+    info = ModelInfo(name="sloppy", title="t", family="test", description="", domain="",
+                     params=(Param("n", "int", 3, min=1, max=10),))
+
+    def run(self, request, cancel):
+        for i in range(request.params["n"]):
+            yield Preview(step=i + 1, total=request.params["n"])
+        return np.full_like(request.image, 7)
+
+
+def test_registry_lists_classical_models_with_metadata():
+    names = [m.name for m in registry.all_models()]
+    assert {"telea", "navier-stokes"} <= set(names)
+    info = registry.get_info("telea")
+    assert info.weights_present and info.domain and info.params[0].name == "radius"
+    with pytest.raises(InpaintError, match="unknown model"):
+        registry.get_info("nope")
+
+
+@pytest.mark.parametrize("name", ["telea", "navier-stokes"])
+def test_classical_fill_keeps_outside_bit_identical(name):
+    req = _req()
+    res = run_to_end(registry.load(name), req)
+    assert np.array_equal(res.image[~req.mask], req.image[~req.mask])
+    assert not np.array_equal(res.image[req.mask], req.image[req.mask])
+    assert res.timings["total"] >= 0 and res.model == name
+
+
+def test_runner_enforces_mask_and_counts_previews():
+    req = _req()
+    gen = run_job(_Sloppy(), req)
+    previews = []
+    while True:
+        try:
+            previews.append(next(gen))
+        except StopIteration as stop:
+            res = stop.value
+            break
+    assert len(previews) == 3 and res.params == {"n": 3}
+    assert np.array_equal(res.image[~req.mask], req.image[~req.mask]) and (res.image[req.mask] == 7).all()
+
+
+def test_runner_cancels_between_steps():
+    cancel = CancelToken()
+    gen = run_job(_Sloppy(), _req(), cancel)
+    next(gen)
+    cancel.cancel()
+    with pytest.raises(Cancelled):
+        next(gen)
+
+
+@pytest.mark.parametrize("given, message", [
+    ({"n": "abc"}, "expected a int"),
+    ({"n": 99}, "outside"),
+    ({"zz": 1}, "no parameter 'zz'"),
+])
+def test_bad_parameters_are_clear_errors(given, message):
+    req = _req()
+    req.params = given
+    with pytest.raises(InpaintError, match=message):
+        run_to_end(_Sloppy(), req)
+
+
+def test_empty_mask_and_size_mismatch():
+    req = _req()
+    req.mask[:] = False
+    with pytest.raises(InpaintError, match="mask is empty"):
+        run_to_end(_Sloppy(), req)
+    req = _req()
+    req.mask = req.mask[:10]
+    with pytest.raises(InpaintError, match="mask is"):
+        run_to_end(_Sloppy(), req)
+
+
+def test_param_parse_kinds():
+    assert Param("b", "bool", False).parse("yes") is True
+    assert Param("c", "choice", "a", choices=("a", "b")).parse("b") == "b"
+    with pytest.raises(InpaintError, match="one of a, b"):
+        Param("c", "choice", "a", choices=("a", "b")).parse("z")
+
+
+def test_runtime_registration_and_replacement():
+    registry.register(ModelSpec(_Sloppy.info, factory="tests.test_engine_core:_make_sloppy"))
+    try:
+        assert registry.load("sloppy").info.name == "sloppy"
+        assert "sloppy" in [m.name for m in registry.all_models()]
+    finally:
+        registry.unregister("sloppy")
+    assert "sloppy" not in [m.name for m in registry.all_models()]
+
+
+def _make_sloppy(info):
+    return _Sloppy()
+
+
+def test_crop_plan_square_box_around_hole():
+    mask = np.zeros((300, 400), bool)
+    mask[100:140, 200:220] = True
+    plan = CropPlan.around_mask(mask, 32, context=0.5)
+    x0, y0, x1, y1 = plan.box
+    assert x1 - x0 == y1 - y0 == 80 and x0 <= 200 and x1 >= 220 and y0 <= 100 and y1 >= 140
+    assert plan.crop_image(np.zeros((300, 400, 3), np.uint8)).shape == (32, 32, 3)
+    small = plan.crop_mask(mask)
+    assert small.shape == (32, 32) and small.any() and not small.all()
+
+
+def test_crop_plan_clamps_to_image_and_honours_region():
+    mask = np.zeros((50, 200), bool)
+    mask[0:50, 0:10] = True
+    x0, y0, x1, y1 = CropPlan.around_mask(mask, 16).box
+    assert (x0, y0) == (0, 0) and y1 == 50 and x1 <= 200
+    assert CropPlan.around_mask(mask, 16, region=(5, 5, 45, 45)).box == (5, 5, 45, 45)
+
+
+def test_paste_changes_only_the_hole_and_feathers_inward():
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 256, (120, 120, 3), dtype=np.uint8)
+    mask = np.zeros((120, 120), bool)
+    mask[40:80, 40:80] = True
+    plan = CropPlan.around_mask(mask, 16)
+    out = plan.paste(img, np.full((16, 16, 3), 200, np.uint8), mask)
+    assert np.array_equal(out[~mask], img[~mask])
+    assert (out[55:65, 55:65] == 200).all()  # deep inside: pure fill
+    alpha = feather_alpha(mask, 4)
+    assert alpha[40, 60] < alpha[42, 60] < alpha[50, 60] == 1.0 and alpha[39, 60] == 0
