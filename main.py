@@ -1,0 +1,34 @@
+"""Inpaint Studio entry point.
+
+    python main.py [IMAGE ...]     open the editor (on the bundled sample when no image is given)
+    python main.py --self-test     open the real window offscreen, fill and export a sample, exit 0 if all worked
+    python main.py models          list models           (headless)
+    python main.py inpaint ...     fill images from files or folders (headless; see --help)
+"""
+import os
+import sys
+
+COMMANDS = {"models", "inpaint", "-h", "--help"}
+
+
+def main(argv: list[str]) -> int:
+    if argv and argv[0] in COMMANDS:
+        from engine.cli import main as cli_main
+
+        return cli_main(argv)
+    if argv and argv[0] == "--self-test":
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+        from editor.selftest import run_self_test
+
+        return run_self_test()
+    import torch
+
+    # Leave a core to the GUI thread: previews and painting stay smooth while a job computes.
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+    from editor.app import run_editor
+
+    return run_editor(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,128 @@
+"""Headless CLI: batch and single fills, and one clear error line (never a traceback) for every bad input."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from engine.cli import main as cli
+from engine.imageio import load_image, save_image, save_mask
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def files(tmp_path):
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    mask = np.zeros((48, 64), bool)
+    mask[10:30, 20:40] = True
+    save_image(tmp_path / "img.png", img)
+    save_mask(tmp_path / "mask.png", mask)
+    return tmp_path, img, mask
+
+
+def _run(capsys, *argv):
+    code = cli(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_models_lists_names_domains_and_weights(capsys):
+    code, out, _ = _run(capsys, "models")
+    assert code == 0 and "telea" in out and "WEIGHTS" in out
+    code, out, _ = _run(capsys, "models", "--json")
+    rows = json.loads(out)
+    assert {"name", "domain", "weights"} <= set(rows[0])
+
+
+def test_inpaint_single_file_with_metadata_and_json(files, capsys):
+    d, img, mask = files
+    code, out, err = _run(capsys, "inpaint", "--model", "telea", "--image", str(d / "img.png"), "--mask",
+                          str(d / "mask.png"), "--out", str(d / "out.png"), "--param", "radius=3", "--seed", "4",
+                          "--json")
+    assert code == 0, err
+    line = json.loads(out)
+    assert line["model"] == "telea" and line["timings"]["total"] >= 0 and line["hole_pixels"] == mask.sum()
+    res = load_image(d / "out.png").rgb
+    assert np.array_equal(res[~mask], img[~mask]) and not np.array_equal(res[mask], img[mask])
+    text = Image.open(d / "out.png").text
+    assert text["model"] == "telea" and text["seed"] == "4" and json.loads(text["params"]) == {"radius": 3}
+
+
+def test_inpaint_folders_batch(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    for sub in ("in", "masks"):
+        (tmp_path / sub).mkdir()
+    for name in ("a.png", "b.png"):
+        save_image(tmp_path / "in" / name, rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+        m = np.zeros((32, 32), bool)
+        m[5:15, 5:15] = True
+        save_mask(tmp_path / "masks" / name, m)
+    code, out, err = _run(capsys, "inpaint", "--image", str(tmp_path / "in"), "--mask", str(tmp_path / "masks"),
+                          "--out", str(tmp_path / "out"))
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.png"]
+
+
+def test_alpha_is_kept(tmp_path, capsys):
+    rgba = np.random.default_rng(2).integers(0, 256, (32, 32, 4), dtype=np.uint8)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    m = np.zeros((32, 32), bool)
+    m[8:16, 8:16] = True
+    save_mask(tmp_path / "m.png", m)
+    assert _run(capsys, "inpaint", "--image", str(tmp_path / "a.png"), "--mask", str(tmp_path / "m.png"),
+                "--out", str(tmp_path / "o.png"))[0] == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "o.png"))[..., 3], rgba[..., 3])
+
+
+def _bad_cases(d: Path):
+    img, mask, out = str(d / "img.png"), str(d / "mask.png"), str(d / "out.png")
+    (d / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    save_mask(d / "small_mask.png", np.ones((10, 10), bool))
+    save_mask(d / "empty_mask.png", np.zeros((48, 64), bool))
+    (d / "exists.png").write_bytes(b"keep me")
+    base = ["inpaint", "--image", img, "--mask", mask]
+    return [
+        (base + ["--out", out, "--model", "nope"], 1, "unknown model 'nope'"),
+        (["inpaint", "--image", str(d / "missing.png"), "--mask", mask, "--out", out], 2, "no such file"),
+        (["inpaint", "--image", str(d / "corrupt.png"), "--mask", mask, "--out", out], 1, "corrupt or truncated"),
+        (base[:3] + ["--mask", str(d / "small_mask.png"), "--out", out], 1, "mask is 10x10 but the image is 64x48"),
+        (base[:3] + ["--mask", str(d / "empty_mask.png"), "--out", out], 1, "mask is empty"),
+        (base + ["--out", out, "--param", "radius=abc"], 1, "expected a int"),
+        (base + ["--out", out, "--param", "radius"], 2, "expected NAME=VALUE"),
+        (base + ["--out", out, "--param", "steps=3"], 1, "no parameter 'steps'"),
+        (base + ["--out", out, "--attr", "smile=1"], 1, "no attribute 'smile'"),
+        (base + ["--out", str(d / "exists.png")], 2, "exists; pass --overwrite"),
+        (base + ["--out", img, "--overwrite"], 2, "is the input image itself"),
+        (base + ["--out", str(d / "out.xyz")], 1, "unsupported file type"),
+        (base + ["--out", out, "--region", "1,2,3"], 2, "expected x0,y0,x1,y1"),
+        (["inpaint", "--image", img], 2, "required"),
+        (["inpaint", "--image", str(d), "--mask", mask, "--out", str(d / "o")], 2, "must be folders"),
+    ]
+
+
+def test_every_bad_input_gives_one_clear_line(files, capsys):
+    d, _, _ = files
+    for argv, code, message in _bad_cases(d):
+        got, out, err = _run(capsys, *argv)
+        assert got == code, (argv, err)
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], (argv, err)
+    assert (d / "exists.png").read_bytes() == b"keep me"
+    assert not (d / "out.png").exists()
+
+
+def test_real_process_exit_codes_and_no_traceback(files):
+    d, _, _ = files
+    proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "inpaint", "--image", str(d / "nope.png"),
+                           "--mask", str(d / "mask.png"), "--out", str(d / "o.png")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and proc.stderr.startswith("error:")
+    proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "inpaint", "--image", str(d / "img.png"),
+                           "--mask", str(d / "mask.png"), "--out", str(d / "o.png"), "--json"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["model"] == "telea"
