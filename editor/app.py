@@ -1,0 +1,53 @@
+"""Application start-up: one QApplication, the main window, the files given on the command line."""
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from PySide6.QtCore import QCoreApplication, Qt
+from PySide6.QtWidgets import QApplication, QMessageBox
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "resources" / "samples" / "astronaut.png"
+
+
+def make_app() -> QApplication:
+    QCoreApplication.setOrganizationName("InpaintStudio")
+    QCoreApplication.setApplicationName("Inpaint Studio")
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setStyle("Fusion")
+    return app
+
+
+def install_excepthook() -> None:
+    """An exception escaping a slot becomes a one-line dialog (the trace goes to stderr), never a crash."""
+    def hook(exc_type, exc, tb):
+        traceback.print_exception(exc_type, exc, tb, file=sys.stderr)
+        if QApplication.instance() is not None:
+            QMessageBox.critical(None, "Unexpected error", f"{exc_type.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+    sys.excepthook = hook
+
+
+def set_torch_threads() -> None:
+    """Once, before any job: leave a core for the GUI thread."""
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+
+
+def run_editor(paths: list[str]) -> int:
+    app = make_app()
+    app.setAttribute(Qt.AA_DontShowIconsInMenus, False)
+    install_excepthook()
+    set_torch_threads()
+    from editor.main_window import MainWindow
+
+    win = MainWindow()
+    win.show()
+    if not paths and SAMPLE.exists():
+        paths = [str(SAMPLE)]
+    for p in paths[:1]:
+        win.open_path(p)
+    return app.exec()

@@ -1,0 +1,316 @@
+"""The edited state: image, mask, sketch, results and the undo stack. Qt signals, no widgets.
+
+Every change to a layer goes through a QUndoCommand that stores only the changed rectangle (before and after),
+so a brush stroke on a 12-megapixel photo costs kilobytes of undo memory, not megabytes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from PySide6.QtCore import QObject, QRect, Signal
+from PySide6.QtGui import QUndoCommand, QUndoStack
+
+from engine.api import Request
+from engine.crop import mask_bbox
+
+Rect = tuple[int, int, int, int]  # (x0, y0, x1, y1), exclusive ends, image pixels
+
+LAYERS = ("image", "mask", "sketch")
+
+
+@dataclass
+class HistoryItem:
+    """One finished fill. ``mask`` and ``base`` are snapshots taken when the job started, so the item stays
+    meaningful after the user edits the mask or accepts another result."""
+
+    image: np.ndarray  # full-size result
+    base: np.ndarray  # the document image the job ran on
+    mask: np.ndarray
+    model: str
+    seed: int
+    params: dict[str, Any]
+    attributes: dict[str, float]
+    timings: dict[str, float]
+    prompt: str = ""
+    accepted: bool = False
+    thumb_box: Rect = field(default=(0, 0, 0, 0))
+
+    def metadata(self) -> dict[str, str]:
+        """Text chunks written into exported PNGs."""
+        meta = {"Software": "Inpaint Studio", "model": self.model, "seed": str(self.seed),
+                "parameters": ", ".join(f"{k}={v}" for k, v in sorted(self.params.items()))}
+        if self.attributes:
+            meta["attributes"] = ", ".join(f"{k}={v:g}" for k, v in sorted(self.attributes.items()))
+        if self.prompt:
+            meta["prompt"] = self.prompt
+        return meta
+
+
+def clip_rect(rect: Rect, shape: tuple[int, ...]) -> Rect | None:
+    h, w = shape[:2]
+    x0, y0, x1, y1 = max(0, rect[0]), max(0, rect[1]), min(w, rect[2]), min(h, rect[3])
+    return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
+
+
+def diff_rect(a: np.ndarray, b: np.ndarray) -> Rect | None:
+    """Bounding box of the pixels that differ between two same-shape arrays."""
+    changed = a != b
+    if changed.ndim == 3:
+        changed = changed.any(axis=2)
+    return mask_bbox(changed) if changed.any() else None
+
+
+class PatchCommand(QUndoCommand):
+    """Replaces one rectangle of one layer; undo puts the old pixels back."""
+
+    def __init__(self, doc: "Document", layer: str, rect: Rect, before: np.ndarray, after: np.ndarray,
+                 text: str, parent: QUndoCommand | None = None) -> None:
+        super().__init__(text, parent)
+        self.doc, self.layer, self.rect = doc, layer, rect
+        self.before, self.after = before.copy(), after.copy()
+
+    def redo(self) -> None:
+        self.doc._write(self.layer, self.rect, self.after)
+
+    def undo(self) -> None:
+        self.doc._write(self.layer, self.rect, self.before)
+
+
+class Document(QObject):
+    """Signals carry the changed rectangle as a QRect in image pixels so views repaint only that part."""
+
+    image_replaced = Signal()  # a new file was opened: everything changed, sizes included
+    layer_changed = Signal(str, QRect)  # layer name, changed rect
+    results_changed = Signal()
+    shown_result_changed = Signal()
+    preview_changed = Signal()
+    region_changed = Signal()
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.undo_stack = QUndoStack(self)
+        self.path: Path | None = None
+        self.alpha: np.ndarray | None = None
+        self.original = np.zeros((1, 1, 3), np.uint8)  # as opened; "hold to see the original" shows this
+        self.image = self.original.copy()
+        self.mask = np.zeros((1, 1), bool)
+        self.sketch = np.zeros((1, 1), bool)
+        self.results: list[HistoryItem] = []
+        self.shown: int | None = None  # index into results drawn on the canvas
+        self.preview: np.ndarray | None = None  # live job estimate, full-size box crop
+        self.preview_box: Rect | None = None
+        self.region: Rect | None = None  # the box of a uses_region model
+        self._stroke: tuple[str, np.ndarray, Rect | None] | None = None
+
+    # ----- loading ------------------------------------------------------------------------------------------
+    def set_image(self, rgb: np.ndarray, path: Path | None = None, alpha: np.ndarray | None = None) -> None:
+        h, w = rgb.shape[:2]
+        self.path, self.alpha = path, alpha
+        self.original = np.ascontiguousarray(rgb)
+        self.image = self.original.copy()
+        self.mask = np.zeros((h, w), bool)
+        self.sketch = np.zeros((h, w), bool)
+        self.results, self.shown, self.region = [], None, None
+        self.preview = self.preview_box = None
+        self.undo_stack.clear()
+        self.undo_stack.setClean()
+        self.image_replaced.emit()
+        self.results_changed.emit()
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.image.shape[1], self.image.shape[0]
+
+    def layer(self, name: str) -> np.ndarray:
+        return getattr(self, name)
+
+    # ----- edits (always through the undo stack) ------------------------------------------------------------
+    def _write(self, layer: str, rect: Rect, pixels: np.ndarray) -> None:
+        x0, y0, x1, y1 = rect
+        self.layer(layer)[y0:y1, x0:x1] = pixels
+        if layer == "mask":
+            self.clear_preview()
+            self.show_result(None)
+        self.layer_changed.emit(layer, QRect(x0, y0, x1 - x0, y1 - y0))
+
+    def commit(self, layer: str, before: np.ndarray, after: np.ndarray, text: str) -> bool:
+        """Push the difference between two full-layer arrays as one undo step; False when nothing changed."""
+        rect = diff_rect(before, after)
+        if rect is None:
+            return False
+        x0, y0, x1, y1 = rect
+        self.undo_stack.push(PatchCommand(self, layer, rect, before[y0:y1, x0:x1], after[y0:y1, x0:x1], text))
+        return True
+
+    def commit_patch(self, layer: str, rect: Rect, before: np.ndarray, text: str) -> bool:
+        """Record an edit already drawn into ``layer`` inside ``rect`` (live brush strokes), given the old pixels."""
+        x0, y0, x1, y1 = rect
+        after = self.layer(layer)[y0:y1, x0:x1]
+        if np.array_equal(before, after):
+            return False
+        self.undo_stack.push(PatchCommand(self, layer, rect, before, after, text))
+        return True
+
+    # Live strokes: the canvas draws segments straight into the layer (fast feedback), and the whole stroke
+    # becomes one undo step on release, holding only the rectangle it touched.
+    def begin_stroke(self, layer: str) -> None:
+        self._stroke = (layer, self.layer(layer).copy(), None)
+
+    def stroke_segment(self, p0: tuple[float, float], p1: tuple[float, float], diameter: float,
+                       erase: bool = False) -> None:
+        layer, snapshot, rect = self._stroke
+        r = int(np.ceil(diameter / 2)) + 1
+        seg = clip_rect((int(min(p0[0], p1[0])) - r, int(min(p0[1], p1[1])) - r,
+                         int(max(p0[0], p1[0])) + r + 1, int(max(p0[1], p1[1])) + r + 1), self.mask.shape)
+        if seg is None:
+            return
+        x0, y0, x1, y1 = seg
+        tmp = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        # cv2 fixed-point coordinates (shift=4) keep sub-pixel positions of zoomed-in strokes.
+        a = (int(round((p0[0] - x0) * 16)), int(round((p0[1] - y0) * 16)))
+        b = (int(round((p1[0] - x0) * 16)), int(round((p1[1] - y0) * 16)))
+        cv2.line(tmp, a, b, 1, max(1, int(round(diameter))), cv2.LINE_8, shift=4)
+        if diameter <= 2:
+            tmp[min(max(int(p1[1]) - y0, 0), y1 - y0 - 1), min(max(int(p1[0]) - x0, 0), x1 - x0 - 1)] = 1
+        target = self.layer(layer)[y0:y1, x0:x1]
+        if erase:
+            target &= ~tmp.astype(bool)
+        else:
+            target |= tmp.astype(bool)
+        if layer == "mask":
+            self.clear_preview()
+            self.show_result(None)
+        rect = seg if rect is None else (min(rect[0], x0), min(rect[1], y0), max(rect[2], x1), max(rect[3], y1))
+        self._stroke = (layer, snapshot, rect)
+        self.layer_changed.emit(layer, QRect(x0, y0, x1 - x0, y1 - y0))
+
+    def end_stroke(self, text: str) -> bool:
+        layer, snapshot, rect = self._stroke
+        self._stroke = None
+        if rect is None:
+            return False
+        x0, y0, x1, y1 = rect
+        return self.commit_patch(layer, rect, snapshot[y0:y1, x0:x1], text)
+
+    @property
+    def stroking(self) -> bool:
+        return self._stroke is not None
+
+    def set_layer(self, layer: str, new: np.ndarray, text: str) -> bool:
+        return self.commit(layer, self.layer(layer).copy(), new, text)
+
+    def invert_mask(self) -> bool:
+        return self.set_layer("mask", ~self.mask, "Invert mask")
+
+    def clear_mask(self) -> bool:
+        return self.set_layer("mask", np.zeros_like(self.mask), "Clear mask")
+
+    def clear_sketch(self) -> bool:
+        return self.set_layer("sketch", np.zeros_like(self.sketch), "Clear sketch")
+
+    def grow_mask(self, px: int) -> bool:
+        """Dilate (px > 0) or erode (px < 0) with a round kernel."""
+        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * abs(px) + 1, 2 * abs(px) + 1))
+        op = cv2.dilate if px > 0 else cv2.erode
+        grown = op(self.mask.astype(np.uint8), k, borderType=cv2.BORDER_REPLICATE).astype(bool)
+        return self.set_layer("mask", grown, f"{'Grow' if px > 0 else 'Shrink'} mask {abs(px)} px")
+
+    def feather_mask(self, radius: int) -> bool:
+        """Smooth the mask outline: a Gaussian blur thresholded at one half rounds corners and removes jaggies
+        (the engine's paste-back already blends the hole's edge, so the mask itself stays binary)."""
+        sigma = max(0.5, radius / 2)
+        soft = cv2.GaussianBlur(self.mask.astype(np.float32), (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
+        return self.set_layer("mask", soft >= 0.5, f"Feather mask {radius} px")
+
+    def set_sketch_from(self, strokes: np.ndarray) -> bool:
+        """Replace the sketch with ``strokes``, limited to the mask when one is painted."""
+        if self.mask.any():
+            strokes = strokes & self.mask
+        return self.set_layer("sketch", strokes.astype(bool), "Sketch from edges")
+
+    # ----- requests and results -----------------------------------------------------------------------------
+    def request(self, seed: int, params: dict[str, Any], attributes: dict[str, float], prompt: str = "",
+                use_region: bool = False) -> Request:
+        """Owned copies, so the worker thread never reads arrays the GUI is painting into."""
+        return Request(image=self.image.copy(), mask=self.mask.copy(),
+                       sketch=self.sketch.copy() if self.sketch.any() else None,
+                       attributes=dict(attributes), seed=int(seed), params=dict(params),
+                       region=self.region if use_region else None, prompt=prompt)
+
+    def add_result(self, item: HistoryItem) -> int:
+        item.thumb_box = mask_bbox(item.mask)
+        self.results.append(item)
+        self.results_changed.emit()
+        self.show_result(len(self.results) - 1)
+        return len(self.results) - 1
+
+    def discard_result(self, index: int) -> None:
+        del self.results[index]
+        if self.shown is not None:
+            self.shown = None if self.shown == index else self.shown - (self.shown > index)
+        self.results_changed.emit()
+        self.shown_result_changed.emit()
+
+    def show_result(self, index: int | None) -> None:
+        if index != self.shown:
+            self.shown = index
+            self.shown_result_changed.emit()
+
+    def shown_item(self) -> HistoryItem | None:
+        return None if self.shown is None else self.results[self.shown]
+
+    def accept_result(self, index: int) -> bool:
+        """Apply the result inside its own mask and clear the mask, as one undo step."""
+        item = self.results[index]
+        new_image = np.where(item.mask[..., None], item.image, self.image)
+        self.undo_stack.beginMacro(f"Accept fill ({item.model}, seed {item.seed})")
+        changed = self.set_layer("image", new_image, "Apply fill")
+        self.set_layer("mask", np.zeros_like(self.mask), "Clear mask")
+        self.undo_stack.endMacro()
+        item.accepted = True
+        self.show_result(None)
+        self.results_changed.emit()
+        return changed
+
+    def last_accepted(self) -> HistoryItem | None:
+        return next((r for r in reversed(self.results) if r.accepted), None)
+
+    def composed(self) -> np.ndarray:
+        """What the canvas shows without the overlays: the image with the shown result applied."""
+        item = self.shown_item()
+        if item is None:
+            return self.image
+        return np.where(item.mask[..., None], item.image, self.image)
+
+    # ----- live preview and region (transient, not undoable) ------------------------------------------------
+    def set_preview(self, image: np.ndarray | None, box: Rect | None) -> None:
+        self.preview, self.preview_box = image, box
+        self.preview_changed.emit()
+
+    def clear_preview(self) -> None:
+        if self.preview is not None:
+            self.set_preview(None, None)
+
+    def set_region(self, region: Rect | None) -> None:
+        if region is not None:
+            region = clip_rect(region, self.image.shape) or None
+        if region != self.region:
+            self.region = region
+            self.region_changed.emit()
+
+    def default_region(self, side: int) -> Rect:
+        """A square of ``side`` pixels centred on the mask (or the image when the mask is empty)."""
+        h, w = self.mask.shape
+        if self.mask.any():
+            x0, y0, x1, y1 = mask_bbox(self.mask)
+            cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
+        else:
+            cx, cy = w // 2, h // 2
+        side = min(side, w, h)
+        x = min(max(0, cx - side // 2), w - side)
+        y = min(max(0, cy - side // 2), h - side)
+        return (x, y, x + side, y + side)

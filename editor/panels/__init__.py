@@ -1,0 +1,1 @@
+"""Side panels bound to the document and the job controller."""

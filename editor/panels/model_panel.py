@@ -1,0 +1,232 @@
+"""Model picker, a parameter form generated from ``ModelInfo.params``, attribute toggles, seed and prompt."""
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal, Slot
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
+                               QLineEdit, QPushButton, QSlider, QSpinBox, QVBoxLayout, QWidget)
+
+from engine import registry
+from engine.api import ModelInfo, Param
+
+SLIDER_STEPS = 1000
+
+
+class ParamField(QWidget):
+    """One parameter: a spin box (with a slider when the range is bounded), a check box, a combo or a line edit."""
+
+    changed = Signal()
+
+    def __init__(self, param: Param, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.param = param
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        self.slider: QSlider | None = None
+        k = param.kind
+        if k in ("int", "float"):
+            spin = QSpinBox() if k == "int" else QDoubleSpinBox()
+            lo = param.min if param.min is not None else (-1e9 if k == "float" else -2**31 + 1)
+            hi = param.max if param.max is not None else (1e9 if k == "float" else 2**31 - 1)
+            spin.setRange(int(lo) if k == "int" else lo, int(hi) if k == "int" else hi)
+            if k == "float":
+                bounded = param.min is not None and param.max is not None
+                step = param.step or ((hi - lo) / 100 if bounded else 0.1)
+                spin.setSingleStep(step)
+                spin.setDecimals(3 if step >= 0.001 else 6)
+            elif param.step:
+                spin.setSingleStep(int(param.step))
+            spin.setValue(param.default)
+            spin.valueChanged.connect(self._spin_changed)
+            self.editor = spin
+            if param.min is not None and param.max is not None:
+                self.slider = QSlider(Qt.Horizontal)
+                self.slider.setRange(0, SLIDER_STEPS)
+                self.slider.setValue(self._to_slider(param.default))
+                self.slider.valueChanged.connect(self._slider_changed)
+                lay.addWidget(self.slider, 1)
+            spin.setMinimumWidth(80)
+            lay.addWidget(spin)
+        elif k == "bool":
+            self.editor = QCheckBox()
+            self.editor.setChecked(bool(param.default))
+            self.editor.toggled.connect(self.changed)
+            lay.addWidget(self.editor)
+        elif k == "choice":
+            self.editor = QComboBox()
+            self.editor.addItems(list(param.choices))
+            self.editor.setCurrentText(str(param.default))
+            self.editor.currentTextChanged.connect(self.changed)
+            lay.addWidget(self.editor, 1)
+        else:
+            self.editor = QLineEdit(str(param.default))
+            self.editor.editingFinished.connect(self.changed)
+            lay.addWidget(self.editor, 1)
+        tip = param.help + (f"  [{param.min:g} .. {param.max:g}]" if param.min is not None and param.max is not None
+                            else "")
+        self.setToolTip(tip)
+
+    def _to_slider(self, v: float) -> int:
+        lo, hi = self.param.min, self.param.max
+        return int(round((v - lo) / (hi - lo) * SLIDER_STEPS)) if hi > lo else 0
+
+    @Slot(int)
+    def _slider_changed(self, pos: int) -> None:
+        lo, hi = self.param.min, self.param.max
+        v = lo + (hi - lo) * pos / SLIDER_STEPS
+        if self.param.kind == "int":
+            v = int(round(v))
+        elif self.param.step:
+            v = round(round((v - lo) / self.param.step) * self.param.step + lo, 6)
+        self.editor.blockSignals(True)
+        self.editor.setValue(v)
+        self.editor.blockSignals(False)
+        self.changed.emit()
+
+    @Slot()
+    def _spin_changed(self) -> None:
+        if self.slider is not None:
+            self.slider.blockSignals(True)
+            self.slider.setValue(self._to_slider(self.editor.value()))
+            self.slider.blockSignals(False)
+        self.changed.emit()
+
+    def value(self) -> Any:
+        k = self.param.kind
+        if k in ("int", "float"):
+            return self.editor.value()
+        if k == "bool":
+            return self.editor.isChecked()
+        if k == "choice":
+            return self.editor.currentText()
+        return self.editor.text()
+
+
+class ModelPanel(QWidget):
+    model_changed = Signal(str)
+    attribute_toggled = Signal(str, bool)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(6, 6, 6, 6)
+        self.picker = QComboBox()
+        self.picker.setToolTip("The model that fills the masked area")
+        self.info_label = QLabel()
+        self.info_label.setWordWrap(True)
+        self.info_label.setTextFormat(Qt.RichText)
+        self.info_label.setObjectName("modelInfo")
+        self.params_box = QGroupBox("Parameters")
+        self.params_form = QFormLayout(self.params_box)
+        self.attrs_box = QGroupBox("Attributes")
+        self.attrs_layout = QVBoxLayout(self.attrs_box)
+        self.prompt = QLineEdit()
+        self.prompt.setPlaceholderText("Describe what should appear in the hole")
+        self.prompt_box = QGroupBox("Prompt")
+        QVBoxLayout(self.prompt_box).addWidget(self.prompt)
+        seed_row = QHBoxLayout()
+        self.seed = QSpinBox()
+        self.seed.setRange(0, 2**31 - 1)
+        self.seed.setToolTip("Same seed + same mask + same parameters = same result")
+        self.variation = QPushButton("New variation")
+        self.variation.setToolTip("Pick a random seed and fill again (Ctrl+Shift+Enter)")
+        seed_row.addWidget(QLabel("Seed"))
+        seed_row.addWidget(self.seed, 1)
+        seed_row.addWidget(self.variation)
+        lay.addWidget(QLabel("<b>Model</b>"))
+        lay.addWidget(self.picker)
+        lay.addWidget(self.info_label)
+        lay.addWidget(self.params_box)
+        lay.addWidget(self.attrs_box)
+        lay.addWidget(self.prompt_box)
+        lay.addLayout(seed_row)
+        self.fields: dict[str, ParamField] = {}
+        self.toggles: dict[str, QCheckBox] = {}
+        self.info: ModelInfo | None = None
+        self.picker.currentIndexChanged.connect(self._on_pick)
+        self.refresh_models()
+
+    def refresh_models(self) -> None:
+        """Re-read the registry (models registered at run time, e.g. by tests), keeping the selection."""
+        current = self.current_model()
+        self.picker.blockSignals(True)
+        self.picker.clear()
+        for info in registry.all_models():
+            title = info.title if info.weights_present else f"{info.title}  (weights missing)"
+            self.picker.addItem(title, info.name)
+        self.picker.blockSignals(False)
+        self.select(current or registry.DEFAULT_MODEL)
+        if self.info is None and self.picker.count():
+            self._on_pick()
+
+    def select(self, name: str) -> None:
+        i = self.picker.findData(name)
+        if i >= 0 and i != self.picker.currentIndex():
+            self.picker.setCurrentIndex(i)
+        elif i >= 0:
+            self._on_pick()
+
+    def current_model(self) -> str | None:
+        return self.picker.currentData()
+
+    @Slot()
+    def _on_pick(self) -> None:
+        name = self.current_model()
+        if name is None:
+            return
+        info = self.info = registry.get_info(name)
+        weights = ("<span style='color:#6c6'>weights present</span>" if info.weights_present
+                   else f"<span style='color:#e66'>weights missing: {info.weights}</span>")
+        res = f"{info.resolution} px" if info.resolution else "native resolution"
+        tags = [t for t, on in (("instant", info.instant), ("uses sketch", info.uses_sketch),
+                                ("learns on the image", info.learns_on_image), ("greyscale", info.grey)) if on]
+        self.info_label.setText(
+            f"{info.description}<br><br><b>Trained on:</b> {info.domain}<br><b>Works at:</b> {res}"
+            + (f"<br><b>Notes:</b> {', '.join(tags)}" if tags else "") + f"<br>{weights}")
+        self._build_params(info)
+        self._build_attributes(info)
+        self.prompt_box.setVisible(info.uses_prompt)
+        self.model_changed.emit(name)
+
+    def _build_params(self, info: ModelInfo) -> None:
+        while self.params_form.rowCount():
+            self.params_form.removeRow(0)
+        self.fields = {}
+        for p in info.params:
+            f = ParamField(p)
+            label = QLabel(p.label or p.name)
+            label.setToolTip(p.help)
+            self.params_form.addRow(label, f)
+            self.fields[p.name] = f
+        self.params_box.setVisible(bool(info.params))
+
+    def _build_attributes(self, info: ModelInfo) -> None:
+        for cb in self.toggles.values():
+            cb.deleteLater()
+        self.toggles = {}
+        for a in info.attributes:
+            cb = QCheckBox(a.label or a.name)
+            cb.setChecked(a.default >= 0.5)
+            cb.setToolTip(a.help + (" (refills at once)" if info.instant else ""))
+            cb.setObjectName(f"attr_{a.name}")
+            cb.toggled.connect(self._on_toggle)
+            self.attrs_layout.addWidget(cb)
+            self.toggles[a.name] = cb
+        self.attrs_box.setVisible(bool(info.attributes))
+
+    @Slot(bool)
+    def _on_toggle(self, on: bool) -> None:
+        name = self.sender().objectName().removeprefix("attr_")
+        self.attribute_toggled.emit(name, on)
+
+    def params(self) -> dict[str, Any]:
+        return {name: f.value() for name, f in self.fields.items()}
+
+    def attributes(self) -> dict[str, float]:
+        return {name: 1.0 if cb.isChecked() else 0.0 for name, cb in self.toggles.items()}
+
+    def new_seed(self) -> int:
+        self.seed.setValue(random.randrange(0, 2**31 - 1))
+        return self.seed.value()

@@ -1,0 +1,181 @@
+"""Runs engine jobs on one long-lived QThread and hands their previews to the GUI without flooding it.
+
+Threading rules (DESIGN.md): one worker object living on a QThread, ``@Slot`` receivers, no lambdas across
+threads, previews cross as owned numpy copies, the GUI polls the newest preview on a ~15 fps timer. Models are
+loaded (torch) on the worker thread only. Shutting down is cancel -> quit() -> wait(), never terminate().
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+
+import numpy as np
+from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
+
+from engine import registry
+from engine.api import CancelToken, Cancelled, InpaintError, Preview, Request, Result
+from engine.runner import run_job
+
+PREVIEW_FPS = 15
+
+
+@dataclass
+class Job:
+    id: int
+    model: str
+    request: Request
+    cancel: CancelToken
+    started: float  # perf_counter when Fill was pressed (GUI thread)
+
+
+class FillWorker(QObject):
+    """Lives on the worker thread. Emits only plain Python objects it no longer touches."""
+
+    preview = Signal(int, object)  # job id, Preview with an owned image copy
+    finished = Signal(int, object)  # job id, Result
+    failed = Signal(int, str)  # job id, one-line message
+    cancelled = Signal(int)
+
+    @Slot(object)
+    def run(self, job: Job) -> None:
+        if job.cancel.cancelled:  # a newer job was queued behind this one; skip the model load too
+            self.cancelled.emit(job.id)
+            return
+        try:
+            inpainter = registry.load(job.model)
+            gen = run_job(inpainter, job.request, job.cancel)
+            while True:
+                try:
+                    p = next(gen)
+                except StopIteration as stop:
+                    result: Result = stop.value
+                    break
+                image = None if p.image is None else np.array(p.image, dtype=np.uint8, copy=True)
+                self.preview.emit(job.id, dataclasses.replace(p, image=image))
+        except Cancelled:
+            self.cancelled.emit(job.id)
+        except InpaintError as exc:
+            self.failed.emit(job.id, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        except Exception as exc:  # a model bug must not kill the thread or the app; keep the trace for bug reports
+            traceback.print_exc(file=sys.stderr)
+            self.failed.emit(job.id, f"{job.model} failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        else:
+            self.finished.emit(job.id, result)
+
+
+class JobController(QObject):
+    """GUI-thread side: starts jobs, cancels them, and re-emits only the current job's events.
+
+    ``preview_tick`` fires at most ~15 times a second with the newest preview; ``loss_point`` fires for every
+    training preview (cheap scalars, so the loss curve misses nothing).
+    """
+
+    started = Signal(int)
+    preview_tick = Signal(object)  # newest Preview since the last tick
+    progress = Signal(int, int, float)  # step, total, eta seconds (-1 = unknown)
+    loss_point = Signal(int, float)
+    finished = Signal(object, object)  # Result, the Job it answers (its request holds the mask snapshot)
+    failed = Signal(str)
+    cancelled = Signal()
+    busy_changed = Signal(bool)
+    _submit = Signal(object)
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._thread = QThread()
+        self._thread.setObjectName("inpaint-worker")
+        self._worker = FillWorker()
+        self._worker.moveToThread(self._thread)
+        self._submit.connect(self._worker.run)
+        self._worker.preview.connect(self._on_preview)
+        self._worker.finished.connect(self._on_finished)
+        self._worker.failed.connect(self._on_failed)
+        self._worker.cancelled.connect(self._on_cancelled)
+        self._thread.start()
+        self._next_id = 0
+        self.job: Job | None = None
+        self._latest: Preview | None = None
+        self.first_preview_latency: float | None = None  # Fill -> first preview drawn, seconds
+        self._timer = QTimer(self)
+        self._timer.setInterval(1000 // PREVIEW_FPS)
+        self._timer.timeout.connect(self._flush_preview)
+
+    @property
+    def busy(self) -> bool:
+        return self.job is not None
+
+    def start(self, model: str, request: Request) -> int:
+        """Cancel whatever runs and queue a new job; the worker skips cancelled jobs that are still queued."""
+        if self.job is not None:
+            self.job.cancel.cancel()
+        self._next_id += 1
+        self.job = Job(self._next_id, model, request, CancelToken(), time.perf_counter())
+        self._latest = None
+        self.first_preview_latency = None
+        self._timer.start()
+        self._submit.emit(self.job)
+        self.started.emit(self.job.id)
+        self.busy_changed.emit(True)
+        return self.job.id
+
+    def cancel(self) -> None:
+        if self.job is not None:
+            self.job.cancel.cancel()
+
+    def shutdown(self, timeout_ms: int = 10_000) -> bool:
+        """Cancel, stop the thread's event loop once the current slot returns, and wait for it."""
+        self.cancel()
+        self._timer.stop()
+        self._thread.quit()
+        return self._thread.wait(timeout_ms)
+
+    # ----- worker events (queued onto the GUI thread) -------------------------------------------------------
+    @Slot(int, object)
+    def _on_preview(self, job_id: int, p: Preview) -> None:
+        if self.job is None or job_id != self.job.id:
+            return
+        if p.loss is not None:
+            self.loss_point.emit(p.step, float(p.loss))
+        elapsed = time.perf_counter() - self.job.started
+        eta = elapsed / p.step * (p.total - p.step) if p.step > 0 and p.total > 0 else -1.0
+        self.progress.emit(p.step, p.total, eta)
+        if p.image is not None:
+            self._latest = p
+
+    @Slot()
+    def _flush_preview(self) -> None:
+        p, self._latest = self._latest, None
+        if p is None or self.job is None:
+            return
+        if self.first_preview_latency is None:
+            self.first_preview_latency = time.perf_counter() - self.job.started
+        self.preview_tick.emit(p)
+
+    def _end(self, job_id: int) -> bool:
+        if self.job is None or job_id != self.job.id:
+            return False
+        self.job = None
+        self._latest = None
+        self._timer.stop()
+        self.busy_changed.emit(False)
+        return True
+
+    @Slot(int, object)
+    def _on_finished(self, job_id: int, result: Result) -> None:
+        job = self.job
+        if self._end(job_id):
+            result.timings.setdefault("wall", time.perf_counter() - job.started)
+            self.finished.emit(result, job)
+
+    @Slot(int, str)
+    def _on_failed(self, job_id: int, message: str) -> None:
+        if self._end(job_id):
+            self.failed.emit(message)
+
+    @Slot(int)
+    def _on_cancelled(self, job_id: int) -> None:
+        if self._end(job_id):
+            self.cancelled.emit()
