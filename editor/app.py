@@ -7,6 +7,7 @@ import traceback
 from pathlib import Path
 
 from PySide6.QtCore import QCoreApplication, Qt
+from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,7 +19,23 @@ def make_app() -> QApplication:
     QCoreApplication.setApplicationName("Inpaint Studio")
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setStyle("Fusion")
+    app.setPalette(dark_palette())
     return app
+
+
+def dark_palette() -> QPalette:
+    """A neutral dark theme, as image editors use, so the UI does not compete with the picture."""
+    pal = QPalette()
+    base, window, text = QColor(35, 37, 41), QColor(50, 53, 58), QColor(220, 222, 226)
+    for role, color in ((QPalette.Window, window), (QPalette.WindowText, text), (QPalette.Base, base),
+                        (QPalette.AlternateBase, window), (QPalette.ToolTipBase, QColor(60, 63, 68)),
+                        (QPalette.ToolTipText, text), (QPalette.Text, text), (QPalette.Button, window),
+                        (QPalette.ButtonText, text), (QPalette.Highlight, QColor(64, 128, 220)),
+                        (QPalette.HighlightedText, QColor(255, 255, 255)), (QPalette.Link, QColor(100, 160, 255))):
+        pal.setColor(role, color)
+    for role in (QPalette.WindowText, QPalette.Text, QPalette.ButtonText):
+        pal.setColor(QPalette.Disabled, role, QColor(120, 122, 128))
+    return pal
 
 
 def install_excepthook() -> None:

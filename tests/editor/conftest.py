@@ -1,0 +1,71 @@
+"""Editor test fixtures: offscreen Qt, scratch QSettings, the fake models, a shown main window with the sample
+image, and QMessageBox recorded instead of blocking."""
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before any Qt import
+
+import pytest  # noqa: E402
+from PySide6.QtCore import QCoreApplication, QSettings  # noqa: E402
+from PySide6.QtWidgets import QMessageBox  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # tests.fake_models is named by "module:attr" strings in the registry
+
+from tests.fake_models import register_fake_models  # noqa: E402
+
+SAMPLE = ROOT / "resources" / "samples" / "astronaut.png"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _scratch_settings(tmp_path_factory):
+    QCoreApplication.setOrganizationName("InpaintStudioTests")
+    QCoreApplication.setApplicationName("Inpaint Studio Tests")
+    QSettings.setDefaultFormat(QSettings.IniFormat)
+    QSettings.setPath(QSettings.IniFormat, QSettings.UserScope, str(tmp_path_factory.mktemp("settings")))
+    register_fake_models()
+
+
+class Dialogs:
+    """Records message boxes; ``answer`` is what question() returns."""
+
+    def __init__(self) -> None:
+        self.shown: list[tuple[str, str, str]] = []
+        self.answer = QMessageBox.No
+
+    def errors(self) -> list[str]:
+        return [msg for kind, _, msg in self.shown if kind == "critical"]
+
+
+@pytest.fixture(autouse=True)
+def dialogs(monkeypatch) -> Dialogs:
+    rec = Dialogs()
+
+    def make(kind):
+        def show(parent, title, text, *args, **kwargs):
+            rec.shown.append((kind, title, text))
+            return rec.answer if kind == "question" else QMessageBox.Ok
+        return staticmethod(show)
+
+    for kind in ("critical", "warning", "information", "question"):
+        monkeypatch.setattr(QMessageBox, kind, make(kind))
+    return rec
+
+
+@pytest.fixture
+def window(qtbot, dialogs):
+    from editor.main_window import MainWindow
+
+    w = MainWindow()
+    qtbot.addWidget(w)
+    w.resize(1280, 820)
+    w.show()
+    qtbot.waitExposed(w)
+    assert w.open_path(SAMPLE)
+    w.model_panel.refresh_models()
+    yield w
+    dialogs.answer = QMessageBox.Discard
+    w.close()
+    assert not w.jobs._thread.isRunning()
