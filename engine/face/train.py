@@ -1,0 +1,203 @@
+"""Train the face cVAE inpainter: BCE + 0.5 KL pretraining, discriminator warm-up, adversarial fine-tuning.
+
+    python -m engine.face.train                                   # procedural portraits, all four mask regimes
+    python -m engine.face.train --data celeba --root ~/data/celeba --pretrain-minutes 120 --gan-minutes 60
+    python -m engine.face.train --tiny --pretrain-steps 2 --gan-steps 2 --out /tmp/face-tiny   # smoke test
+
+Phases (the seed's recipe; Larsen et al. 2016 for the VAE-GAN loss):
+  1. pretrain: loss = BCE(x_hat, x) + 0.5 KL(q(z | x_masked, m) || N(0, I)), true attribute labels to the decoder;
+  2. discriminator warm-up: D alone for ``--d-warmup`` steps, so its first gradients are informative;
+  3. fine-tune: D and G alternate; G adds ``--adv-weight`` x the non-saturating adversarial loss.
+Each phase is bounded by steps and/or minutes (whichever comes first), so a CPU run has a known duration.
+The generator is written to ``--out`` (config.json with the config and training facts + model.safetensors)
+at the end of each phase and every ``--save-every`` steps.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import time
+from dataclasses import asdict
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from engine.face.data import REGIMES, PoolSampler, procedural_pool, sample_masks
+from engine.face.model import (Discriminator, FaceConfig, FaceCVAE, count_params, kl_divergence,
+                               reconstruction_bce, save_pretrained)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", choices=("procedural", "celeba"), default="procedural")
+    p.add_argument("--root", help="CelebA folder (img_align_celeba/, list_attr_celeba.txt, list_eval_partition.txt)")
+    p.add_argument("--out", default="resources/models/face-cvae")
+    p.add_argument("--res", type=int, default=64, choices=(64, 128))
+    p.add_argument("--ch", type=int, default=16)
+    p.add_argument("--z-dim", type=int, default=128)
+    p.add_argument("--emb-dim", type=int, default=16)
+    p.add_argument("--disc-ch", type=int, default=16)
+    p.add_argument("--no-skips", action="store_true", help="the seed's plain bottleneck (no U-Net skips)")
+    p.add_argument("--tiny", action="store_true", help="tiny network and pool (tests)")
+    p.add_argument("--pool", type=int, default=12000, help="procedural faces rendered once and cached")
+    p.add_argument("--regimes", default=",".join(REGIMES), help="mask regimes to train on, comma-separated")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--gan-lr", type=float, default=2e-4)
+    p.add_argument("--hole-weight", type=float, default=4.0)
+    p.add_argument("--kl-weight", type=float, default=0.5)
+    p.add_argument("--adv-weight", type=float, default=100.0)
+    p.add_argument("--pretrain-steps", type=int, default=10**9)
+    p.add_argument("--pretrain-minutes", type=float, default=14.0)
+    p.add_argument("--d-warmup", type=int, default=60)
+    p.add_argument("--gan-steps", type=int, default=10**9)
+    p.add_argument("--gan-minutes", type=float, default=7.0)
+    p.add_argument("--save-every", type=int, default=500)
+    p.add_argument("--log-every", type=int, default=25)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def to_tensors(imgs, labels, masks):
+    x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float().div_(255.0)
+    m = torch.from_numpy(masks).unsqueeze(1).float()
+    return x, m, torch.from_numpy(labels).float()
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    if args.tiny:
+        args.ch, args.z_dim, args.emb_dim, args.disc_ch = 8, 16, 4, 8
+        args.pool, args.batch = min(args.pool, 64), min(args.batch, 8)
+    cfg = FaceConfig(res=args.res, ch=args.ch, z_dim=args.z_dim, emb_dim=args.emb_dim, disc_ch=args.disc_ch,
+                     skips=not args.no_skips)
+    regimes = [REGIMES.index(r.strip()) for r in args.regimes.split(",") if r.strip()]
+
+    if args.data == "celeba":
+        from engine.face.celeba import CelebA
+
+        if not args.root:
+            raise SystemExit("--data celeba needs --root DIR")
+        sampler = CelebA(args.root, "train", args.res)
+        print(f"CelebA train split: {len(sampler)} images")
+    else:
+        sampler = PoolSampler(*procedural_pool(args.pool, args.res, cache=not args.tiny))
+        print(f"procedural pool: {args.pool} faces at {args.res}px")
+
+    G, D = FaceCVAE(cfg), Discriminator(cfg)
+    print(f"generator {count_params(G) / 1e6:.2f}M params, discriminator {count_params(D) / 1e6:.2f}M")
+    opt_g = torch.optim.Adam(G.parameters(), lr=args.lr, betas=(0.9, 0.999))
+    facts = {"data": args.data, "regimes": [REGIMES[r] for r in regimes], "batch": args.batch,
+             "hole_weight": args.hole_weight, "kl_weight": args.kl_weight, "adv_weight": args.adv_weight,
+             "threads": args.threads, "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+             "torch": torch.__version__, "steps": {}, "seconds": {}}
+
+    def get_batch():
+        imgs, labels, mouth, eyes = sampler.batch(rng, args.batch)
+        reg = rng.choice(regimes, size=args.batch)
+        masks = sample_masks(rng, args.res, mouth, eyes, reg)
+        return to_tensors(imgs, labels, masks)
+
+    def vae_loss(x, m, a):
+        logits, mu, logvar = G(x, m, a)
+        rec = reconstruction_bce(logits, x, m, args.hole_weight).mean()
+        kl = kl_divergence(mu, logvar).mean()
+        return logits, rec, kl
+
+    def save(phase):
+        facts["config"] = asdict(cfg)
+        save_pretrained(G, args.out, facts)
+        print(f"[{phase}] saved {args.out}", flush=True)
+
+    def composite(logits, x, m):
+        return torch.sigmoid(logits) * m + x * (1 - m)
+
+    # ---- 1. pretraining: BCE + 0.5 KL --------------------------------------------------------------------------
+    G.train()
+    t0, step, avg = time.time(), 0, None
+    while step < args.pretrain_steps and time.time() - t0 < args.pretrain_minutes * 60:
+        x, m, a = get_batch()
+        _, rec, kl = vae_loss(x, m, a)
+        loss = rec + args.kl_weight * kl
+        opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_g.step()
+        step += 1
+        cur = np.array([loss.item(), rec.item(), kl.item()])
+        avg = cur if avg is None else 0.95 * avg + 0.05 * cur
+        if step % args.log_every == 0 or step == 1:
+            el = time.time() - t0
+            print(f"pretrain step {step} loss {avg[0]:.1f} bce {avg[1]:.1f} kl {avg[2]:.1f} "
+                  f"({el / step:.3f} s/step, {el / 60:.1f} min)", flush=True)
+        if step % args.save_every == 0:
+            facts["steps"]["pretrain"], facts["seconds"]["pretrain"] = step, round(time.time() - t0)
+            save("pretrain")
+    facts["steps"]["pretrain"], facts["seconds"]["pretrain"] = step, round(time.time() - t0)
+    save("pretrain")
+
+    if args.gan_steps <= 0 or args.gan_minutes <= 0:
+        return
+    # ---- 2. discriminator warm-up ---------------------------------------------------------------------------------
+    opt_d = torch.optim.Adam(D.parameters(), lr=args.gan_lr, betas=(0.5, 0.999))
+    for g in opt_g.param_groups:
+        g["lr"], g["betas"] = args.gan_lr, (0.5, 0.999)
+
+    def d_step(x, m, a):
+        with torch.no_grad():
+            logits, _, _ = G(x, m, a)
+            fake = composite(logits, x, m)
+        # Real: the true image with the same mask channel; fake: the composite. Also a "wrong attribute" real
+        # (flipped labels) counts as fake, so the projection term learns to check the attributes.
+        flip = a.clone()
+        k = torch.randint(0, a.shape[1], (a.shape[0],))
+        flip[torch.arange(a.shape[0]), k] = 1 - flip[torch.arange(a.shape[0]), k]
+        d_real, d_fake, d_wrong = D(x, m, a), D(fake, m, a), D(x, m, flip)
+        loss = (F.softplus(-d_real).mean() + 0.5 * F.softplus(d_fake).mean() + 0.5 * F.softplus(d_wrong).mean())
+        opt_d.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_d.step()
+        return loss.item(), (d_real > 0).float().mean().item(), (d_fake < 0).float().mean().item()
+
+    t1 = time.time()
+    for i in range(args.d_warmup):
+        ld, acc_r, acc_f = d_step(*get_batch())
+        if (i + 1) % args.log_every == 0:
+            print(f"D warm-up {i + 1}/{args.d_warmup} loss {ld:.3f} acc real {acc_r:.2f} fake {acc_f:.2f}", flush=True)
+    facts["steps"]["d_warmup"], facts["seconds"]["d_warmup"] = args.d_warmup, round(time.time() - t1)
+
+    # ---- 3. adversarial fine-tuning -------------------------------------------------------------------------------
+    t2, step, avg = time.time(), 0, None
+    while step < args.gan_steps and time.time() - t2 < args.gan_minutes * 60:
+        x, m, a = get_batch()
+        ld, acc_r, acc_f = d_step(x, m, a)
+        logits, rec, kl = vae_loss(x, m, a)
+        adv = F.softplus(-D(composite(logits, x, m), m, a)).mean()  # non-saturating: -log D(G(.))
+        loss = rec + args.kl_weight * kl + args.adv_weight * adv
+        opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_g.step()
+        step += 1
+        cur = np.array([rec.item(), kl.item(), adv.item(), ld, acc_r, acc_f])
+        avg = cur if avg is None else 0.95 * avg + 0.05 * cur
+        if step % args.log_every == 0 or step == 1:
+            el = time.time() - t2
+            print(f"gan step {step} bce {avg[0]:.1f} kl {avg[1]:.1f} adv {avg[2]:.3f} | D loss {avg[3]:.3f} "
+                  f"acc real {avg[4]:.2f} fake {avg[5]:.2f} ({el / step:.3f} s/step, {el / 60:.1f} min)", flush=True)
+        if step % args.save_every == 0:
+            facts["steps"]["gan"], facts["seconds"]["gan"] = step, round(time.time() - t2)
+            save("gan")
+    facts["steps"]["gan"], facts["seconds"]["gan"] = step, round(time.time() - t2)
+    facts["seconds"]["total"] = round(time.time() - t0)
+    save("gan")
+    if not math.isfinite(float(avg[0])):
+        raise SystemExit("training diverged (non-finite loss)")
+
+
+if __name__ == "__main__":
+    main()
