@@ -18,9 +18,13 @@ def make_app() -> QApplication:
     QCoreApplication.setOrganizationName("InpaintStudio")
     QCoreApplication.setApplicationName("Inpaint Studio")
     app = QApplication.instance() or QApplication(sys.argv[:1])
+    apply_theme(app)
+    return app
+
+
+def apply_theme(app: QApplication) -> None:
     app.setStyle("Fusion")
     app.setPalette(dark_palette())
-    return app
 
 
 def dark_palette() -> QPalette:

@@ -23,16 +23,21 @@ MIN_ZOOM, MAX_ZOOM = 0.02, 32.0
 
 
 def rgb_qimage(rgb: np.ndarray) -> QImage:
-    """A QImage that owns a copy of the pixels (safe after the array goes away)."""
+    """An opaque QImage that owns its pixels, in the raster engine's fast format (RGB888 would be converted on
+    every scaled draw)."""
     rgb = np.ascontiguousarray(rgb)
     h, w = rgb.shape[:2]
-    return QImage(rgb.data, w, h, 3 * w, QImage.Format_RGB888).copy()
+    return QImage(rgb.data, w, h, 3 * w, QImage.Format_RGB888).convertToFormat(QImage.Format_RGB32)
 
 
-def rgba_qimage(rgba: np.ndarray) -> QImage:
-    rgba = np.ascontiguousarray(rgba)
-    h, w = rgba.shape[:2]
-    return QImage(rgba.data, w, h, 4 * w, QImage.Format_RGBA8888).copy()
+def argb_qimage(rgb: np.ndarray, alpha: np.ndarray) -> QImage:
+    """RGB + 0/255 alpha -> an owned ARGB32_Premultiplied QImage (transparent pixels must be black)."""
+    h, w = alpha.shape
+    bgra = np.zeros((h, w, 4), np.uint8)
+    on = alpha > 0
+    bgra[on, :3] = rgb[on][:, ::-1]
+    bgra[..., 3] = np.where(on, 255, 0)
+    return QImage(bgra.data, w, h, 4 * w, QImage.Format_ARGB32_Premultiplied).copy()
 
 
 class Canvas(QWidget):
@@ -69,9 +74,10 @@ class Canvas(QWidget):
         self._mouse = QPointF(-1, -1)
         self._split_x = 0.5  # fraction of the widget width
         self._img_q = self._orig_q = QImage()
-        self._mask_rgba = np.zeros((1, 1, 4), np.uint8)
-        self._sketch_rgba = np.zeros((1, 1, 4), np.uint8)
+        self._mask_bgra = np.zeros((1, 1, 4), np.uint8)
+        self._sketch_bgra = np.zeros((1, 1, 4), np.uint8)
         self._mask_q = self._sketch_q = QImage()
+        self._sketch_empty = True
         self._result_q: QImage | None = None
         self._result_box: Rect | None = None
         self._preview_q: QImage | None = None
@@ -88,10 +94,11 @@ class Canvas(QWidget):
     def _on_image_replaced(self) -> None:
         self._img_q = rgb_qimage(self.doc.image)
         self._orig_q = rgb_qimage(self.doc.original)
-        self._mask_rgba = self._overlay(self.doc.mask, self.mask_color)
-        self._sketch_rgba = self._overlay(self.doc.sketch, self.sketch_color)
-        self._mask_q = rgba_qimage(self._mask_rgba)
-        self._sketch_q = rgba_qimage(self._sketch_rgba)
+        self._mask_bgra = self._overlay(self.doc.mask, self.mask_color)
+        self._sketch_bgra = self._overlay(self.doc.sketch, self.sketch_color)
+        self._mask_q = bgra_qimage(self._mask_bgra)
+        self._sketch_q = bgra_qimage(self._sketch_bgra)
+        self._sketch_empty = not self.doc.sketch.any()
         self._outline = None
         self._on_shown_result()
         self._on_preview()
@@ -99,8 +106,9 @@ class Canvas(QWidget):
 
     @staticmethod
     def _overlay(layer: np.ndarray, color: QColor) -> np.ndarray:
+        """BGRA bytes = ARGB32_Premultiplied on little-endian machines: alpha is 0 or 255, so no scaling needed."""
         out = np.zeros(layer.shape + (4,), np.uint8)
-        out[layer] = (color.red(), color.green(), color.blue(), 255)
+        out[layer] = (color.blue(), color.green(), color.red(), 255)
         return out
 
     @Slot(str, QRect)
@@ -109,13 +117,15 @@ class Canvas(QWidget):
         if layer == "image":
             self._img_q = rgb_qimage(self.doc.image)
         else:
-            rgba = self._mask_rgba if layer == "mask" else self._sketch_rgba
+            bgra = self._mask_bgra if layer == "mask" else self._sketch_bgra
             color = self.mask_color if layer == "mask" else self.sketch_color
-            rgba[y0:y1, x0:x1] = self._overlay(self.doc.layer(layer)[y0:y1, x0:x1], color)
+            bgra[y0:y1, x0:x1] = self._overlay(self.doc.layer(layer)[y0:y1, x0:x1], color)
             # Blit only the changed rectangle: re-wrapping a full 12 MP overlay per brush dab would stall.
-            blit(self._mask_q if layer == "mask" else self._sketch_q, rgba[y0:y1, x0:x1], x0, y0)
+            blit(self._mask_q if layer == "mask" else self._sketch_q, bgra[y0:y1, x0:x1], x0, y0)
             if layer == "mask":
                 self._outline = None
+            else:  # the full scan only runs when the changed patch holds no stroke (erasing)
+                self._sketch_empty = not (self.doc.sketch[y0:y1, x0:x1].any() or self.doc.sketch.any())
         self.update(self.image_to_widget_rect(QRectF(x0, y0, x1 - x0, y1 - y0)).toAlignedRect().adjusted(-2, -2, 2, 2))
 
     def set_colors(self, mask: QColor | None = None, sketch: QColor | None = None) -> None:
@@ -131,8 +141,8 @@ class Canvas(QWidget):
         self._result_q = self._result_box = None
         if item is not None and item.mask.any():
             x0, y0, x1, y1 = item.thumb_box
-            rgba = np.dstack([item.image[y0:y1, x0:x1], item.mask[y0:y1, x0:x1].astype(np.uint8) * 255])
-            self._result_q, self._result_box = rgba_qimage(rgba), (x0, y0, x1, y1)
+            self._result_q = argb_qimage(item.image[y0:y1, x0:x1], item.mask[y0:y1, x0:x1])
+            self._result_box = (x0, y0, x1, y1)
         self.update()
 
     @Slot()
@@ -147,8 +157,7 @@ class Canvas(QWidget):
                 img = p if p.ndim == 3 else np.repeat(p[..., None], 3, axis=2)
                 img = img[..., :3] if img.shape[2] >= 3 else np.repeat(img[..., :1], 3, axis=2)
                 big = cv2.resize(np.ascontiguousarray(img), (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
-                alpha = self.doc.mask[y0:y1, x0:x1].astype(np.uint8) * 255
-                self._preview_q = rgba_qimage(np.dstack([big, alpha]))
+                self._preview_q = argb_qimage(big, self.doc.mask[y0:y1, x0:x1])
                 self._preview_box = (x0, y0, x1, y1)
         self.update()
 
@@ -188,7 +197,7 @@ class Canvas(QWidget):
 
     def zoom_at(self, zoom: float, anchor: QPointF) -> None:
         """Zoom keeping the image point under ``anchor`` (widget coordinates) still."""
-        zoom = min(MAX_ZOOM, max(MIN_ZOOM, zoom))
+        zoom, anchor = min(MAX_ZOOM, max(MIN_ZOOM, zoom)), QPointF(anchor)
         img_pt = self.widget_to_image(anchor)
         self._fit_mode = False
         self._set_zoom(zoom, anchor - img_pt * zoom)
@@ -251,7 +260,8 @@ class Canvas(QWidget):
             p.setOpacity(self.mask_opacity)
             p.drawImage(0, 0, self._mask_q)
             p.setOpacity(1.0)
-        p.drawImage(0, 0, self._sketch_q)
+        if not self._sketch_empty:
+            p.drawImage(0, 0, self._sketch_q)
         if self._rubber is not None:
             p.setOpacity(self.mask_opacity)
             p.fillRect(self._rubber, self.mask_color if not self._drag_erase else QColor(0, 0, 0, 160))
@@ -443,10 +453,16 @@ class Canvas(QWidget):
 
 
 def blit(target: QImage, patch: np.ndarray, x0: int, y0: int) -> None:
-    """Copy an RGBA patch into ``target`` at (x0, y0), replacing (not blending) the pixels there."""
+    """Copy a BGRA patch into ``target`` at (x0, y0), replacing (not blending) the pixels there."""
     if patch.size == 0:
         return
     p = QPainter(target)
     p.setCompositionMode(QPainter.CompositionMode_Source)
-    p.drawImage(x0, y0, rgba_qimage(patch))
+    p.drawImage(x0, y0, bgra_qimage(patch))
     p.end()
+
+
+def bgra_qimage(bgra: np.ndarray) -> QImage:
+    bgra = np.ascontiguousarray(bgra)
+    h, w = bgra.shape[:2]
+    return QImage(bgra.data, w, h, 4 * w, QImage.Format_ARGB32_Premultiplied).copy()

@@ -109,15 +109,20 @@ class MainWindow(QMainWindow):
         f.addAction(self._action("&Quit", self.close, QKeySequence.Quit))
 
         e = mb.addMenu("&Edit")
-        self.act_undo = self.doc.undo_stack.createUndoAction(self, "&Undo")
-        self.act_undo.setShortcuts([QKeySequence("Ctrl+Z")])
-        self.act_undo.setIcon(st.standardIcon(QStyle.SP_ArrowBack))
-        self.act_redo = self.doc.undo_stack.createRedoAction(self, "&Redo")
-        self.act_redo.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
-        self.act_redo.setIcon(st.standardIcon(QStyle.SP_ArrowForward))
-        for a in (self.act_undo, self.act_redo):
-            self.addAction(a)
-            e.addAction(a)
+        # Own actions rather than QUndoStack.createUndoAction: a fixed label keeps the toolbar from jumping;
+        # the tooltip names the step.
+        stack = self.doc.undo_stack
+        self.act_undo = self._action("&Undo", stack.undo, "Ctrl+Z", "Undo", st.standardIcon(QStyle.SP_ArrowBack))
+        self.act_redo = self._action("&Redo", stack.redo, ["Ctrl+Shift+Z", "Ctrl+Y"], "Redo",
+                                     st.standardIcon(QStyle.SP_ArrowForward))
+        stack.canUndoChanged.connect(self.act_undo.setEnabled)
+        stack.canRedoChanged.connect(self.act_redo.setEnabled)
+        stack.undoTextChanged.connect(self._on_undo_text)
+        stack.redoTextChanged.connect(self._on_redo_text)
+        self.act_undo.setEnabled(False)
+        self.act_redo.setEnabled(False)
+        e.addAction(self.act_undo)
+        e.addAction(self.act_redo)
 
         m = mb.addMenu("&Mask")
         m.addAction(self._action("&Invert", self.doc.invert_mask, "Ctrl+I", "Invert the mask"))
@@ -382,7 +387,7 @@ class MainWindow(QMainWindow):
         req = self.doc.request(self.model_panel.seed.value(), self.model_panel.params(),
                                self.model_panel.attributes(), self.model_panel.prompt.text(), info.uses_region)
         self.doc.show_result(None)
-        self.progress.set_busy(True, info.learns_on_image)
+        self.progress.set_busy(True, info.learns_on_image, info.instant)
         self.statusBar().showMessage(f"Filling with {info.title}, seed {req.seed}...")
         return self.jobs.start(info.name, req)
 
@@ -572,6 +577,14 @@ class MainWindow(QMainWindow):
         if self.model_panel.info is not None and self.model_panel.info.uses_region:
             self._place_region()
         self._update_title()
+
+    @Slot(str)
+    def _on_undo_text(self, text: str) -> None:
+        self.act_undo.setToolTip(f"Undo {text} (Ctrl+Z)" if text else "Undo (Ctrl+Z)")
+
+    @Slot(str)
+    def _on_redo_text(self, text: str) -> None:
+        self.act_redo.setToolTip(f"Redo {text} (Ctrl+Shift+Z)" if text else "Redo (Ctrl+Shift+Z)")
 
     @Slot()
     def _update_title(self) -> None:

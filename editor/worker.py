@@ -75,7 +75,7 @@ class JobController(QObject):
 
     started = Signal(int)
     preview_tick = Signal(object)  # newest Preview since the last tick
-    progress = Signal(int, int, float)  # step, total, eta seconds (-1 = unknown)
+    progress = Signal(int, int, float, str)  # step, total, eta seconds (-1 = unknown), stage
     loss_point = Signal(int, float)
     finished = Signal(object, object)  # Result, the Job it answers (its request holds the mask snapshot)
     failed = Signal(str)
@@ -141,7 +141,7 @@ class JobController(QObject):
             self.loss_point.emit(p.step, float(p.loss))
         elapsed = time.perf_counter() - self.job.started
         eta = elapsed / p.step * (p.total - p.step) if p.step > 0 and p.total > 0 else -1.0
-        self.progress.emit(p.step, p.total, eta)
+        self.progress.emit(p.step, p.total, eta, p.stage)
         if p.image is not None:
             self._latest = p
 

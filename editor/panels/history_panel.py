@@ -46,6 +46,7 @@ class HistoryPanel(QWidget):
         self.list.setFixedHeight(THUMB + 44)
         self.list.setSpacing(4)
         self.list.setToolTip("Finished fills: click to show one on the canvas")
+        self._icons: dict[int, tuple[HistoryItem, QIcon]] = {}  # id(item) -> thumbnail, built once per result
         self.accept_button = QPushButton("Accept")
         self.accept_button.setToolTip("Apply the selected result to the image, as one undo step (Ctrl+Shift+A)")
         self.discard_button = QPushButton("Discard")
@@ -74,9 +75,10 @@ class HistoryPanel(QWidget):
     def _rebuild(self) -> None:
         self.list.blockSignals(True)
         self.list.clear()
+        self._icons = {id(r): self._icons.get(id(r)) or (r, QIcon(thumbnail(r))) for r in self.doc.results}
         for r in self.doc.results:
             label = f"{r.model}\nseed {r.seed}" + ("  ✓" if r.accepted else "")
-            it = QListWidgetItem(QIcon(thumbnail(r)), label)
+            it = QListWidgetItem(self._icons[id(r)][1], label)
             it.setToolTip(f"{r.model}, seed {r.seed}, {r.timings.get('total', 0):.1f} s\n"
                           + "\n".join(f"{k} = {v}" for k, v in sorted(r.params.items()))
                           + "".join(f"\n{k} = {v:g}" for k, v in sorted(r.attributes.items()))

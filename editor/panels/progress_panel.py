@@ -103,21 +103,22 @@ class ProgressPanel(QWidget):
         lay.addWidget(self.status)
         lay.addWidget(self.loss)
 
-    def set_busy(self, busy: bool, learns: bool = False) -> None:
+    def set_busy(self, busy: bool, learns: bool = False, instant: bool = False) -> None:
         self.fill_button.setText("Restart fill" if busy else "Fill")
         self.cancel_button.setEnabled(busy)
-        if busy:
+        if busy and not instant:  # an instant refill would only flash the busy bar and cost a repaint
             self.bar.setRange(0, 0)  # indeterminate until the first preview says how many steps
             self.bar.setFormat("loading model...")
             self.status.setText(" ")
             self.loss.clear()
             self.loss.setVisible(learns)
 
-    @Slot(int, int, float)
-    def set_progress(self, step: int, total: int, eta: float) -> None:
+    @Slot(int, int, float, str)
+    def set_progress(self, step: int, total: int, eta: float, stage: str) -> None:
         self.bar.setRange(0, max(1, total))
         self.bar.setValue(min(step, total))
-        self.bar.setFormat(f"step {step} / {total}   {format_eta(eta)}")
+        what = "training" if stage == "train" else "step"
+        self.bar.setFormat(f"{what} {step} / {total}   {format_eta(eta)}")
 
     def finish(self, text: str) -> None:
         self.bar.setRange(0, 1)

@@ -55,9 +55,11 @@ def dialogs(monkeypatch) -> Dialogs:
 
 
 @pytest.fixture
-def window(qtbot, dialogs):
+def window(qapp, qtbot, dialogs):
+    from editor.app import apply_theme
     from editor.main_window import MainWindow
 
+    apply_theme(qapp)  # screenshots look like the real app
     w = MainWindow()
     qtbot.addWidget(w)
     w.resize(1280, 820)

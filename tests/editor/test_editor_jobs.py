@@ -1,0 +1,205 @@
+"""Fill jobs on the worker thread: results, live previews, cancel, errors, attribute refills, closing mid-job."""
+import time
+
+import numpy as np
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtTest import QTest
+
+from engine import registry
+from tests.editor.helpers import paint_mask, screenshot, select_model, set_param
+
+JOB_TIMEOUT_MS = 20_000
+
+
+def fill_and_wait(window, qtbot):
+    with qtbot.waitSignal(window.jobs.finished, timeout=JOB_TIMEOUT_MS):
+        assert window.fill() is not None
+    return window.doc.results[-1]
+
+
+def test_fill_default_model_accept_and_undo(window, qtbot, artifacts):
+    doc = window.doc
+    select_model(window, registry.DEFAULT_MODEL)
+    paint_mask(window, (200, 180, 320, 260))
+    mask = doc.mask.copy()
+    before = doc.image.copy()
+    QTest.keyClick(window.canvas, Qt.Key_Return, Qt.ControlModifier)
+    qtbot.waitUntil(lambda: len(doc.results) == 1, timeout=JOB_TIMEOUT_MS)
+    item = doc.results[0]
+    assert item.model == registry.DEFAULT_MODEL and doc.shown == 0
+    assert np.array_equal(item.image[~mask], before[~mask])
+    assert not np.array_equal(item.image[mask], before[mask])
+    screenshot(window, artifacts, "result_in_history")
+    window.history.compare_button.setChecked(True)
+    assert window.canvas.compare
+    screenshot(window, artifacts, "compare")
+    window.history.accept_button.click()
+    assert np.array_equal(doc.image[~mask], before[~mask]), "pixels outside the mask unchanged after accept"
+    assert np.array_equal(doc.image[mask], item.image[mask])
+    assert not doc.mask.any(), "accepting clears the mask"
+    assert item.accepted and doc.shown is None
+    doc.undo_stack.undo()
+    assert np.array_equal(doc.image, before) and np.array_equal(doc.mask, mask), "accept is one undo step"
+    doc.undo_stack.redo()
+    assert np.array_equal(doc.image[mask], item.image[mask])
+
+
+def test_several_results_per_mask_and_discard(window, qtbot):
+    doc = window.doc
+    select_model(window, "test-slow")
+    set_param(window, "steps", 3)
+    set_param(window, "step_ms", 1.0)
+    paint_mask(window, (100, 100, 160, 140))
+    window.model_panel.seed.setValue(1)
+    first = fill_and_wait(window, qtbot)
+    with qtbot.waitSignal(window.jobs.finished, timeout=JOB_TIMEOUT_MS):
+        window.fill_variation()
+    second = doc.results[-1]
+    assert len(doc.results) == 2 and window.history.list.count() == 2
+    assert first.seed != second.seed
+    assert not np.array_equal(first.image, second.image), "different seeds give different fills"
+    window.history.list.setCurrentRow(0)
+    assert doc.shown == 0
+    window.history.discard_button.click()
+    assert doc.results == [second] and window.history.list.count() == 1
+
+
+def test_live_previews_then_cancel_within_half_a_second(window, qtbot, artifacts):
+    doc = window.doc
+    select_model(window, "test-slow")
+    set_param(window, "steps", 2000)
+    set_param(window, "step_ms", 30.0)
+    paint_mask(window, (200, 180, 320, 260))
+    window.fill()
+    qtbot.waitUntil(lambda: doc.preview is not None, timeout=5000)
+    assert window.jobs.first_preview_latency is not None
+    assert window.progress.bar.maximum() == 2000 and "ETA" in window.progress.bar.format()
+    QTest.qWait(300)  # let a few previews land
+    screenshot(window, artifacts, "live_preview")
+    t0 = time.perf_counter()
+    with qtbot.waitSignal(window.jobs.cancelled, timeout=2000):
+        QTest.keyClick(window.canvas, Qt.Key_Escape)
+    assert time.perf_counter() - t0 < 0.5
+    assert doc.preview is None and not doc.results and not window.jobs.busy
+
+
+def test_gui_paints_during_a_job(window, qtbot):
+    doc = window.doc
+    select_model(window, "test-slow")
+    set_param(window, "steps", 2000)
+    paint_mask(window, (200, 180, 320, 260))
+    window.fill()
+    qtbot.waitUntil(lambda: doc.preview is not None, timeout=5000)
+    paint_mask(window, (20, 20, 60, 60), size=10)
+    window.canvas.zoom_at(2.0, window.canvas.rect().center())
+    window.resize(1100, 760)
+    assert doc.mask[40, 40], "painting works while a job runs"
+    window.jobs.cancel()
+    qtbot.waitUntil(lambda: not window.jobs.busy, timeout=2000)
+
+
+def test_new_job_while_running_replaces_it(window, qtbot):
+    select_model(window, "test-slow")
+    set_param(window, "steps", 2000)
+    paint_mask(window, (200, 180, 320, 260))
+    first = window.fill()
+    qtbot.waitUntil(lambda: window.doc.preview is not None, timeout=5000)
+    set_param(window, "steps", 3)
+    set_param(window, "step_ms", 1.0)
+    second = window.fill()
+    assert second != first
+    qtbot.waitUntil(lambda: len(window.doc.results) == 1, timeout=JOB_TIMEOUT_MS)
+    QTest.qWait(100)
+    assert len(window.doc.results) == 1 and window.doc.results[0].params["steps"] == 3
+
+
+def test_training_loss_curve(window, qtbot, artifacts):
+    select_model(window, "test-train")
+    set_param(window, "steps", 30)
+    set_param(window, "step_ms", 5.0)
+    paint_mask(window, (200, 180, 320, 260))
+    assert window.fill() is not None
+    assert window.progress.loss.isVisible()
+    qtbot.waitUntil(lambda: len(window.progress.loss.points) >= 10, timeout=JOB_TIMEOUT_MS)
+    screenshot(window, artifacts, "training_loss")
+    qtbot.waitUntil(lambda: not window.jobs.busy, timeout=JOB_TIMEOUT_MS)
+    losses = [v for _, v in window.progress.loss.points]
+    assert len(losses) == 30 and losses[-1] < losses[0], "every loss point reaches the curve"
+
+
+@pytest.mark.parametrize("model, expect", [("test-fail", "failed on purpose"), ("test-noweights", "weights")])
+def test_errors_become_dialogs(window, qtbot, dialogs, model, expect):
+    select_model(window, model)
+    paint_mask(window, (200, 180, 320, 260))
+    window.fill()
+    qtbot.waitUntil(lambda: bool(dialogs.errors()), timeout=JOB_TIMEOUT_MS)
+    assert expect in dialogs.errors()[-1] and "Traceback" not in dialogs.errors()[-1]
+    assert not window.jobs.busy and not window.doc.results
+
+
+def test_empty_mask_is_a_dialog(window, dialogs):
+    assert window.fill() is None
+    assert "mask is empty" in dialogs.errors()[-1]
+
+
+def test_instant_attribute_toggle_refills_fast(window, qtbot):
+    doc = window.doc
+    select_model(window, "test-attr")
+    assert set(window.model_panel.toggles) == {"smile", "glasses"}
+    paint_mask(window, (200, 180, 320, 260))
+    fill_and_wait(window, qtbot)  # warm: model built, first paint done
+    latencies = []
+    for on in (True, False, True):
+        with qtbot.waitSignal(window.jobs.finished, timeout=5000):
+            window.model_panel.toggles["smile"].setChecked(on)
+        qtbot.waitUntil(lambda: window.last_toggle_latency is not None and window._toggle_t0 is None, timeout=2000)
+        latencies.append(window.last_toggle_latency)
+        smile = doc.results[-1].image[220, 260, 0]
+        assert (smile > 200) == on, "the refill follows the toggle"
+    print(f"toggle -> canvas latency ms: {[round(v * 1000, 1) for v in latencies]}")
+    assert np.median(latencies) < 0.05
+
+
+def test_region_box_from_detector_reaches_the_request(window, qtbot, monkeypatch):
+    select_model(window, "test-region")
+    assert window.canvas.region_visible and window.doc.region == (0, 0, 256, 256)
+    set_param(window, "steps", 2)
+    set_param(window, "step_ms", 1.0)
+    paint_mask(window, (60, 60, 120, 120))
+    seen = []
+    original_start = window.jobs.start
+    monkeypatch.setattr(window.jobs, "start", lambda name, req: seen.append(req.region) or original_start(name, req))
+    window.tool_actions["region"].trigger()
+    from tests.editor.helpers import drag
+    drag(window.canvas, [(100, 100), (130, 110)])
+    assert window.doc.region == (30, 10, 286, 266), "the region tool drags the box"
+    assert not window.doc.mask[150, 150]
+    fill_and_wait(window, qtbot)
+    assert seen == [(30, 10, 286, 266)]
+
+
+def test_parameter_panel_built_from_schema(window):
+    select_model(window, "test-slow")
+    fields = window.model_panel.fields
+    assert set(fields) == {"steps", "step_ms", "sharpen", "sampler", "note"}
+    fields["sharpen"].editor.setChecked(True)
+    fields["sampler"].editor.setCurrentText("ddim")
+    fields["note"].editor.setText("hello")
+    fields["steps"].slider.setValue(500)
+    params = window.model_panel.params()
+    assert params["sharpen"] is True and params["sampler"] == "ddim" and params["note"] == "hello"
+    assert params["steps"] == pytest.approx(1000, abs=2), "the slider drives the spin box"
+    assert "weights missing" in window.model_panel.picker.itemText(window.model_panel.picker.findData("test-noweights"))
+
+
+def test_close_mid_job_is_clean(window, qtbot, dialogs):
+    select_model(window, "test-slow")
+    set_param(window, "steps", 2000)
+    paint_mask(window, (200, 180, 320, 260))
+    window.fill()
+    qtbot.waitUntil(lambda: window.doc.preview is not None, timeout=5000)
+    t0 = time.perf_counter()
+    window.close()
+    assert time.perf_counter() - t0 < 1.0
+    assert not window.jobs._thread.isRunning()
