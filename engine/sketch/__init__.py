@@ -1,5 +1,58 @@
 """Sketch-guided diffusion with a Latent Guidance Predictor (Voynov et al. 2022, arXiv 2211.13752).
 
+A sketch drawn in the hole steers the fill: at each reverse step a small per-pixel MLP (the LGP) reads the UNet's
+activations and predicts the edge map; the step is pushed down the gradient of its distance to the sketch.
 Kept cheap to import (no torch): the registry imports this file to read ``MODELS``.
 """
-MODELS: list = []
+from pathlib import Path
+
+from engine.api import ModelInfo, Param
+from engine.registry import ModelSpec
+
+_REPO = Path(__file__).resolve().parents[2]
+# The project's MNIST DDPM (engine/ddpm, issue 3) and the LGP trained on it (this family).
+DDPM_DIR = "resources/models/ddpm-mnist"
+LGP_MNIST_DIR = "resources/models/sketch-lgp-mnist"
+
+_BETA = Param("beta", "float", 1.0, "Sketch strength (beta)",
+              "Guidance step relative to the denoising step (Voynov et al.): 0 = ignore the sketch, 1 = follow it, "
+              "higher = follow it more closely at some cost in realism", min=0.0, max=4.0, step=0.1)
+_SHARE = Param("share", "float", 0.5, "Guided share of steps",
+               "Guide the first (noisiest) share of the reverse steps, where the layout is decided", min=0.0,
+               max=1.0, step=0.05)
+
+MODELS = [
+    ModelSpec(ModelInfo(
+        name="sketch-mnist", title="Sketch-guided digits (DDPM + LGP)", family="sketch",
+        description="The project's MNIST DDPM with RePaint inpainting, steered by the strokes you draw in the hole "
+                    "through a Latent Guidance Predictor (Voynov et al. 2022). Draw edges (outlines) of a digit.",
+        domain="28x28 grey MNIST digits; sketch = outline edges of a digit",
+        resolution=28, grey=True, uses_sketch=True,
+        params=(_BETA, _SHARE,
+                Param("steps", "int", 100, "Steps", "Reverse diffusion steps (respaced DDPM)", min=2, max=1000,
+                      step=5),
+                Param("resample", "int", 1, "Resampling (RePaint r)",
+                      "Repeat each step this many times, re-noising in between, to harmonise the fill with the "
+                      "known pixels", min=1, max=10, step=1)),
+        weights=_REPO / LGP_MNIST_DIR),
+        factory="engine.sketch.pipeline:SketchDDPMInpainter", kwargs={"ddpm": DDPM_DIR, "lgp": LGP_MNIST_DIR},
+        order=40),
+    ModelSpec(ModelInfo(
+        name="sd-sketch", title="Stable Diffusion + sketch (your SD folder)", family="sketch",
+        description="Text-guided Stable Diffusion from a local diffusers folder, inpainting in latent space, steered "
+                    "by your sketch through an LGP trained on that folder with `python -m engine.sketch.train --sd`. "
+                    "Set 'SD folder' to the folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, "
+                    "scheduler/).",
+        domain="whatever your Stable Diffusion checkpoint was trained on (photos); 512x512 for SD 1.x",
+        resolution=None, uses_sketch=True, uses_prompt=True,
+        params=(Param("checkpoint", "str", "", "SD folder",
+                      "Local Stable Diffusion folder in diffusers layout (no weights ship with the app)"),
+                Param("lgp", "str", "", "LGP folder",
+                      "Latent Guidance Predictor trained on this SD folder (default: <SD folder>/sketch-lgp)"),
+                _BETA, _SHARE,
+                Param("steps", "int", 30, "Steps", "DDIM steps", min=2, max=200, step=1),
+                Param("cfg_scale", "float", 7.5, "Prompt strength", "Classifier-free guidance scale (1 = off)",
+                      min=1.0, max=20.0, step=0.5)),
+        weights=None),
+        factory="engine.sketch.pipeline:SketchSDInpainter", order=41),
+]

@@ -109,17 +109,33 @@ def q_sample(x0: torch.Tensor, abar: torch.Tensor, noise: torch.Tensor) -> torch
     return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
 
 
-@torch.no_grad()
 def sample_ddpm(unet, alphas_cumprod: torch.Tensor, shape: tuple[int, ...], num_steps: int = 50,
                 generator: torch.Generator | None = None, guide: SketchGuide | None = None,
                 known: torch.Tensor | None = None, hole: torch.Tensor | None = None, resample: int = 1,
                 callback: Callable[[int, int, torch.Tensor], None] | None = None,
                 check_cancel: Callable[[], None] | None = None, clip: bool = True) -> torch.Tensor:
+    """``iter_ddpm`` run to the end; ``callback(step, total, x0_hat)`` gets each preview. Returns x_0."""
+    gen = iter_ddpm(unet, alphas_cumprod, shape, num_steps, generator, guide, known, hole, resample,
+                    check_cancel, clip)
+    while True:
+        try:
+            step, total, x0_hat = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if callback is not None:
+            callback(step, total, x0_hat)
+
+
+@torch.no_grad()
+def iter_ddpm(unet, alphas_cumprod: torch.Tensor, shape: tuple[int, ...], num_steps: int = 50,
+              generator: torch.Generator | None = None, guide: SketchGuide | None = None,
+              known: torch.Tensor | None = None, hole: torch.Tensor | None = None, resample: int = 1,
+              check_cancel: Callable[[], None] | None = None, clip: bool = True):
     """Ancestral DDPM sampling of an epsilon-predicting ``unet(x, t).sample``, with optional sketch guidance and
     RePaint inpainting (``known`` B x C x H x W in [-1, 1], ``hole`` B x 1 x H x W, 1 = generate).
 
-    ``callback(step, total, x0_hat)`` receives the predicted clean image after each step (the Preview stream);
-    ``check_cancel()`` is called before every UNet evaluation and may raise. Returns x_0 in [-1, 1].
+    A generator: yields ``(step, total, x0_hat)`` after each reverse step (the predicted clean image, for the
+    Preview stream) and returns x_0 in [-1, 1]. ``check_cancel()`` is called before every UNet evaluation.
     """
     abar_all = alphas_cumprod.to(torch.float32)
     ts = respaced_timesteps(len(abar_all), num_steps)
@@ -174,9 +190,8 @@ def sample_ddpm(unet, alphas_cumprod: torch.Tensor, shape: tuple[int, ...], num_
                     x = (1 - beta_t).sqrt() * x_prev + beta_t.sqrt() * randn_like(x_prev)
                 else:
                     x = x_prev
-            if callback is not None:
-                shown = x0_hat if known is None else hole * x0_hat + (1 - hole) * known
-                callback(i + 1, total, shown)
+            shown = x0_hat if known is None else hole * x0_hat + (1 - hole) * known
+            yield i + 1, total, shown
     finally:
         if hooks is not None:
             hooks.remove()

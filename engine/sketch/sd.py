@@ -166,14 +166,26 @@ def pixel_to_latent_mask(hole: torch.Tensor, latent_size: int) -> torch.Tensor:
     return (F.adaptive_max_pool2d(hole.float(), latent_size) > 0).float()
 
 
-def generate(comp: SDComponents, prompt: str, num_steps: int = 30, seed: int = 0, cfg_scale: float = 7.5,
-             lgp: LatentGuidancePredictor | None = None, sketch: torch.Tensor | None = None, beta: float = 1.0,
-             share: float = 0.5, image: torch.Tensor | None = None, hole: torch.Tensor | None = None,
-             callback: Callable[[int, int, torch.Tensor], None] | None = None,
-             check_cancel: Callable[[], None] | None = None, negative_prompt: str = "") -> torch.Tensor:
+def generate(comp: SDComponents, prompt: str, *args, callback: Callable[[int, int, torch.Tensor], None] | None = None,
+             **kwargs) -> torch.Tensor:
+    """``iter_generate`` run to the end; ``callback(step, total, x0_latent)`` gets each step's clean latent."""
+    gen = iter_generate(comp, prompt, *args, **kwargs)
+    while True:
+        try:
+            step, total, x0 = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if callback is not None:
+            callback(step, total, x0)
+
+
+def iter_generate(comp: SDComponents, prompt: str, num_steps: int = 30, seed: int = 0, cfg_scale: float = 7.5,
+                  lgp: LatentGuidancePredictor | None = None, sketch: torch.Tensor | None = None, beta: float = 1.0,
+                  share: float = 0.5, image: torch.Tensor | None = None, hole: torch.Tensor | None = None,
+                  check_cancel: Callable[[], None] | None = None, negative_prompt: str = ""):
     """Text-to-image (or inpainting, with ``image`` 1 x 3 x R x R in [-1, 1] and ``hole`` 1 x 1 x R x R) with
-    optional sketch guidance (``sketch`` 1 x 1 x R x R in {0, 1}). Returns 1 x 3 x R x R in [-1, 1].
-    ``callback(step, total, x0_latent)`` gets the predicted clean latent after each step."""
+    optional sketch guidance (``sketch`` 1 x 1 x R x R in {0, 1}). A generator: yields ``(step, total,
+    x0_latent)`` after each step (the predicted clean latent, for previews); returns 1 x 3 x R x R in [-1, 1]."""
     unet = comp.unet
     size = comp.latent_size
     gen = torch.Generator().manual_seed(int(seed))
@@ -239,8 +251,7 @@ def generate(comp: SDComponents, prompt: str, num_steps: int = 30, seed: int = 0
                 z_prev = lat_hole * z_prev + (1 - lat_hole) * known_prev
                 x0 = lat_hole * x0 + (1 - lat_hole) * known
             z = z_prev.detach()
-            if callback is not None:
-                callback(i + 1, total, x0)
+            yield i + 1, total, x0.detach()
     finally:
         if hooks is not None:
             hooks.remove()

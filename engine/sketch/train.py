@@ -1,0 +1,252 @@
+"""Train a Latent Guidance Predictor (Voynov et al. 2022, arXiv 2211.13752, Sec. 3.1) on a frozen diffusion model.
+
+For each batch: clean images x_0 and their sketches e (binary edge maps, thresholded as in the seed), a random
+timestep t, x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps; the frozen UNet runs on x_t (with the text condition
+for Stable Diffusion) while forward hooks collect the chosen blocks' activations; the LGP maps them, with the noise
+level and a positional encoding, to the edge map, and only the LGP is trained on ||LGP(F(x_t|c,t)) - E(e)||^2.
+
+Pixel DDPM (MNIST digits, sketches = Canny edges of the digit):
+
+    python -m engine.sketch.train --ddpm resources/models/ddpm-mnist --out resources/models/sketch-lgp-mnist
+
+Stable Diffusion folder (diffusers layout; images from a folder, prompt = file name stem, like the paper's
+ImageNet class names, or one --prompt for all; E(e) = VAE latent of the sketch drawn black on white):
+
+    python -m engine.sketch.train --sd /path/to/stable-diffusion-v1-5 --images /path/to/photos \
+        --out /path/to/stable-diffusion-v1-5/sketch-lgp --edges hed --steps 2000
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from engine.sketch.lgp import (FeatureHooks, LatentGuidancePredictor, LGPConfig, default_blocks, edge_loss,
+                               probe_channels)
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+@dataclass
+class TrainConfig:
+    ddpm: str = ""
+    sd: str = ""
+    images: str = ""
+    prompt: str = ""
+    out: str = ""
+    edges: str = "canny"
+    steps: int = 2000
+    minutes: float = 0.0  # 0 = no time limit
+    batch: int = 32
+    lr: float = 1e-3
+    hidden: tuple[int, ...] = (256, 128, 64)
+    pos_freqs: int = 4
+    blocks: str = ""  # comma-separated module names; "" = every down/mid/up block
+    limit: int = 20000  # training images (MNIST) kept in memory
+    threads: int = 1
+    seed: int = 0
+    log_every: int = 50
+
+
+def _lr_at(step: int, total: int, base: float, warmup: int = 50) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    return base * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Data sources: each yields (x_t input kwargs for the UNet, t, noise level, target) batches
+# ----------------------------------------------------------------------------------------------------------------
+class PixelSource:
+    """MNIST digits on the DDPM's canvas; sketch target in pixel space."""
+
+    def __init__(self, cfg: TrainConfig):
+        from engine.sketch.pixel import load_pixel_ddpm, mnist_pairs, unet_io
+
+        self.unet, self.abar = load_pixel_ddpm(cfg.ddpm)
+        self.size, _ = unet_io(self.unet)
+        t0 = time.time()
+        self.x0, self.sketch, _ = mnist_pairs(self.size, "train", cfg.limit, cfg.edges, cfg.seed)
+        print(f"data: {len(self.x0)} MNIST digits, {cfg.edges} sketches at {self.size}px "
+              f"({time.time() - t0:.1f}s; {self.sketch.mean().item():.3f} stroke pixels)", flush=True)
+        self.resolution, self.out_channels, self.target_kind = self.size, 1, "pixel"
+
+    def example(self) -> dict:
+        return dict(sample=self.x0[:1], timestep=torch.tensor([10]))
+
+    def batch(self, n: int, gen: torch.Generator):
+        idx = torch.randint(0, len(self.x0), (n,), generator=gen)
+        x0, target = self.x0[idx], self.sketch[idx]
+        t = torch.randint(0, len(self.abar), (n,), generator=gen)
+        ab = self.abar[t].view(-1, 1, 1, 1)
+        xt = ab.sqrt() * x0 + (1 - ab).sqrt() * torch.randn(x0.shape, generator=gen)
+        return dict(sample=xt, timestep=t), t, (1 - ab).sqrt().view(-1), target
+
+
+def _list_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTS)
+
+
+class SDSource:
+    """Photos from a folder, random square crops at the SD folder's resolution; target = VAE latent of the edges."""
+
+    def __init__(self, cfg: TrainConfig):
+        from engine.sketch.sd import encode_prompt, load_sd_folder
+
+        self.comp = load_sd_folder(cfg.sd)
+        self.unet = self.comp.unet
+        self.size = self.comp.resolution
+        self.lat = self.comp.latent_size
+        folder = Path(cfg.images) if cfg.images else Path(__file__).resolve().parents[2] / "resources" / "samples"
+        paths = _list_images(folder)
+        if not paths:
+            raise SystemExit(f"no images ({', '.join(IMAGE_EXTS)}) under {folder}")
+        from PIL import Image
+
+        self.images = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+        prompts = [cfg.prompt or p.stem.replace("_", " ").replace("-", " ") for p in paths]
+        self.ctx = {pr: encode_prompt(self.comp, [pr]) for pr in set(prompts)}
+        self.prompts = prompts
+        self.edges = cfg.edges
+        sched = self.comp.make_scheduler()
+        self.abar = sched.alphas_cumprod
+        self.resolution, self.out_channels, self.target_kind = self.lat, int(self.unet.config.in_channels), "latent"
+        print(f"data: {len(paths)} images from {folder}, crops {self.size}px, latents {self.lat}px", flush=True)
+
+    def example(self) -> dict:
+        ctx = next(iter(self.ctx.values()))
+        return dict(sample=torch.zeros(1, self.unet.config.in_channels, self.lat, self.lat),
+                    timestep=torch.tensor([10]), encoder_hidden_states=ctx)
+
+    def _crop(self, img: np.ndarray, rng: random.Random) -> np.ndarray:
+        import cv2
+
+        h, w = img.shape[:2]
+        side = int(min(h, w) * rng.uniform(0.5, 1.0))
+        y0, x0 = rng.randint(0, h - side), rng.randint(0, w - side)
+        crop = img[y0:y0 + side, x0:x0 + side]
+        if rng.random() < 0.5:
+            crop = crop[:, ::-1]
+        return cv2.resize(np.ascontiguousarray(crop), (self.size, self.size), interpolation=cv2.INTER_AREA)
+
+    def batch(self, n: int, gen: torch.Generator):
+        from engine.sketch.edges import sketch_from_image
+        from engine.sketch.sd import edge_latent, vae_encode
+
+        rng = random.Random(int(torch.randint(0, 2 ** 31, (1,), generator=gen)))
+        picks = [rng.randrange(len(self.images)) for _ in range(n)]
+        crops = [self._crop(self.images[i], rng) for i in picks]
+        imgs = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+        sk = torch.from_numpy(np.stack([sketch_from_image(c, self.edges) for c in crops])).float().unsqueeze(1)
+        z0 = vae_encode(self.comp, imgs)
+        target = edge_latent(self.comp, sk)
+        t = torch.randint(0, len(self.abar), (n,), generator=gen)
+        ab = self.abar[t].view(-1, 1, 1, 1)
+        zt = ab.sqrt() * z0 + (1 - ab).sqrt() * torch.randn(z0.shape, generator=gen)
+        ctx = torch.cat([self.ctx[self.prompts[i]] for i in picks])
+        return dict(sample=zt, timestep=t, encoder_hidden_states=ctx), t, (1 - ab).sqrt().view(-1), target
+
+
+def train(cfg: TrainConfig) -> Path:
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    if bool(cfg.ddpm) == bool(cfg.sd):
+        raise SystemExit("give exactly one of --ddpm FOLDER or --sd FOLDER")
+    source = PixelSource(cfg) if cfg.ddpm else SDSource(cfg)
+    out = Path(cfg.out or (Path(cfg.sd) / "sketch-lgp" if cfg.sd else "sketch-lgp"))
+    unet = source.unet
+    blocks = [b.strip() for b in cfg.blocks.split(",") if b.strip()] or default_blocks(unet)
+    channels = probe_channels(unet, blocks, source.example())
+    lcfg = LGPConfig(blocks=blocks, feature_channels=sum(channels), out_channels=source.out_channels,
+                     resolution=source.resolution, hidden=list(cfg.hidden), pos_freqs=cfg.pos_freqs,
+                     num_train_timesteps=len(source.abar), target=source.target_kind, edge_method=cfg.edges,
+                     unet_kind=type(unet).__name__)
+    lgp = LatentGuidancePredictor(lcfg)
+    n_params = sum(p.numel() for p in lgp.parameters())
+    print(f"LGP: blocks {blocks} channels {channels} -> in {lcfg.in_channels}, {n_params} parameters", flush=True)
+    opt = torch.optim.Adam(lgp.parameters(), lr=cfg.lr)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    hooks = FeatureHooks(unet, blocks)
+    t_start = time.time()
+    ema = None
+    step = 0
+    history = []
+    try:
+        for step in range(1, cfg.steps + 1):
+            if cfg.minutes and time.time() - t_start > cfg.minutes * 60:
+                step -= 1
+                break
+            kwargs, t, nl, target = source.batch(cfg.batch, gen)
+            with torch.no_grad():
+                hooks.clear()
+                unet(**kwargs)
+                feats = [f.detach() for f in hooks.collect()]
+            pred = lgp(feats, t, nl)
+            if pred.shape[-2:] != target.shape[-2:]:
+                target = F.interpolate(target, size=pred.shape[-2:], mode="bilinear", align_corners=False)
+            loss = edge_loss(pred, target) / target[0].numel()  # per-pixel MSE
+            for g in opt.param_groups:
+                g["lr"] = _lr_at(step - 1, cfg.steps, cfg.lr)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
+            if step % cfg.log_every == 0 or step == 1:
+                el = time.time() - t_start
+                print(f"step {step}/{cfg.steps} loss {loss.item():.4f} ema {ema:.4f} {el:.0f}s", flush=True)
+                history.append((step, round(ema, 5), round(el, 1)))
+            if step % 500 == 0:
+                lgp.save(out, extra=_extra(cfg, step, ema, t_start, history))
+    finally:
+        hooks.remove()
+    lgp.save(out, extra=_extra(cfg, step, ema, t_start, history))
+    print(f"saved {out} after {step} steps, {time.time() - t_start:.0f}s, loss ema {ema}", flush=True)
+    return out
+
+
+def _extra(cfg: TrainConfig, step: int, ema, t_start: float, history) -> dict:
+    return {"train": asdict(cfg), "steps_done": step, "loss_ema": ema, "seconds": round(time.time() - t_start, 1),
+            "hardware": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
+                        f"{torch.get_num_threads()} thread(s), CPU",
+            "command": "python -m engine.sketch.train " + " ".join(sys.argv[1:]), "history": history}
+
+
+def parse_args(argv=None) -> TrainConfig:
+    d = TrainConfig()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--ddpm", default="", help="pixel DDPM checkpoint folder (MNIST)")
+    ap.add_argument("--sd", default="", help="Stable Diffusion folder in diffusers layout")
+    ap.add_argument("--images", default="", help="SD only: folder of training photos (default: resources/samples)")
+    ap.add_argument("--prompt", default="", help="SD only: one prompt for all images (default: file name stem)")
+    ap.add_argument("--out", default="", help="output folder (default: <sd>/sketch-lgp or ./sketch-lgp)")
+    ap.add_argument("--edges", default=d.edges, choices=("canny", "sobel", "hed"))
+    ap.add_argument("--steps", type=int, default=d.steps)
+    ap.add_argument("--minutes", type=float, default=d.minutes, help="stop after this long (0 = no limit)")
+    ap.add_argument("--batch", type=int, default=d.batch)
+    ap.add_argument("--lr", type=float, default=d.lr)
+    ap.add_argument("--hidden", default=",".join(map(str, d.hidden)), help="MLP widths, e.g. 256,128,64")
+    ap.add_argument("--pos-freqs", type=int, default=d.pos_freqs)
+    ap.add_argument("--blocks", default="", help="UNet modules to hook, comma-separated (default: all blocks)")
+    ap.add_argument("--limit", type=int, default=d.limit)
+    ap.add_argument("--threads", type=int, default=d.threads)
+    ap.add_argument("--seed", type=int, default=d.seed)
+    ap.add_argument("--log-every", type=int, default=d.log_every)
+    a = ap.parse_args(argv)
+    return TrainConfig(ddpm=a.ddpm, sd=a.sd, images=a.images, prompt=a.prompt, out=a.out, edges=a.edges,
+                       steps=a.steps, minutes=a.minutes, batch=a.batch, lr=a.lr,
+                       hidden=tuple(int(v) for v in a.hidden.split(",") if v), pos_freqs=a.pos_freqs,
+                       blocks=a.blocks, limit=a.limit, threads=a.threads, seed=a.seed, log_every=a.log_every)
+
+
+if __name__ == "__main__":
+    train(parse_args())

