@@ -132,8 +132,7 @@ class Document(QObject):
     def _write(self, layer: str, rect: Rect, pixels: np.ndarray) -> None:
         x0, y0, x1, y1 = rect
         self.layer(layer)[y0:y1, x0:x1] = pixels
-        if layer == "mask":
-            self.clear_preview()
+        if layer == "mask":  # a shown result belongs to the old mask; a live preview follows the new one
             self.show_result(None)
         self.layer_changed.emit(layer, QRect(x0, y0, x1 - x0, y1 - y0))
 
@@ -182,7 +181,6 @@ class Document(QObject):
         else:
             target |= tmp.astype(bool)
         if layer == "mask":
-            self.clear_preview()
             self.show_result(None)
         rect = seg if rect is None else (min(rect[0], x0), min(rect[1], y0), max(rect[2], x1), max(rect[3], y1))
         self._stroke = (layer, snapshot, rect)

@@ -386,10 +386,12 @@ class MainWindow(QMainWindow):
             self._place_region()
         req = self.doc.request(self.model_panel.seed.value(), self.model_panel.params(),
                                self.model_panel.attributes(), self.model_panel.prompt.text(), info.uses_region)
-        self.doc.show_result(None)
+        job_id = self.jobs.start(info.name, req, info.instant)  # first, so the worker starts while the widgets update
+        if not info.instant:  # an instant refill keeps the old result up until the new one lands: no flicker
+            self.doc.show_result(None)
         self.progress.set_busy(True, info.learns_on_image, info.instant)
         self.statusBar().showMessage(f"Filling with {info.title}, seed {req.seed}...")
-        return self.jobs.start(info.name, req)
+        return job_id
 
     @Slot()
     def fill_variation(self) -> int | None:

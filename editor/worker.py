@@ -29,6 +29,7 @@ class Job:
     request: Request
     cancel: CancelToken
     started: float  # perf_counter when Fill was pressed (GUI thread)
+    instant: bool = False  # its result follows at once: drawing its previews would only delay it
 
 
 class FillWorker(QObject):
@@ -107,12 +108,12 @@ class JobController(QObject):
     def busy(self) -> bool:
         return self.job is not None
 
-    def start(self, model: str, request: Request) -> int:
+    def start(self, model: str, request: Request, instant: bool = False) -> int:
         """Cancel whatever runs and queue a new job; the worker skips cancelled jobs that are still queued."""
         if self.job is not None:
             self.job.cancel.cancel()
         self._next_id += 1
-        self.job = Job(self._next_id, model, request, CancelToken(), time.perf_counter())
+        self.job = Job(self._next_id, model, request, CancelToken(), time.perf_counter(), instant)
         self._latest = None
         self.first_preview_latency = None
         self._timer.start()
@@ -144,6 +145,8 @@ class JobController(QObject):
         self.progress.emit(p.step, p.total, eta, p.stage)
         if p.image is not None:
             self._latest = p
+            if self.first_preview_latency is None and not self.job.instant:  # first at once, the rest on the timer
+                self._flush_preview()
 
     @Slot()
     def _flush_preview(self) -> None:

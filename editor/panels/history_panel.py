@@ -47,6 +47,7 @@ class HistoryPanel(QWidget):
         self.list.setSpacing(4)
         self.list.setToolTip("Finished fills: click to show one on the canvas")
         self._icons: dict[int, tuple[HistoryItem, QIcon]] = {}  # id(item) -> thumbnail, built once per result
+        self._state: list[tuple[int, bool]] = []  # what the list shows: (id(item), accepted) per row
         self.accept_button = QPushButton("Accept")
         self.accept_button.setToolTip("Apply the selected result to the image, as one undo step (Ctrl+Shift+A)")
         self.discard_button = QPushButton("Discard")
@@ -73,20 +74,27 @@ class HistoryPanel(QWidget):
 
     @Slot()
     def _rebuild(self) -> None:
+        state = [(id(r), r.accepted) for r in self.doc.results]
         self.list.blockSignals(True)
-        self.list.clear()
+        if state[:-1] != self._state or not state:  # anything but "one result appended": start over
+            self.list.clear()
+            self._state = []
         self._icons = {id(r): self._icons.get(id(r)) or (r, QIcon(thumbnail(r))) for r in self.doc.results}
-        for r in self.doc.results:
-            label = f"{r.model}\nseed {r.seed}" + ("  ✓" if r.accepted else "")
-            it = QListWidgetItem(self._icons[id(r)][1], label)
-            it.setToolTip(f"{r.model}, seed {r.seed}, {r.timings.get('total', 0):.1f} s\n"
-                          + "\n".join(f"{k} = {v}" for k, v in sorted(r.params.items()))
-                          + "".join(f"\n{k} = {v:g}" for k, v in sorted(r.attributes.items()))
-                          + ("\naccepted" if r.accepted else ""))
-            it.setTextAlignment(Qt.AlignHCenter)
-            self.list.addItem(it)
+        for r in self.doc.results[len(self._state):]:
+            self.list.addItem(self._make_item(r))
+        self._state = state
         self.list.blockSignals(False)
         self._sync_selection()
+
+    def _make_item(self, r: HistoryItem) -> QListWidgetItem:
+        label = f"{r.model}\nseed {r.seed}" + ("  ✓" if r.accepted else "")
+        it = QListWidgetItem(self._icons[id(r)][1], label)
+        it.setToolTip(f"{r.model}, seed {r.seed}, {r.timings.get('total', 0):.1f} s\n"
+                      + "\n".join(f"{k} = {v}" for k, v in sorted(r.params.items()))
+                      + "".join(f"\n{k} = {v:g}" for k, v in sorted(r.attributes.items()))
+                      + ("\naccepted" if r.accepted else ""))
+        it.setTextAlignment(Qt.AlignHCenter)
+        return it
 
     @Slot()
     def _sync_selection(self) -> None:
