@@ -52,7 +52,7 @@ def install_excepthook() -> None:
 
 
 def set_torch_threads() -> None:
-    """Once, before any job: leave a core for the GUI thread."""
+    """Leave a core for the GUI thread (main.py does this before ``run_editor``; the self-test calls it)."""
     import torch
 
     torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
@@ -62,7 +62,6 @@ def run_editor(paths: list[str]) -> int:
     app = make_app()
     app.setAttribute(Qt.AA_DontShowIconsInMenus, False)
     install_excepthook()
-    set_torch_threads()
     from editor.main_window import MainWindow
 
     win = MainWindow()

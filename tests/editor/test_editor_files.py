@@ -131,3 +131,11 @@ def test_unexported_accept_asks_before_opening_another(filled, dialogs):
     assert any(title == "Discard changes?" for _, title, _ in dialogs.shown)
     dialogs.answer = QMessageBox.Discard
     assert filled.open_path(SAMPLE)
+
+
+def test_self_test_passes(qapp, capsys):
+    from editor.selftest import run_self_test
+
+    assert run_self_test() == 0
+    out = capsys.readouterr().out
+    assert out.count("ok    ") == 6 and "self-test passed" in out
