@@ -56,7 +56,7 @@ def parse_args(argv=None):
     p.add_argument("--gan-minutes", type=float, default=7.0)
     p.add_argument("--save-every", type=int, default=500)
     p.add_argument("--log-every", type=int, default=25)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
@@ -112,6 +112,7 @@ def main(argv=None) -> None:
 
     def save(phase):
         facts["config"] = asdict(cfg)
+        facts["process_cpu_seconds"] = round(time.process_time())
         save_pretrained(G, args.out, facts)
         print(f"[{phase}] saved {args.out}", flush=True)
 
@@ -134,7 +135,7 @@ def main(argv=None) -> None:
         if step % args.log_every == 0 or step == 1:
             el = time.time() - t0
             print(f"pretrain step {step} loss {avg[0]:.1f} bce {avg[1]:.1f} kl {avg[2]:.1f} "
-                  f"({el / step:.3f} s/step, {el / 60:.1f} min)", flush=True)
+                  f"({el / step:.3f} s/step, {el / 60:.1f} min, cpu {time.process_time() / 60:.1f} min)", flush=True)
         if step % args.save_every == 0:
             facts["steps"]["pretrain"], facts["seconds"]["pretrain"] = step, round(time.time() - t0)
             save("pretrain")
@@ -188,7 +189,8 @@ def main(argv=None) -> None:
         if step % args.log_every == 0 or step == 1:
             el = time.time() - t2
             print(f"gan step {step} bce {avg[0]:.1f} kl {avg[1]:.1f} adv {avg[2]:.3f} | D loss {avg[3]:.3f} "
-                  f"acc real {avg[4]:.2f} fake {avg[5]:.2f} ({el / step:.3f} s/step, {el / 60:.1f} min)", flush=True)
+                  f"acc real {avg[4]:.2f} fake {avg[5]:.2f} ({el / step:.3f} s/step, {el / 60:.1f} min, "
+                  f"cpu {time.process_time() / 60:.1f} min)", flush=True)
         if step % args.save_every == 0:
             facts["steps"]["gan"], facts["seconds"]["gan"] = step, round(time.time() - t2)
             save("gan")
