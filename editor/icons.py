@@ -79,7 +79,21 @@ def _variation(p: QPainter) -> None:
         p.drawEllipse(QPointF(x, y), 1.8, 1.8)
 
 
-_DRAW = {"brush": _brush, "eraser": _eraser, "rect": _rect, "sketch": _sketch, "region": _region,
+def _arrow(p: QPainter, flip: bool) -> None:
+    if flip:
+        p.translate(32, 0)
+        p.scale(-1, 1)
+    path = QPainterPath(QPointF(26, 25))
+    path.cubicTo(QPointF(27, 12), QPointF(18, 9), QPointF(9, 13))
+    p.setPen(QPen(INK, 3, Qt.SolidLine, Qt.RoundCap))
+    p.setBrush(Qt.NoBrush)
+    p.drawPath(path)
+    p.setPen(Qt.NoPen)
+    p.setBrush(INK)
+    p.drawPolygon(QPolygonF([QPointF(4, 14), QPointF(12, 6), QPointF(13, 19)]))
+
+
+_DRAW = {"undo": lambda p: _arrow(p, False), "redo": lambda p: _arrow(p, True), "brush": _brush, "eraser": _eraser, "rect": _rect, "sketch": _sketch, "region": _region,
          "fill": _fill, "cancel": _cancel, "variation": _variation}
 
 

@@ -112,9 +112,9 @@ class MainWindow(QMainWindow):
         # Own actions rather than QUndoStack.createUndoAction: a fixed label keeps the toolbar from jumping;
         # the tooltip names the step.
         stack = self.doc.undo_stack
-        self.act_undo = self._action("&Undo", stack.undo, "Ctrl+Z", "Undo", st.standardIcon(QStyle.SP_ArrowBack))
+        self.act_undo = self._action("&Undo", stack.undo, "Ctrl+Z", "Undo", icon("undo"))
         self.act_redo = self._action("&Redo", stack.redo, ["Ctrl+Shift+Z", "Ctrl+Y"], "Redo",
-                                     st.standardIcon(QStyle.SP_ArrowForward))
+                                     icon("redo"))
         stack.canUndoChanged.connect(self.act_undo.setEnabled)
         stack.canRedoChanged.connect(self.act_redo.setEnabled)
         stack.undoTextChanged.connect(self._on_undo_text)

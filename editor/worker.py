@@ -13,7 +13,7 @@ import traceback
 from dataclasses import dataclass
 
 import numpy as np
-from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
+from PySide6.QtCore import QCoreApplication, QObject, QThread, QTimer, Signal, Slot
 
 from engine import registry
 from engine.api import CancelToken, Cancelled, InpaintError, Preview, Request, Result
@@ -96,6 +96,9 @@ class JobController(QObject):
         self._worker.failed.connect(self._on_failed)
         self._worker.cancelled.connect(self._on_cancelled)
         self._thread.start()
+        app = QCoreApplication.instance()
+        if app is not None:  # a window destroyed without closeEvent must still not leave a running QThread
+            app.aboutToQuit.connect(self.shutdown)
         self._next_id = 0
         self.job: Job | None = None
         self._latest: Preview | None = None
@@ -126,6 +129,7 @@ class JobController(QObject):
         if self.job is not None:
             self.job.cancel.cancel()
 
+    @Slot()
     def shutdown(self, timeout_ms: int = 10_000) -> bool:
         """Cancel, stop the thread's event loop once the current slot returns, and wait for it."""
         self.cancel()

@@ -139,3 +139,27 @@ def test_self_test_passes(qapp, capsys):
     assert run_self_test() == 0
     out = capsys.readouterr().out
     assert out.count("ok    ") == 6 and "self-test passed" in out
+
+
+def test_run_editor_opens_command_line_path(qapp, tmp_path, monkeypatch):
+    """run_editor(paths) as main.py calls it: the window opens the given file. The event loop is replaced by
+    an inspection (a real exec() + quit() would leave Qt's main-thread loops in the quitting state)."""
+    from PySide6.QtWidgets import QApplication
+
+    from editor.app import run_editor
+    from editor.main_window import MainWindow
+
+    other = tmp_path / "coffee.png"
+    shutil.copy(SAMPLE.parent / "coffee.png", other)
+    seen = {}
+
+    def fake_exec(self=None):
+        wins = [w for w in QApplication.topLevelWidgets() if isinstance(w, MainWindow) and w.isVisible()]
+        seen["paths"] = [w.doc.path for w in wins]
+        for w in wins:
+            w.close()
+        return 0
+
+    monkeypatch.setattr(type(qapp), "exec", fake_exec)
+    assert run_editor([str(other)]) == 0
+    assert seen["paths"] == [other]

@@ -33,6 +33,7 @@ def test_fill_default_model_accept_and_undo(window, qtbot, artifacts):
     screenshot(window, artifacts, "result_in_history")
     window.history.compare_button.setChecked(True)
     assert window.canvas.compare
+    window.canvas._split_x = 0.45
     screenshot(window, artifacts, "compare")
     window.history.accept_button.click()
     assert np.array_equal(doc.image[~mask], before[~mask]), "pixels outside the mask unchanged after accept"
@@ -161,7 +162,7 @@ def test_instant_attribute_toggle_refills_fast(window, qtbot):
     assert np.median(latencies) < 0.05
 
 
-def test_region_box_from_detector_reaches_the_request(window, qtbot, monkeypatch):
+def test_region_box_from_detector_reaches_the_request(window, qtbot, monkeypatch, artifacts):
     select_model(window, "test-region")
     assert window.canvas.region_visible and window.doc.region == (0, 0, 256, 256)
     set_param(window, "steps", 2)
@@ -175,6 +176,7 @@ def test_region_box_from_detector_reaches_the_request(window, qtbot, monkeypatch
     drag(window.canvas, [(100, 100), (130, 110)])
     assert window.doc.region == (30, 10, 286, 266), "the region tool drags the box"
     assert not window.doc.mask[150, 150]
+    screenshot(window, artifacts, "region_box")
     fill_and_wait(window, qtbot)
     assert seen == [(30, 10, 286, 266)]
 
@@ -191,6 +193,17 @@ def test_parameter_panel_built_from_schema(window):
     assert params["sharpen"] is True and params["sampler"] == "ddim" and params["note"] == "hello"
     assert params["steps"] == pytest.approx(1000, abs=2), "the slider drives the spin box"
     assert "weights missing" in window.model_panel.picker.itemText(window.model_panel.picker.findData("test-noweights"))
+
+
+def test_switching_model_cancels_the_running_job(window, qtbot):
+    select_model(window, "test-slow")
+    set_param(window, "steps", 2000)
+    paint_mask(window, (200, 180, 320, 260))
+    window.fill()
+    qtbot.waitUntil(lambda: window.doc.preview is not None, timeout=5000)
+    with qtbot.waitSignal(window.jobs.cancelled, timeout=2000):
+        select_model(window, registry.DEFAULT_MODEL)
+    assert not window.doc.results
 
 
 def test_close_mid_job_is_clean(window, qtbot, dialogs):
