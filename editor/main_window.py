@@ -330,8 +330,14 @@ class MainWindow(QMainWindow):
     def _save_dialog(self, title: str, suffix: str) -> Path | None:
         stem = self.doc.path.stem if self.doc.path else "image"
         folder = self.doc.path.parent if self.doc.path else Path.home()
-        path, _ = QFileDialog.getSaveFileName(self, title, str(folder / f"{stem}{suffix}.png"), export.IMAGE_FILTER)
-        return Path(path) if path else None
+        path, chosen = QFileDialog.getSaveFileName(self, title, str(folder / f"{stem}{suffix}.png"),
+                                                   export.IMAGE_FILTER)
+        if not path:
+            return None
+        p = Path(path)
+        if not p.suffix:  # a bare name takes the suffix of the chosen filter
+            p = p.with_suffix(".jpg" if "JPEG" in chosen else ".webp" if "WebP" in chosen else ".png")
+        return p
 
     def run_export(self, kind: str, path: Path) -> Path | None:
         """Export ``kind`` ("image" | "mask" | "strip") to ``path``; refuses to overwrite the opened original

@@ -177,3 +177,27 @@ def test_mask_colour_applies_to_overlay(window):
     paint_mask(window, (200, 200, 300, 260))
     c = window.canvas.grab().toImage().pixelColor(canvas_point(window.canvas, 250, 230))
     assert c.green() > 200 and c.red() < 60
+
+
+def test_many_qt_calls_do_not_exhaust_none(window):
+    """PySide6 6.12 on Python 3.11 steals a reference to None per void call and to True per emit; without the
+    work-around in editor/__init__.py this aborts the interpreter (none_dealloc) within a few thousand calls."""
+    import sys
+
+    before = sys.getrefcount(None)
+    for _ in range(30_000):
+        window.canvas.update()
+        window.canvas.zoom_changed.emit(1.0)
+    assert sys.getrefcount(None) > 1_000_000 or before - sys.getrefcount(None) < 1000
+
+
+def test_request_from_document(window):
+    doc = window.doc
+    paint_mask(window, (200, 180, 320, 260))
+    req = doc.request(5, {"radius": 3}, {}, "")
+    assert req.sketch is None, "no strokes: no sketch"
+    assert req.mask is not doc.mask and np.array_equal(req.mask, doc.mask), "an owned copy"
+    window.tool_actions["sketch"].trigger()
+    drag(window.canvas, [(210, 200), (300, 220)])
+    req = doc.request(5, {}, {}, "")
+    assert req.sketch is not None and req.sketch[200:221, 210:300].any() and req.seed == 5
