@@ -1,0 +1,46 @@
+"""Frugal single-image inpainting (Cherel et al., GRETSI 2023): a 160k-parameter UNet learned on the opened image.
+
+Two models at fixed architecture: ``frugal`` (the paper's diffusion model, sampled with known-pixel replacement)
+and ``frugal-regression`` (the same network trained by plain L2 regression on the hole: the paper's blurry
+baseline). Both learn on the image first ("Learn this image"), then cache the weights per image.
+"""
+from engine.api import ModelInfo, Param
+from engine.registry import ModelSpec
+
+_LEARN = (
+    Param("minutes", "float", 3.0, "Learning time (min)",
+          "Wall-clock time spent learning the image before filling; reopening the same image reuses the weights",
+          min=0.05, max=120, step=0.5),
+    Param("iterations", "int", 0, "Max iterations", "Stop learning after this many iterations (0 = time only)",
+          min=0, max=200000, step=100),
+    Param("crop", "int", 64, "Crop size (px)", "Side of the random training crops taken from the known region",
+          min=16, max=256, step=8),
+    Param("batch", "int", 8, "Batch", "Crops per training iteration", min=1, max=64, step=1),
+    Param("max_hole", "int", 192, "Max hole (px)",
+          "Holes larger than this are learned and filled on a downscaled image, then upscaled", min=32, max=2048,
+          step=16),
+    Param("folder", "str", "", "Also learn from folder", "Optional folder of similar images to learn from too"),
+    Param("relearn", "bool", False, "Relearn", "Ignore the cached weights for this image and learn again"),
+)
+_SAMPLE = (
+    Param("steps", "int", 25, "Sampling steps", "Denoising steps of the reverse diffusion", min=1, max=1000, step=1),
+    Param("eta", "float", 1.0, "Stochasticity (eta)", "1 = ancestral DDPM-like steps, 0 = deterministic DDIM",
+          min=0.0, max=1.0, step=0.1),
+)
+_DOMAIN = "the opened image itself (textures, repetitive or self-similar content); learns for a few minutes"
+
+MODELS = [
+    ModelSpec(ModelInfo(
+        name="frugal", title="Frugal diffusion (learn this image)", family="frugal",
+        description="A 160k-parameter UNet (no attention) learned on crops of this image's known region with the "
+                    "diffusion objective, then sampled with known-pixel replacement (Cherel et al. 2023). "
+                    "Keeps texture; needs minutes of learning on a CPU, cached per image.",
+        domain=_DOMAIN, params=_LEARN + _SAMPLE, learns_on_image=True),
+        factory="engine.frugal.pipeline:FrugalInpainter", kwargs={"objective": "diffusion"}, order=40),
+    ModelSpec(ModelInfo(
+        name="frugal-regression", title="Frugal regression (learn this image)", family="frugal",
+        description="The same UNet trained by plain L2 regression on the hole: the paper's fixed-architecture "
+                    "baseline. Good PSNR, blurry fills.",
+        domain=_DOMAIN, params=_LEARN, learns_on_image=True),
+        factory="engine.frugal.pipeline:FrugalInpainter", kwargs={"objective": "regression"}, order=41),
+]

@@ -1,0 +1,134 @@
+"""Training data for single-image learning: random crops from the *known* region only, and synthetic masks.
+
+- Crops (paper Sec. 2.2: "des regions tirees aleatoirement depuis une ou plusieurs images"): a crop position is
+  valid only if the crop holds no excluded pixel (the hole, or a held-out test region), so the network never sees
+  what it will have to invent. Valid positions come from an integral image of the excluded mask.
+- Masks: free-form brush strokes after Yu et al. 2018 ("Free-Form Image Inpainting with Gated Convolution",
+  Algorithm 1: random vertices joined by thick lines with round joints), plus rectangles, plus a share of fully
+  masked crops (pure texture synthesis: this is what lets a net trained on small crops fill holes larger than its
+  receptive field).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def free_form_mask(h: int, w: int, rng: np.random.Generator, max_strokes: int = 4, max_vertex: int = 8,
+                   max_width: float = 0.25, max_length: float = 0.4) -> np.ndarray:
+    """Yu et al. 2018, Alg. 1: each stroke starts at a random point and walks ``num_vertex`` segments of random
+    angle and length, drawn with a brush of random width. Sizes are fractions of min(h, w). Returns bool H x W."""
+    mask = np.zeros((h, w), np.uint8)
+    side = min(h, w)
+    for _ in range(int(rng.integers(1, max_strokes + 1))):
+        x, y = int(rng.integers(0, w)), int(rng.integers(0, h))
+        width = max(2, int(rng.uniform(0.05, max_width) * side))
+        angle0 = rng.uniform(0, 2 * math.pi)
+        for v in range(int(rng.integers(2, max_vertex + 1))):
+            angle = angle0 + rng.uniform(-math.pi / 3, math.pi / 3) + (math.pi if v % 2 else 0.0)
+            length = rng.uniform(0.1, max_length) * side
+            nx = int(np.clip(x + length * math.cos(angle), 0, w - 1))
+            ny = int(np.clip(y + length * math.sin(angle), 0, h - 1))
+            cv2.line(mask, (x, y), (nx, ny), 1, width)
+            cv2.circle(mask, (nx, ny), width // 2, 1, -1)
+            x, y = nx, ny
+    return mask.astype(bool)
+
+
+def rect_mask(h: int, w: int, rng: np.random.Generator, min_frac: float = 0.25, max_frac: float = 0.75) -> np.ndarray:
+    """One axis-aligned rectangle with sides in [min_frac, max_frac] of the crop, at a random place."""
+    mask = np.zeros((h, w), bool)
+    rh = int(rng.uniform(min_frac, max_frac) * h)
+    rw = int(rng.uniform(min_frac, max_frac) * w)
+    y0 = int(rng.integers(0, h - rh + 1))
+    x0 = int(rng.integers(0, w - rw + 1))
+    mask[y0:y0 + rh, x0:x0 + rw] = True
+    return mask
+
+
+def training_mask(h: int, w: int, rng: np.random.Generator, p_full: float = 0.15) -> np.ndarray:
+    """The training mask mix: p_full fully masked, then free-form, rectangle, or both, in equal shares."""
+    u = rng.random()
+    if u < p_full:
+        return np.ones((h, w), bool)
+    kind = rng.integers(0, 3)
+    if kind == 0:
+        m = free_form_mask(h, w, rng)
+    elif kind == 1:
+        m = rect_mask(h, w, rng)
+    else:
+        m = free_form_mask(h, w, rng) | rect_mask(h, w, rng, 0.2, 0.5)
+    if not m.any():  # a degenerate stroke: fall back to a rectangle so every sample has a hole
+        m = rect_mask(h, w, rng)
+    return m
+
+
+def valid_crop_corners(exclude: np.ndarray, crop: int) -> np.ndarray:
+    """(N, 2) array of (y, x) top-left corners of crop x crop windows that contain no excluded pixel."""
+    h, w = exclude.shape
+    if h < crop or w < crop:
+        return np.zeros((0, 2), np.int64)
+    ii = np.zeros((h + 1, w + 1), np.int64)
+    ii[1:, 1:] = np.cumsum(np.cumsum(exclude.astype(np.int64), axis=0), axis=1)
+    s = ii[crop:, crop:] - ii[:-crop, crop:] - ii[crop:, :-crop] + ii[:-crop, :-crop]
+    ys, xs = np.nonzero(s == 0)
+    return np.stack([ys, xs], axis=1)
+
+
+def load_folder(folder: str | Path, limit: int = 16) -> list[np.ndarray]:
+    """Up to ``limit`` RGB uint8 images from a folder (sorted by name), for learning from a few images."""
+    paths = sorted(p for p in Path(folder).expanduser().iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
+    out = []
+    for p in paths:
+        bgr = cv2.imread(str(p), cv2.IMREAD_COLOR)
+        if bgr is not None:
+            out.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    return out
+
+
+class CropSampler:
+    """Draws batches of (crop, mask) pairs from images, each crop free of its image's excluded pixels.
+
+    ``images``: RGB uint8 arrays; ``excludes``: bool arrays of the same H x W (True = never show), or None.
+    If no window of size ``crop`` fits anywhere, the crop is shrunk (by multiples of ``multiple``) until one does.
+    """
+
+    def __init__(self, images: list[np.ndarray], excludes: list[np.ndarray | None], crop: int, seed: int = 0,
+                 multiple: int = 8, p_full: float = 0.15, augment: bool = False) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.p_full = p_full
+        self.augment = augment
+        self.images = [np.ascontiguousarray(im) for im in images]
+        excludes = [np.zeros(im.shape[:2], bool) if ex is None else ex.astype(bool) for im, ex in zip(images, excludes)]
+        size = crop - crop % multiple
+        while size >= multiple:
+            corners = [valid_crop_corners(ex, size) for ex in excludes]
+            if sum(len(c) for c in corners) > 0:
+                break
+            size -= multiple
+        else:
+            raise ValueError("no hole-free region of the image is large enough to learn from")
+        self.crop = size
+        self.corners = corners
+        counts = np.array([len(c) for c in corners], np.float64)
+        self.weights = counts / counts.sum()
+
+    def sample(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        """(batch, crop, crop, 3) uint8 crops and (batch, crop, crop) bool masks."""
+        c = self.crop
+        crops = np.empty((batch, c, c, 3), np.uint8)
+        masks = np.empty((batch, c, c), bool)
+        for b in range(batch):
+            k = int(self.rng.choice(len(self.images), p=self.weights))
+            y, x = self.corners[k][int(self.rng.integers(0, len(self.corners[k])))]
+            crop = self.images[k][y:y + c, x:x + c]
+            if self.augment:
+                crop = np.flip(crop, axis=1) if self.rng.random() < 0.5 else crop
+            crops[b] = crop
+            masks[b] = training_mask(c, c, self.rng, self.p_full)
+        return crops, masks

@@ -1,0 +1,191 @@
+"""The frugal inpainting UNet of Cherel, Almansa, Gousseau & Newson (GRETSI 2023, arXiv 2406.04206).
+
+A DDPM-style UNet (Ho et al. 2020) stripped to the essentials: residual conv blocks, down/up-sampling and
+non-linearities, **no attention**, 32 base channels, about 160k parameters. Its inputs are concatenated before the
+first convolution, as in the paper (Sec. 2.2, Fig. 1):
+
+    f_theta(x_t, y, M, sigma_t^2)      x_t: noisy image, y = x * (1 - M): masked image, M: mask (1 = hole),
+
+and the noise variance sigma_t^2 enters through a small embedding (Fourier features of log sigma_t^2 -> MLP) that
+is added as a per-channel bias inside every residual block. The network predicts the clean image x_0 (Eq. 1).
+
+The variance-preserving schedule lives here too (``DiffusionSchedule``): a cosine abar_t (Nichol & Dhariwal 2021)
+over T discrete steps, so sigma_t^2 = 1 - abar_t covers the paper's range sigma_0^2 = 0 < ... < sigma_T^2 = 1.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class UNetConfig:
+    """Architecture of the frugal UNet; stored as JSON in the safetensors metadata next to the weights."""
+
+    in_channels: int = 7  # x_t (3) + y (3) + M (1)
+    out_channels: int = 3
+    base: int = 32  # channels at full resolution ("nous limitons ainsi le nombre de canaux a 32")
+    mults: tuple[int, ...] = (1, 1, 1)  # channel multiplier per resolution level (3 levels: x1, x1/2, x1/4)
+    blocks: int = 1  # residual blocks per level, on the way down and on the way up
+    emb_dim: int = 32  # width of the sigma_t^2 embedding
+    groups: int = 8  # GroupNorm groups; 0 = no normalisation
+    unshuffle: int = 2  # >1: space-to-depth the input by this factor first (pixel (un)shuffle), 4x fewer FLOPs for 2
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["mults"] = list(self.mults)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "UNetConfig":
+        d = dict(d)
+        d["mults"] = tuple(d["mults"])
+        return cls(**d)
+
+
+def _norm(ch: int, groups: int) -> nn.Module:
+    return nn.GroupNorm(min(groups, ch), ch) if groups else nn.Identity()
+
+
+class ResBlock(nn.Module):
+    """norm -> SiLU -> conv3x3 -> (+ emb bias) -> norm -> SiLU -> conv3x3, plus a (1x1 when needed) skip."""
+
+    def __init__(self, cin: int, cout: int, emb_dim: int, groups: int) -> None:
+        super().__init__()
+        self.norm1 = _norm(cin, groups)
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, cout)
+        self.norm2 = _norm(cout, groups)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)  # each block starts as the identity: stable fast training
+        nn.init.zeros_(self.conv2.bias)
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = h + self.emb(emb)[:, :, None, None]
+        h = self.conv2(F.silu(self.norm2(h)))
+        return self.skip(x) + h
+
+
+class SigmaEmbedding(nn.Module):
+    """sigma_t^2 -> Fourier features of log(sigma_t^2) -> 2-layer MLP (the paper's time input, Sec. 2.2)."""
+
+    def __init__(self, dim: int, n_freq: int = 8) -> None:
+        super().__init__()
+        self.register_buffer("freqs", torch.exp(torch.linspace(0.0, math.log(64.0), n_freq)) / 8.0,
+                             persistent=False)
+        self.mlp = nn.Sequential(nn.Linear(2 * n_freq, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, sigma2: torch.Tensor) -> torch.Tensor:
+        c = torch.log(sigma2.clamp(min=1e-5)).float()[:, None] * self.freqs[None]  # log sigma^2 in [-11.5, 0]
+        return self.mlp(torch.cat([torch.sin(c), torch.cos(c)], dim=1))
+
+
+class FrugalUNet(nn.Module):
+    """f_theta(x_t, y, M, sigma_t^2) -> predicted x_0. Fully convolutional: any H, W divisible by 2**(levels-1)."""
+
+    def __init__(self, cfg: UNetConfig | None = None) -> None:
+        super().__init__()
+        cfg = cfg or UNetConfig()
+        self.cfg = cfg
+        chans = [cfg.base * m for m in cfg.mults]
+        self.embed = SigmaEmbedding(cfg.emb_dim)
+        r = cfg.unshuffle
+        self.conv_in = nn.Conv2d(cfg.in_channels * r * r, chans[0], 3, padding=1)
+        # encoder: one residual block per level, its output kept as the skip, then a strided conv
+        self.down = nn.ModuleList()
+        self.downsample = nn.ModuleList()
+        ch = chans[0]
+        for i, c in enumerate(chans):
+            self.down.append(nn.ModuleList([ResBlock(ch if j == 0 else c, c, cfg.emb_dim, cfg.groups)
+                                            for j in range(cfg.blocks)]))
+            ch = c
+            if i < len(chans) - 1:
+                self.downsample.append(nn.Conv2d(ch, chans[i + 1], 3, stride=2, padding=1))
+                ch = chans[i + 1]
+        self.mid = ResBlock(ch, ch, cfg.emb_dim, cfg.groups)
+        # decoder: nearest upsampling + conv, concat the skip, one residual block per level
+        self.upsample = nn.ModuleList()
+        self.up = nn.ModuleList()
+        for i in reversed(range(len(chans) - 1)):
+            self.upsample.append(nn.Conv2d(ch, chans[i], 1))
+            self.up.append(nn.ModuleList([ResBlock(2 * chans[i] if j == 0 else chans[i], chans[i], cfg.emb_dim,
+                                                   cfg.groups) for j in range(cfg.blocks)]))
+            ch = chans[i]
+        self.norm_out = _norm(ch, cfg.groups)
+        self.conv_out = nn.Conv2d(ch, cfg.out_channels * r * r, 3, padding=1)
+
+    @property
+    def multiple(self) -> int:
+        """Input sides must be multiples of this."""
+        return 2 ** (len(self.cfg.mults) - 1) * self.cfg.unshuffle
+
+    def forward(self, x_t: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, sigma2: torch.Tensor) -> torch.Tensor:
+        emb = self.embed(sigma2)
+        h = torch.cat([x_t, y, mask], dim=1)
+        if self.cfg.unshuffle > 1:
+            h = F.pixel_unshuffle(h, self.cfg.unshuffle)
+        h = self.conv_in(h)
+        skips = []
+        for i, blocks in enumerate(self.down):
+            for blk in blocks:
+                h = blk(h, emb)
+            if i < len(self.downsample):
+                skips.append(h)
+                h = self.downsample[i](h)
+        h = self.mid(h, emb)
+        for conv, blocks in zip(self.upsample, self.up):
+            h = conv(F.interpolate(h, scale_factor=2.0, mode="nearest"))
+            h = torch.cat([h, skips.pop()], dim=1)
+            for blk in blocks:
+                h = blk(h, emb)
+        out = self.conv_out(F.silu(self.norm_out(h)))
+        return F.pixel_shuffle(out, self.cfg.unshuffle) if self.cfg.unshuffle > 1 else out
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@dataclass
+class ScheduleConfig:
+    T: int = 1000  # number of discrete noise levels
+    s: float = 0.008  # cosine schedule offset (Nichol & Dhariwal 2021)
+
+
+class DiffusionSchedule(nn.Module):
+    """Variance-preserving forward process q(x_t | x_0) = N(sqrt(abar_t) x_0, sigma_t^2 I), sigma_t^2 = 1 - abar_t.
+
+    Index 0 is the clean image (sigma_0^2 = 0) and index T is (numerically) pure noise (sigma_T^2 = 1).
+    """
+
+    def __init__(self, cfg: ScheduleConfig | None = None) -> None:
+        super().__init__()
+        cfg = cfg or ScheduleConfig()
+        self.cfg = cfg
+        t = torch.arange(cfg.T + 1, dtype=torch.float64) / cfg.T
+        f = torch.cos((t + cfg.s) / (1 + cfg.s) * math.pi / 2) ** 2
+        abar = (f / f[0]).clamp(min=0.0, max=1.0)
+        abar[-1] = 0.0
+        self.register_buffer("abar", abar.float(), persistent=False)  # abar_t = prod_{s<=t} (1 - beta_s)
+        self.register_buffer("sigma2", (1 - abar).float(), persistent=False)  # sigma_t^2 = 1 - abar_t
+
+    @property
+    def T(self) -> int:
+        return self.cfg.T
+
+    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """x_t = sqrt(abar_t) x_0 + sigma_t eps  (DDPM Eq. 4)."""
+        a = self.abar[t].view(-1, 1, 1, 1)
+        return a.sqrt() * x0 + (1 - a).sqrt() * noise
+
+
+def default_config_dict() -> dict:
+    return {"unet": UNetConfig().to_dict(), "schedule": asdict(ScheduleConfig())}
+
+

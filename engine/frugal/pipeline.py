@@ -1,0 +1,171 @@
+"""The "Learn this image" inpainters: learn the frugal UNet on the opened image, then fill the hole.
+
+One job = (1) pick a working scale (big holes are learned and filled downscaled, ``max_hole``), (2) load the
+weights cached for this image and training config, or train them on crops of the known region, streaming
+``Preview(stage="train", loss=...)``, and cache them, (3) fill: diffusion sampling with known-pixel replacement
+(streaming ``Preview(stage="denoise")`` of the predicted x_0 at every step), or the regression net's single pass.
+The network is fully convolutional, so it fills a box around the hole at the working resolution.
+"""
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import torch
+
+from engine.api import CancelToken, InpaintError, JobGen, ModelInfo, Preview, Request
+from engine.crop import mask_bbox
+from engine.frugal import train as tr
+from engine.frugal.data import load_folder
+from engine.frugal.model import DiffusionSchedule, FrugalUNet
+from engine.frugal.sampler import regress, sample_inpaint_iter
+
+PREVIEW_SIDE = 256
+
+
+def working_scale(mask: np.ndarray, max_hole: int) -> float:
+    """1.0, or the factor that brings the hole's bounding box down to ``max_hole`` pixels."""
+    x0, y0, x1, y1 = mask_bbox(mask)
+    side = max(x1 - x0, y1 - y0)
+    return 1.0 if side <= max_hole else round(max_hole / side, 4)
+
+
+def resize_pair(image: np.ndarray, mask: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    if scale == 1.0:
+        return image, mask
+    h, w = mask.shape
+    size = (max(8, int(round(w * scale))), max(8, int(round(h * scale))))
+    small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    small_mask = cv2.resize(mask.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 1e-3
+    return small, small_mask
+
+
+def fill_box(mask: np.ndarray, multiple: int, context: float = 0.25, min_context: int = 16) -> tuple[int, ...]:
+    """The hole's bounding box plus context, sides rounded up to ``multiple`` where the image allows."""
+    h, w = mask.shape
+    x0, y0, x1, y1 = mask_bbox(mask)
+    pad = max(min_context, int(context * max(x1 - x0, y1 - y0)))
+    box = []
+    for lo, hi, limit in ((x0, x1, w), (y0, y1, h)):
+        lo, hi = max(0, lo - pad), min(limit, hi + pad)
+        side = int(math.ceil((hi - lo) / multiple) * multiple)
+        if side > limit:
+            side = limit
+        lo = max(0, min(lo - (side - (hi - lo)) // 2, limit - side))
+        box.append((lo, lo + side))
+    (bx0, bx1), (by0, by1) = box
+    return bx0, by0, bx1, by1
+
+
+def pad_to_multiple(a: np.ndarray, multiple: int) -> np.ndarray:
+    h, w = a.shape[:2]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph == 0 and pw == 0:
+        return a
+    pads = ((0, ph), (0, pw)) + ((0, 0),) * (a.ndim - 2)
+    return np.pad(a, pads, mode="reflect" if min(h, w) > max(ph, pw) else "edge")
+
+
+def small_preview(a: np.ndarray) -> np.ndarray:
+    h, w = a.shape[:2]
+    k = PREVIEW_SIDE / max(h, w)
+    if k >= 1:
+        return np.ascontiguousarray(a)
+    return cv2.resize(a, (max(1, int(w * k)), max(1, int(h * k))), interpolation=cv2.INTER_AREA)
+
+
+class FrugalInpainter:
+    """Inpainter for ``objective`` "diffusion" (the paper's model) or "regression" (its fixed-architecture baseline)."""
+
+    def __init__(self, info: ModelInfo, objective: str = "diffusion") -> None:
+        self.info = info
+        self.objective = objective
+        self.last_unet_calls: int | None = None
+        self.last_stats: dict = {}
+
+    def train_config(self, params: dict, scale: float) -> tr.TrainConfig:
+        return tr.TrainConfig(objective=self.objective, minutes=float(params["minutes"]),
+                              iterations=int(params["iterations"]), crop=int(params["crop"]),
+                              batch=int(params["batch"]), scale=scale)
+
+    def learn(self, image: np.ndarray, mask: np.ndarray, cfg: tr.TrainConfig, folder: str, relearn: bool,
+              cancel: CancelToken, full_image: np.ndarray) -> JobGen:
+        """Cached weights for (image, config, folder), or train them; yields train-stage previews."""
+        key = tr.cache_key(full_image, cfg, extra=folder)
+        path = tr.cache_path(key)
+        if path.exists() and not relearn:
+            net, _, stats = tr.load(path)
+            self.last_stats = dict(stats, cached=True, cache=str(path))
+            yield Preview(step=1, total=1, stage="train", loss=float(stats.get("loss", float("nan"))),
+                          message=f"learned weights loaded from cache ({stats.get('iterations', '?')} iterations)")
+            return net
+        images, excludes = [image], [cv2.dilate(mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)]
+        if folder:
+            extra = load_folder(folder)
+            if not extra:
+                raise InpaintError(f"no images found in folder {folder}")
+            images += extra
+            excludes += [None] * len(extra)
+        try:
+            gen = tr.train(images, excludes, cfg, check=cancel.check)
+            while True:
+                try:
+                    it, total, loss = next(gen)
+                except StopIteration as stop:
+                    net, stats = stop.value
+                    break
+                left = ""
+                yield Preview(step=it, total=total, stage="train", loss=loss,
+                              message=f"learning the image: iteration {it}/{total}, loss {loss:.4f}{left}")
+        except ValueError as exc:  # no hole-free crop fits
+            raise InpaintError(str(exc)) from None
+        tr.save(net, cfg, stats, path)
+        self.last_stats = dict(stats, cached=False, cache=str(path))
+        return net
+
+    def run(self, request: Request, cancel: CancelToken) -> JobGen:
+        p = request.params
+        image, mask = request.image, request.mask.astype(bool)
+        scale = working_scale(mask, int(p["max_hole"]))
+        work, work_mask = resize_pair(image, mask, scale)
+        cfg = self.train_config(p, scale)
+        net: FrugalUNet = yield from self.learn(work, work_mask, cfg, str(p.get("folder", "")).strip(),
+                                                bool(p.get("relearn", False)), cancel, image)
+        m = net.multiple
+        bx0, by0, bx1, by1 = fill_box(work_mask, m)
+        crop = pad_to_multiple(work[by0:by1, bx0:bx1], m)
+        crop_mask = pad_to_multiple(work_mask[by0:by1, bx0:bx1].astype(np.uint8), m).astype(bool)
+        y = tr.to_tensor(crop[None])
+        mt = torch.from_numpy(crop_mask)[None, None].float()
+        full_box = tuple(int(round(v / scale)) for v in (bx0, by0, bx1, by1))
+        full_box = (full_box[0], full_box[1], min(full_box[2], image.shape[1]), min(full_box[3], image.shape[0]))
+        if self.objective == "diffusion":
+            sched = DiffusionSchedule(cfg.schedule)
+            g = torch.Generator().manual_seed(int(request.seed))
+            it = sample_inpaint_iter(net, sched, y, mt, steps=int(p["steps"]), eta=float(p["eta"]), gen=g)
+            while True:
+                cancel.check()
+                try:
+                    i, n, x0_hat = next(it)
+                except StopIteration as stop:
+                    out = stop.value
+                    break
+                est = tr.to_uint8(x0_hat)[0][: by1 - by0, : bx1 - bx0]
+                yield Preview(step=i, total=n, image=small_preview(est), box=full_box, stage="denoise")
+            self.last_unet_calls = n
+        else:
+            cancel.check()
+            out = regress(net, y, mt)
+            self.last_unet_calls = 1
+        fill = tr.to_uint8(out)[0][: by1 - by0, : bx1 - bx0]
+        if scale != 1.0:
+            fx0, fy0, fx1, fy1 = full_box
+            fill = cv2.resize(fill, (fx1 - fx0, fy1 - fy0), interpolation=cv2.INTER_CUBIC)
+        result = image.copy()
+        fx0, fy0, fx1, fy1 = full_box if scale != 1.0 else (bx0, by0, bx1, by1)
+        region = result[fy0:fy1, fx0:fx1]
+        result[fy0:fy1, fx0:fx1] = np.where(mask[fy0:fy1, fx0:fx1, None], fill, region)
+        if self.objective != "diffusion":
+            yield Preview(step=1, total=1, image=small_preview(fill), box=(fx0, fy0, fx1, fy1), stage="denoise")
+        return result

@@ -1,0 +1,84 @@
+"""Sampling the frugal model: a strided ancestral sampler with known-pixel replacement.
+
+``sample_inpaint(net, sched, y, mask, steps, eta, gen, callback)`` runs the reverse process on a strided subset of
+the T noise levels (DDIM, Song et al. 2021, Eq. 12, written with the x_0 prediction the paper's network makes):
+
+    x0_hat  = M * f_theta(x_t, y, M, sigma_t^2) + (1 - M) * y
+    eps_hat = (x_t - sqrt(abar_t) x0_hat) / sigma_t
+    x_s     = sqrt(abar_s) x0_hat + sqrt(1 - abar_s - s_eta^2) eps_hat + s_eta z,
+    s_eta   = eta * sqrt((1 - abar_s) / (1 - abar_t)) * sqrt(1 - abar_t / abar_s)
+
+(eta = 1: DDPM's ancestral step; eta = 0: deterministic DDIM), then the known pixels are replaced by a forward-noised
+copy of the image, x_s <- M * x_s + (1 - M) * q_sample(y, s) (RePaint's replacement, Lugmayr et al. 2022, Eq. 8,
+without resampling jumps: the network already sees y and M). ``callback(i, steps, x0_hat)`` sees every step's
+predicted clean image; it may raise (cancellation).
+"""
+from __future__ import annotations
+
+from typing import Callable, Generator
+
+import torch
+
+from engine.frugal.model import DiffusionSchedule, FrugalUNet
+
+
+def timesteps(sched: DiffusionSchedule, steps: int) -> list[int]:
+    """``steps`` + 1 decreasing noise indices from T to 0, evenly spaced."""
+    steps = max(1, min(int(steps), sched.T))
+    ts = torch.linspace(sched.T, 0, steps + 1).round().long().tolist()
+    return ts
+
+
+def sample_inpaint_iter(net: FrugalUNet, sched: DiffusionSchedule, y: torch.Tensor, mask: torch.Tensor,
+                        steps: int = 25, eta: float = 1.0, gen: torch.Generator | None = None,
+                        ) -> Generator[tuple[int, int, torch.Tensor], None, torch.Tensor]:
+    """The sampler as a generator: yields (step, steps, x0_hat) after every network call, returns x_0.
+
+    y: (B, 3, H, W) in [-1, 1] (any values in the hole), mask: (B, 1, H, W), 1 = hole."""
+    with torch.inference_mode():
+        y = y * (1 - mask)
+        b = y.shape[0]
+        ts = timesteps(sched, steps)
+        x = torch.randn(y.shape, generator=gen)
+        x = mask * x + (1 - mask) * sched.q_sample(y, torch.full((b,), ts[0]), torch.randn(y.shape, generator=gen))
+        n = len(ts) - 1
+    for i, (t, s) in enumerate(zip(ts[:-1], ts[1:])):
+        with torch.inference_mode():
+            x0_hat = net(x, y, mask, sched.sigma2[torch.full((b,), t)]).clamp(-1, 1)
+            x0_hat = mask * x0_hat + (1 - mask) * y
+            if s == 0:
+                x = x0_hat
+            else:
+                a_t, a_s = sched.abar[t], sched.abar[s]
+                eps = (x - a_t.sqrt() * x0_hat) / (1 - a_t).sqrt()
+                s_eta = eta * ((1 - a_s) / (1 - a_t)).sqrt() * (1 - a_t / a_s).clamp(min=0).sqrt()
+                dir_coef = (1 - a_s - s_eta ** 2).clamp(min=0).sqrt()
+                x = a_s.sqrt() * x0_hat + dir_coef * eps + s_eta * torch.randn(y.shape, generator=gen)
+                known = sched.q_sample(y, torch.full((b,), s), torch.randn(y.shape, generator=gen))
+                x = mask * x + (1 - mask) * known
+        yield i + 1, n, x0_hat
+        if s == 0:
+            break
+    return x
+
+
+def sample_inpaint(net: FrugalUNet, sched: DiffusionSchedule, y: torch.Tensor, mask: torch.Tensor, steps: int = 25,
+                   eta: float = 1.0, gen: torch.Generator | None = None,
+                   callback: Callable[[int, int, torch.Tensor], None] | None = None) -> torch.Tensor:
+    """k-diffusion-style wrapper: ``callback(step, steps, x0_hat)`` every step (it may raise to cancel)."""
+    it = sample_inpaint_iter(net, sched, y, mask, steps, eta, gen)
+    while True:
+        try:
+            i, n, x0_hat = next(it)
+        except StopIteration as stop:
+            return stop.value
+        if callback is not None:
+            callback(i, n, x0_hat)
+
+
+@torch.inference_mode()
+def regress(net: FrugalUNet, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The regression baseline's one-shot fill: f_theta(y, y, M, 0) in the hole, y outside."""
+    y = y * (1 - mask)
+    pred = net(y, y, mask, torch.zeros(y.shape[0])).clamp(-1, 1)
+    return mask * pred + (1 - mask) * y

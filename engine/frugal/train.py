@@ -1,0 +1,191 @@
+"""Learning the frugal UNet on one image (or a few): the paper's diffusion objective, or plain regression.
+
+Diffusion (paper Eq. 1):  L(theta) = || x - f_theta(x_t, y, M, sigma_t^2) ||^2,  t ~ U{1..T},
+                          x_t = sqrt(abar_t) x + sigma_t eps   (DDPM q_sample),
+Regression (the fixed-architecture baseline of Sec. 3.1): the same network, no noise input (x_t := y,
+sigma^2 := 0), trained with the L2 error on the hole only, L = || M * (x - f_theta(y, y, M, 0)) ||^2.
+Both losses are averaged over hole pixels (known pixels are given in y and pasted back at sampling).
+
+CPU choices (measured in docs/frugal.md): small crops (64 px) and batch 8 instead of 256 px x 16, a 2x
+space-to-depth input (``UNetConfig.unshuffle``), Adam at 2e-3 with a time-based cosine decay instead of 1e-4
+for 15k iterations, and a wall-clock budget (``minutes``) rather than an iteration count.
+
+``train`` is a generator: it yields ``(iteration, total_estimate, loss)`` every few iterations, checks the
+cancel token every iteration, and returns the trained network. ``save`` / ``load`` keep the weights with their
+config in safetensors (metadata), and ``cache_path`` names the per-image cache file.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Generator
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from engine.frugal.data import CropSampler
+from engine.frugal.model import DiffusionSchedule, FrugalUNet, ScheduleConfig, UNetConfig, count_parameters
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides the learned weights, except the image itself (hashed separately)."""
+
+    objective: str = "diffusion"  # "diffusion" | "regression"
+    minutes: float = 3.0  # wall-clock budget
+    iterations: int = 0  # hard cap on iterations; 0 = only the time budget stops training
+    crop: int = 64  # training crop side (paper: 256)
+    batch: int = 8  # crops per iteration (paper: 16)
+    lr: float = 2e-3  # Adam peak learning rate (paper: 1e-4)
+    warmup: int = 20  # linear warm-up iterations
+    p_full: float = 0.15  # share of fully masked training crops
+    seed: int = 0
+    scale: float = 1.0  # working scale of the image (< 1 when a big hole is learned and filled downscaled)
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["unet"] = self.unet.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        d = dict(d)
+        d["unet"] = UNetConfig.from_dict(d["unet"])
+        d["schedule"] = ScheduleConfig(**d["schedule"])
+        return cls(**d)
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """(B, H, W, 3) uint8 -> (B, 3, H, W) float in [-1, 1]."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """(B, 3, H, W) in [-1, 1] -> (B, H, W, 3) uint8."""
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+
+
+def diffusion_loss(net: FrugalUNet, sched: DiffusionSchedule, x0: torch.Tensor, mask: torch.Tensor,
+                   gen: torch.Generator) -> torch.Tensor:
+    """Eq. 1 on a batch: noise x0 at t ~ U{1..T}, predict x0 from (x_t, y, M, sigma_t^2), L2 on the hole."""
+    b = x0.shape[0]
+    t = torch.randint(1, sched.T + 1, (b,), generator=gen)
+    noise = torch.randn(x0.shape, generator=gen)
+    x_t = sched.q_sample(x0, t, noise)
+    y = x0 * (1 - mask)
+    pred = net(x_t, y, mask, sched.sigma2[t])
+    return hole_mse(pred, x0, mask)
+
+
+def regression_loss(net: FrugalUNet, x0: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The regression baseline: same network, input y only (x_t := y, sigma^2 := 0), L2 on the hole."""
+    y = x0 * (1 - mask)
+    pred = net(y, y, mask, torch.zeros(x0.shape[0]))
+    return hole_mse(pred, x0, mask)
+
+
+def hole_mse(pred: torch.Tensor, x0: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return ((pred - x0) ** 2 * mask).sum() / (mask.sum() * x0.shape[1]).clamp(min=1.0)
+
+
+def train(images: list[np.ndarray], excludes: list[np.ndarray | None], cfg: TrainConfig,
+          check: Callable[[], None] = lambda: None, report_every: float = 0.5,
+          ) -> Generator[tuple[int, int, float], None, tuple[FrugalUNet, dict]]:
+    """Train a FrugalUNet on crops of ``images`` avoiding ``excludes``; yields (it, total_estimate, loss_ema).
+
+    Returns (network in eval mode, stats dict). ``check`` is called every iteration (cancel.check)."""
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    net = FrugalUNet(cfg.unet)
+    sched = DiffusionSchedule(cfg.schedule)
+    sampler = CropSampler(images, excludes, cfg.crop, seed=cfg.seed, multiple=net.multiple, p_full=cfg.p_full)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    budget = max(cfg.minutes, 1e-3) * 60.0
+    cap = cfg.iterations if cfg.iterations > 0 else None
+    t0 = time.perf_counter()
+    last_report = -1e9
+    ema = None
+    it = 0
+    total = cap or 1
+    net.train()
+    while True:
+        check()
+        elapsed = time.perf_counter() - t0
+        progress = elapsed / budget
+        if cap is not None:
+            progress = max(progress, it / cap)
+        if progress >= 1.0:
+            break
+        # time-based schedule: linear warm-up, then cosine from lr down to lr / 20 at the end of the budget
+        lr = cfg.lr * min(1.0, (it + 1) / cfg.warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        crops, masks = sampler.sample(cfg.batch)
+        x0 = to_tensor(crops)
+        m = torch.from_numpy(masks)[:, None].float()
+        if cfg.objective == "diffusion":
+            loss = diffusion_loss(net, sched, x0, m, gen)
+        else:
+            loss = regression_loss(net, x0, m)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        it += 1
+        value = float(loss.detach())
+        ema = value if ema is None else 0.95 * ema + 0.05 * value
+        now = time.perf_counter()
+        if it > 2:  # iterations the budget allows at the measured speed
+            est = int(it / max(progress, 1e-6)) if progress > 0 else it
+            total = min(cap, est) if cap else est
+        if now - last_report >= report_every:
+            last_report = now
+            yield it, max(total, it), ema
+    net.eval()
+    stats = {"iterations": it, "seconds": time.perf_counter() - t0, "loss": ema if ema is not None else float("nan"),
+             "crop": sampler.crop, "parameters": count_parameters(net)}
+    yield it, it, stats["loss"]
+    return net, stats
+
+
+def cache_key(image: np.ndarray, cfg: TrainConfig, extra: str = "") -> str:
+    """Content hash of the image plus the mask-independent training config (and ``extra``, e.g. a folder)."""
+    h = hashlib.sha256()
+    h.update(str(image.shape).encode())
+    h.update(np.ascontiguousarray(image).tobytes())
+    h.update(json.dumps(cfg.to_dict(), sort_keys=True).encode())
+    h.update(extra.encode())
+    return h.hexdigest()[:32]
+
+
+def cache_path(key: str) -> Path:
+    from engine.datasets import CACHE  # honours INPAINT_STUDIO_CACHE
+
+    return CACHE / "frugal" / f"{key}.safetensors"
+
+
+def save(net: FrugalUNet, cfg: TrainConfig, stats: dict, path: Path) -> None:
+    """Weights in safetensors, the TrainConfig (with the UNetConfig) and training stats in its metadata."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    meta = {"config": json.dumps(cfg.to_dict()), "stats": json.dumps(stats), "format": "inpaint-studio-frugal-1"}
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp), metadata=meta)
+    tmp.replace(path)  # atomic: a cancelled or crashed run never leaves a half-written cache file
+
+
+def load(path: Path) -> tuple[FrugalUNet, TrainConfig, dict]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    cfg = TrainConfig.from_dict(json.loads(meta["config"]))
+    net = FrugalUNet(cfg.unet)
+    net.load_state_dict(load_file(str(path)))
+    net.eval()
+    return net, cfg, json.loads(meta.get("stats", "{}"))

@@ -1,0 +1,20 @@
+"""Patch-based non-local inpainting (Wexler et al. 2007, Newson et al. 2014): copies texture from the image itself."""
+from engine.api import ModelInfo, Param
+from engine.registry import ModelSpec
+
+MODELS = [
+    ModelSpec(ModelInfo(
+        name="patch", title="Patch-based (PatchMatch)", family="patch",
+        description="Multi-scale EM over PatchMatch nearest-neighbour fields (Newson et al. 2014): each hole "
+                    "pixel is rebuilt from the best-matching known patches. No learning; keeps texture; seconds.",
+        domain="any image; best on textures and repeated structure",
+        params=(
+            Param("patch", "int", 7, "Patch size (px)", "Side of the compared patches (odd)", min=3, max=21, step=2),
+            Param("levels", "int", 0, "Pyramid levels", "Coarse-to-fine scales (0 = automatic from the hole size)",
+                  min=0, max=8, step=1),
+            Param("em_iters", "int", 6, "EM iterations", "Search/rebuild rounds per scale", min=1, max=30, step=1),
+            Param("pm_iters", "int", 4, "PatchMatch iterations", "Propagation + random search rounds per search",
+                  min=1, max=16, step=1),
+        )),
+        factory="engine.patch.pipeline:PatchInpainter", order=30),
+]

@@ -1,0 +1,218 @@
+"""Non-local patch-based inpainting: multi-scale EM over PatchMatch nearest-neighbour fields, in numpy.
+
+The method of Wexler, Shechtman & Irani 2007 ("Space-time completion of video") as organised by Newson, Almansa,
+Gousseau & Perez 2014/2017 ("Non-local patch-based image inpainting", IPOL):
+
+    minimise  E(u, phi) = sum_{p in H~} d^2(W_p, W_{p + phi(p)})                    (Newson Eq. 1)
+
+over the hole's pixels u and the shift map phi (the nearest-neighbour field, NNF), where H~ is every patch
+centre whose patch overlaps the hole and W_{p + phi(p)} a patch lying entirely in the known region. Alternate:
+- **E-step / NNF search**: PatchMatch (Barnes et al. 2009) with all pixels updated in parallel: propagation takes
+  the neighbours' shifts at jump distances 8, 4, 2, 1 (a jump-flooding variant of the raster scan), random
+  search samples shifts in windows of halving radius;
+- **M-step / reconstruction**: every hole pixel becomes the weighted mean of the pixels that the patches covering
+  it propose, weights exp(-d^2 / (2 s^2)) with s the 75th percentile of the distances (Wexler Eq. 5, Newson
+  Eq. 6); on the finest scale the final pass keeps the single best-matching proposal instead (Newson Sec. 2.4),
+  which avoids the blur of averaging.
+Coarse to fine: a Gaussian-like pyramid (area downsampling) whose coarsest hole is about two patches wide; the
+coarsest hole is initialised by Telea's fast marching; each finer level starts from the upsampled NNF.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import cv2
+import numpy as np
+
+
+@dataclass
+class PatchConfig:
+    patch: int = 7  # patch side (odd)
+    levels: int = 0  # pyramid levels; 0 = automatic (coarsest hole about 2 patches wide)
+    em_iters: int = 6  # EM iterations per level (halved on the finest level, which costs most)
+    pm_iters: int = 4  # PatchMatch iterations per E-step
+    seed: int = 0
+
+
+def _disk(k: int) -> np.ndarray:
+    return np.ones((k, k), np.uint8)
+
+
+def pyramid(image: np.ndarray, hole: np.ndarray, levels: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """[(image, hole)] from fine to coarse; a coarse pixel is a hole if any fine pixel under it is."""
+    out = [(image.astype(np.float32), hole.astype(bool))]
+    for _ in range(levels - 1):
+        im, m = out[-1]
+        h, w = max(1, im.shape[0] // 2), max(1, im.shape[1] // 2)
+        im2 = cv2.resize(im, (w, h), interpolation=cv2.INTER_AREA)
+        m2 = cv2.resize(m.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA) > 0
+        out.append((im2, m2))
+    return out
+
+
+def auto_levels(hole: np.ndarray, patch: int, shape: tuple[int, int]) -> int:
+    ys, xs = np.nonzero(hole)
+    size = max(ys.max() - ys.min() + 1, xs.max() - xs.min() + 1)
+    levels = 1 + max(0, int(math.ceil(math.log2(max(size / (2.0 * patch), 1.0)))))
+    while levels > 1 and min(shape) / 2 ** (levels - 1) < 4 * patch:
+        levels -= 1
+    return min(levels, 7)
+
+
+class _Level:
+    """One scale: the reflect-padded image, its hole, the valid source centres, the target centres and the NNF."""
+
+    def __init__(self, image: np.ndarray, hole: np.ndarray, patch: int, rng: np.random.Generator) -> None:
+        self.r = r = patch // 2
+        self.rng = rng
+        self.h, self.w = hole.shape
+        self.img = np.pad(image, ((r, r), (r, r), (0, 0)), mode="reflect") if r else image.copy()
+        self.hole = np.pad(hole, r, mode="reflect") if r else hole.copy()
+        hp, wp = self.hole.shape
+        # valid sources: centres inside the original frame whose whole patch is known
+        known_patch = cv2.erode((~self.hole).astype(np.uint8), _disk(patch), borderType=cv2.BORDER_CONSTANT,
+                                borderValue=0).astype(bool)
+        frame = np.zeros((hp, wp), bool)
+        frame[r:r + self.h, r:r + self.w] = True
+        self.valid = known_patch & frame
+        if not self.valid.any():
+            raise ValueError("no fully known patch to copy from: the hole covers too much of the image")
+        self.src_y, self.src_x = np.nonzero(self.valid)
+        # targets: centres (in the frame) whose patch overlaps the hole
+        touch = cv2.dilate(self.hole.astype(np.uint8), _disk(patch)).astype(bool) & frame
+        self.ty, self.tx = np.nonzero(touch)
+        self.hy, self.hx = np.nonzero(self.hole & frame)
+        oy, ox = np.mgrid[-r:r + 1, -r:r + 1]
+        self.oy, self.ox = oy.ravel(), ox.ravel()
+        # NNF as absolute source centres, stored on the full padded grid (identity where not a target)
+        self.ny, self.nx = np.mgrid[0:hp, 0:wp].astype(np.int64)
+        self.dist = np.full((hp, wp), np.inf, np.float32)
+
+    def random_sources(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        k = self.rng.integers(0, len(self.src_y), n)
+        return self.src_y[k], self.src_x[k]
+
+    def patches(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        """(N, P, 3) patches centred at (ys, xs) of the current image."""
+        return self.img[ys[:, None] + self.oy, xs[:, None] + self.ox]
+
+    def distances(self, target: np.ndarray, sy: np.ndarray, sx: np.ndarray) -> np.ndarray:
+        """SSD between target patches and the patches at (sy, sx); inf where (sy, sx) is not a valid source."""
+        hp, wp = self.valid.shape
+        inside = (sy >= 0) & (sy < hp) & (sx >= 0) & (sx < wp)
+        ok = np.zeros(len(sy), bool)
+        ok[inside] = self.valid[sy[inside], sx[inside]]
+        d = np.full(len(sy), np.inf, np.float32)
+        if ok.any():
+            diff = target[ok] - self.patches(sy[ok], sx[ok])
+            d[ok] = np.einsum("npc,npc->n", diff, diff)
+        return d
+
+    def _try(self, target: np.ndarray, cy: np.ndarray, cx: np.ndarray) -> None:
+        d = self.distances(target, cy, cx)
+        better = d < self.dist[self.ty, self.tx]
+        if better.any():
+            ty, tx = self.ty[better], self.tx[better]
+            self.ny[ty, tx], self.nx[ty, tx], self.dist[ty, tx] = cy[better], cx[better], d[better]
+
+    def patchmatch(self, iters: int) -> None:
+        """Parallel PatchMatch on the current image: re-score, then propagate + random search ``iters`` times."""
+        target = self.patches(self.ty, self.tx)
+        self.dist[self.ty, self.tx] = self.distances(target, self.ny[self.ty, self.tx], self.nx[self.ty, self.tx])
+        bad = ~np.isfinite(self.dist[self.ty, self.tx])
+        if bad.any():
+            ry, rx = self.random_sources(int(bad.sum()))
+            self.ny[self.ty[bad], self.tx[bad]], self.nx[self.ty[bad], self.tx[bad]] = ry, rx
+            self.dist[self.ty[bad], self.tx[bad]] = self.distances(target[bad], ry, rx)
+        hp, wp = self.valid.shape
+        radius0 = max(hp, wp)
+        for i in range(iters):
+            jump = max(1, 8 >> i) if iters > 1 else 1
+            for dy, dx in ((jump, 0), (-jump, 0), (0, jump), (0, -jump)):
+                ny = np.clip(self.ty + dy, 0, hp - 1)
+                nx = np.clip(self.tx + dx, 0, wp - 1)
+                self._try(target, self.ny[ny, nx] - (ny - self.ty), self.nx[ny, nx] - (nx - self.tx))
+            radius = radius0
+            while radius >= 1:
+                cy = self.ny[self.ty, self.tx] + self.rng.integers(-radius, radius + 1, len(self.ty))
+                cx = self.nx[self.ty, self.tx] + self.rng.integers(-radius, radius + 1, len(self.tx))
+                self._try(target, cy, cx)
+                radius //= 2
+
+    def reconstruct(self, best_only: bool = False) -> None:
+        """M-step: each hole pixel from the proposals of every patch covering it (weighted mean, or the best)."""
+        d = self.dist[self.ty, self.tx]
+        finite = d[np.isfinite(d)]
+        s2 = float(np.percentile(finite, 75)) if finite.size else 1.0
+        s2 = max(s2, 1e-6)
+        acc = np.zeros((len(self.hy), 3), np.float64)
+        wsum = np.zeros(len(self.hy), np.float64)
+        best_d = np.full(len(self.hy), np.inf)
+        for oy, ox in zip(self.oy, self.ox):
+            cy, cx = self.hy - oy, self.hx - ox  # patch centres covering the hole pixel at offset (oy, ox)
+            dd = self.dist[cy, cx]
+            val = self.img[self.ny[cy, cx] + oy, self.nx[cy, cx] + ox]
+            ok = np.isfinite(dd)
+            if best_only:
+                upd = ok & (dd < best_d)
+                acc[upd] = val[upd]
+                best_d[upd] = dd[upd]
+                wsum[upd] = 1.0
+            else:
+                wt = np.where(ok, np.exp(-np.where(ok, dd, 0.0) / (2.0 * s2)), 0.0) + 1e-12 * ok
+                acc += wt[:, None] * val
+                wsum += wt
+        have = wsum > 0
+        self.img[self.hy[have], self.hx[have]] = (acc[have] / wsum[have, None]).astype(np.float32)
+
+    def image(self) -> np.ndarray:
+        r = self.r
+        return self.img[r:r + self.h, r:r + self.w]
+
+
+def inpaint_iter(image: np.ndarray, hole: np.ndarray, cfg: PatchConfig | None = None,
+                 check: Callable[[], None] = lambda: None) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Yield (step, total, current uint8 estimate) after every EM iteration; the last estimate is the result."""
+    cfg = cfg or PatchConfig()
+    patch = cfg.patch | 1
+    hole = hole.astype(bool)
+    levels = cfg.levels or auto_levels(hole, patch, hole.shape)
+    pyr = pyramid(image, hole, levels)
+    rng = np.random.default_rng(cfg.seed)
+    iters = [cfg.em_iters if k > 0 else max(2, cfg.em_iters // 2) for k in range(levels)]
+    total, step = sum(iters), 0
+    prev: _Level | None = None
+    for k in reversed(range(levels)):
+        im, m = pyr[k]
+        if prev is None:  # coarsest scale: fast-marching initialisation of the hole
+            init = cv2.inpaint(np.clip(im, 0, 255).astype(np.uint8), m.astype(np.uint8) * 255, 3, cv2.INPAINT_TELEA)
+            im = np.where(m[..., None], init.astype(np.float32), im)
+        lev = _Level(im, m, patch, rng)
+        if prev is not None:  # upsample the coarser NNF: source 2 * phi(p / 2) + parity, then reconstruct
+            r0, r1 = prev.r, lev.r
+            py, px = lev.ty - r1, lev.tx - r1
+            cy = np.clip(py // 2, 0, prev.h - 1) + r0
+            cx = np.clip(px // 2, 0, prev.w - 1) + r0
+            lev.ny[lev.ty, lev.tx] = (prev.ny[cy, cx] - r0) * 2 + py % 2 + r1
+            lev.nx[lev.ty, lev.tx] = (prev.nx[cy, cx] - r0) * 2 + px % 2 + r1
+            up = cv2.resize(prev.image(), (lev.w, lev.h), interpolation=cv2.INTER_LINEAR)
+            lev.img[lev.hy, lev.hx] = up[lev.hy - r1, lev.hx - r1]
+            lev.patchmatch(1)
+            lev.reconstruct()
+        for i in range(iters[k]):
+            check()
+            lev.patchmatch(cfg.pm_iters)
+            lev.reconstruct(best_only=(k == 0 and i == iters[k] - 1))
+            step += 1
+            yield step, total, np.clip(np.rint(lev.image()), 0, 255).astype(np.uint8)
+        prev = lev
+
+
+def patch_inpaint(image: np.ndarray, hole: np.ndarray, cfg: PatchConfig | None = None) -> np.ndarray:
+    """RGB uint8 image, bool hole (True = fill) -> filled RGB uint8 (known pixels unchanged)."""
+    out = image
+    for _, _, est in inpaint_iter(image, hole, cfg):
+        out = est
+    return np.where(hole[..., None], out, image)

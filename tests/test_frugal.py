@@ -1,0 +1,218 @@
+"""Frugal single-image diffusion: data, network, sampler, the Inpainter contract, cancel and cache (tiny configs)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from engine import registry
+from engine.api import CancelToken, Cancelled, Request
+from engine.runner import run_job, run_to_end
+
+TINY = {"iterations": 3, "crop": 16, "batch": 2, "steps": 3, "minutes": 5.0}
+
+
+@pytest.fixture(autouse=True)
+def one_thread_and_scratch_cache(tmp_path, monkeypatch):
+    import engine.datasets
+
+    monkeypatch.setattr(engine.datasets, "CACHE", tmp_path / "cache")
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny convs: a second thread only adds synchronisation
+    yield tmp_path / "cache"
+    torch.set_num_threads(n)
+
+
+def _texture(rng, h=48, w=48):
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = 128 + 60 * np.sin(xx * 2 * np.pi / 8)[..., None] * np.array([1.0, 0.6, 0.3])
+    return np.clip(base + rng.normal(0, 8, (h, w, 3)), 0, 255).astype(np.uint8)
+
+
+def _hole(h=48, w=48):
+    m = np.zeros((h, w), bool)
+    m[16:30, 18:34] = True
+    return m
+
+
+def test_family_registers_without_importing_torch():
+    code = ("import sys, engine.frugal, engine.patch; from engine import registry; "
+            "names = [m.name for m in registry.all_models()]; "
+            "assert {'frugal', 'frugal-regression', 'patch'} <= set(names), names; "
+            "assert registry.get_info('frugal').learns_on_image; "
+            "assert 'torch' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(__import__("pathlib").Path(__file__).parents[1]))
+
+
+def test_free_form_masks_are_strokes_of_sensible_size(rng):
+    from engine.frugal.data import free_form_mask, rect_mask, training_mask
+
+    fracs = []
+    for _ in range(200):
+        m = free_form_mask(64, 48, rng)
+        assert m.shape == (64, 48) and m.dtype == bool
+        fracs.append(m.mean())
+    fracs = np.array(fracs)
+    assert (fracs > 0).all() and fracs.max() < 1.0
+    assert 0.05 < np.median(fracs) < 0.7  # neither specks nor full crops
+    r = rect_mask(64, 64, rng, 0.25, 0.5)
+    ys, xs = np.nonzero(r)
+    assert 16 <= np.ptp(ys) + 1 <= 32 and 16 <= np.ptp(xs) + 1 <= 32 and r.sum() == (np.ptp(ys) + 1) * (np.ptp(xs) + 1)
+    assert all(training_mask(32, 32, rng).any() for _ in range(100))
+
+
+def test_crops_never_contain_hole_pixels(rng):
+    from engine.frugal.data import CropSampler, valid_crop_corners
+
+    img = rng.integers(0, 255, (80, 96, 3), dtype=np.uint8)
+    hole = np.zeros((80, 96), bool)
+    hole[30:50, 40:70] = True
+    hole[5, 5] = True
+    corners = valid_crop_corners(hole, 24)
+    assert len(corners) > 0
+    for y, x in corners:
+        assert not hole[y:y + 24, x:x + 24].any()
+    # exhaustive check: every hole-free window is listed
+    free = sum(not hole[y:y + 24, x:x + 24].any() for y in range(80 - 23) for x in range(96 - 23))
+    assert free == len(corners)
+    # sampled crops are exact copies of hole-free windows (the hole region has a tell-tale colour)
+    img[hole] = (255, 0, 255)
+    s = CropSampler([img], [hole], crop=24, seed=1)
+    crops, masks = s.sample(64)
+    assert crops.shape == (64, 24, 24, 3) and masks.shape == (64, 24, 24)
+    assert not np.all(crops == (255, 0, 255), axis=-1).any()
+
+
+def test_crop_shrinks_to_fit_and_fails_cleanly():
+    from engine.frugal.data import CropSampler
+
+    img = np.zeros((40, 40, 3), np.uint8)
+    hole = np.zeros((40, 40), bool)
+    hole[:, 18:22] = True  # known strips are 18 px wide
+    assert CropSampler([img], [hole], crop=32, multiple=8).crop == 16
+    with pytest.raises(ValueError):
+        CropSampler([img], [np.ones((40, 40), bool)], crop=32)
+
+
+def test_default_network_has_about_160k_parameters():
+    from engine.frugal.model import FrugalUNet, UNetConfig, count_parameters
+
+    net = FrugalUNet(UNetConfig())
+    n = count_parameters(net)
+    assert 140_000 <= n <= 200_000, n
+    x = torch.randn(2, 3, 32, 48)
+    out = net(x, x, torch.ones(2, 1, 32, 48), torch.tensor([0.5, 0.01]))
+    assert out.shape == (2, 3, 32, 48)
+    assert not any(isinstance(m, torch.nn.MultiheadAttention) for m in net.modules())
+
+
+def test_schedule_covers_zero_to_one():
+    from engine.frugal.model import DiffusionSchedule
+
+    s = DiffusionSchedule()
+    assert s.sigma2[0] == 0.0 and abs(float(s.sigma2[-1]) - 1.0) < 1e-6
+    assert torch.all(s.sigma2[1:] >= s.sigma2[:-1])
+
+
+def test_sampler_keeps_known_pixels_exactly():
+    from engine.frugal.model import DiffusionSchedule, FrugalUNet
+    from engine.frugal.sampler import sample_inpaint
+
+    torch.manual_seed(0)
+    net = FrugalUNet().eval()
+    y = torch.rand(1, 3, 16, 16) * 2 - 1
+    m = torch.zeros(1, 1, 16, 16)
+    m[..., 4:10, 5:12] = 1
+    seen = []
+    out = sample_inpaint(net, DiffusionSchedule(), y, m, steps=4, callback=lambda i, n, x0: seen.append((i, n)))
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert torch.equal(out * (1 - m), y * (1 - m))
+
+
+@pytest.mark.parametrize("model", ["frugal", "frugal-regression"])
+def test_fill_keeps_pixels_outside_the_mask(model, rng):
+    img, hole = _texture(rng), _hole()
+    inp = registry.load(model)
+    previews = []
+    gen = run_job(inp, Request(image=img, mask=hole, params=dict(TINY) if model == "frugal" else
+                               {k: v for k, v in TINY.items() if k != "steps"}))
+    while True:
+        try:
+            previews.append(next(gen))
+        except StopIteration as stop:
+            res = stop.value
+            break
+    assert np.array_equal(res.image[~hole], img[~hole])
+    assert res.image.shape == img.shape
+    train = [p for p in previews if p.stage == "train"]
+    assert train and all(p.loss is not None and np.isfinite(p.loss) for p in train)
+    assert train[-1].step == train[-1].total == 3
+    if model == "frugal":
+        den = [p for p in previews if p.stage == "denoise"]
+        assert [p.step for p in den] == [1, 2, 3] and den[-1].image is not None
+
+
+def test_cancel_during_training_stops_promptly_and_caches_nothing(rng, one_thread_and_scratch_cache):
+    inp = registry.load("frugal")
+    cancel = CancelToken()
+    params = {"minutes": 5.0, "crop": 32, "batch": 4, "steps": 3, "iterations": 0}
+    gen = run_job(inp, Request(image=_texture(rng, 64, 64), mask=_hole(64, 64), params=params), cancel)
+    p = next(gen)
+    assert p.stage == "train"
+    cancel.cancel()
+    t0 = time.perf_counter()
+    with pytest.raises(Cancelled):
+        while True:
+            next(gen)
+    assert time.perf_counter() - t0 < 0.5
+    cache = one_thread_and_scratch_cache / "frugal"
+    assert not cache.exists() or not list(cache.iterdir())
+
+
+def test_cache_hit_skips_training(rng, one_thread_and_scratch_cache):
+    img, hole = _texture(rng), _hole()
+    inp = registry.load("frugal")
+    params = dict(TINY, iterations=40)
+    t0 = time.perf_counter()
+    first = run_to_end(inp, Request(image=img, mask=hole, params=params, seed=3))
+    t_first = time.perf_counter() - t0
+    assert inp.last_stats["cached"] is False and inp.last_stats["iterations"] == 40
+    assert len(list((one_thread_and_scratch_cache / "frugal").glob("*.safetensors"))) == 1
+    other_hole = np.zeros_like(hole)
+    other_hole[30:40, 5:15] = True  # the key is mask-independent: another mask reuses the weights
+    previews = list(_drain(run_job(inp, Request(image=img, mask=other_hole, params=params, seed=3))))
+    train = [p for p in previews if p.stage == "train"]
+    assert len(train) == 1 and "cache" in train[0].message
+    assert inp.last_stats["cached"] is True
+    t0 = time.perf_counter()
+    again = run_to_end(inp, Request(image=img, mask=hole, params=params, seed=3))
+    assert time.perf_counter() - t0 < t_first
+    assert np.array_equal(again.image, first.image)  # same weights + same seed = same fill
+    # a different image (or config) is a miss
+    run_to_end(inp, Request(image=img[::-1].copy(), mask=hole, params=params))
+    assert inp.last_stats["cached"] is False
+
+
+def test_big_holes_are_filled_at_a_smaller_working_scale(rng):
+    from engine.frugal.pipeline import working_scale
+
+    hole = np.zeros((400, 400), bool)
+    hole[50:350, 100:200] = True
+    assert working_scale(hole, 150) == 0.5
+    img = _texture(rng, 96, 96)
+    h = np.zeros((96, 96), bool)
+    h[20:76, 30:60] = True
+    res = run_to_end(registry.load("frugal"), Request(image=img, mask=h, params=dict(TINY, max_hole=32)))
+    assert np.array_equal(res.image[~h], img[~h])
+
+
+def _drain(gen):
+    while True:
+        try:
+            yield next(gen)
+        except StopIteration:
+            return
