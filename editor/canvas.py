@@ -107,9 +107,8 @@ class Canvas(QWidget):
     @staticmethod
     def _overlay(layer: np.ndarray, color: QColor) -> np.ndarray:
         """BGRA bytes = ARGB32_Premultiplied on little-endian machines: alpha is 0 or 255, so no scaling needed."""
-        out = np.zeros(layer.shape + (4,), np.uint8)
-        out[layer] = (color.blue(), color.green(), color.red(), 255)
-        return out
+        bgra = np.array([color.blue(), color.green(), color.red(), 255], np.uint8)
+        return layer[..., None].view(np.uint8) * bgra  # broadcasting: ~10x faster than boolean indexing
 
     @Slot(str, QRect)
     def _on_layer_changed(self, layer: str, rect: QRect) -> None:
