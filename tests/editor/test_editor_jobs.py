@@ -85,6 +85,21 @@ def test_live_previews_then_cancel_within_half_a_second(window, qtbot, artifacts
     assert doc.preview is None and not doc.results and not window.jobs.busy
 
 
+def test_fast_engine_cannot_flood_the_view(window, qtbot):
+    """Hundreds of previews a second reach the canvas at most ~15 times a second."""
+    select_model(window, "test-slow")
+    set_param(window, "steps", 600)
+    set_param(window, "step_ms", 0.0)
+    paint_mask(window, (200, 180, 320, 260))
+    shown = []
+    window.doc.preview_changed.connect(lambda: shown.append(window.doc.preview is not None))
+    t0 = time.perf_counter()
+    fill_and_wait(window, qtbot)
+    seconds = time.perf_counter() - t0
+    assert window.progress.bar.value() == 600 or window.progress.bar.format().startswith("done")
+    assert 1 <= sum(shown) <= 16 * seconds + 2, f"{sum(shown)} previews drawn in {seconds:.2f} s"
+
+
 def test_gui_paints_during_a_job(window, qtbot):
     doc = window.doc
     select_model(window, "test-slow")
