@@ -132,40 +132,57 @@ class FrugalInpainter:
         cfg = self.train_config(p, scale)
         net: FrugalUNet = yield from self.learn(work, work_mask, cfg, str(p.get("folder", "")).strip(),
                                                 bool(p.get("relearn", False)), cancel, image)
-        m = net.multiple
-        bx0, by0, bx1, by1 = fill_box(work_mask, m)
-        crop = pad_to_multiple(work[by0:by1, bx0:bx1], m)
-        crop_mask = pad_to_multiple(work_mask[by0:by1, bx0:bx1].astype(np.uint8), m).astype(bool)
-        y = tr.to_tensor(crop[None])
-        mt = torch.from_numpy(crop_mask)[None, None].float()
-        full_box = tuple(int(round(v / scale)) for v in (bx0, by0, bx1, by1))
-        full_box = (full_box[0], full_box[1], min(full_box[2], image.shape[1]), min(full_box[3], image.shape[0]))
-        if self.objective == "diffusion":
-            sched = DiffusionSchedule(cfg.schedule)
-            g = torch.Generator().manual_seed(int(request.seed))
-            it = sample_inpaint_iter(net, sched, y, mt, steps=int(p["steps"]), eta=float(p["eta"]), gen=g)
-            while True:
-                cancel.check()
-                try:
-                    i, n, x0_hat = next(it)
-                except StopIteration as stop:
-                    out = stop.value
-                    break
-                est = tr.to_uint8(x0_hat)[0][: by1 - by0, : bx1 - bx0]
-                yield Preview(step=i, total=n, image=small_preview(est), box=full_box, stage="denoise")
-            self.last_unet_calls = n
-        else:
-            cancel.check()
-            out = regress(net, y, mt)
-            self.last_unet_calls = 1
-        fill = tr.to_uint8(out)[0][: by1 - by0, : bx1 - bx0]
-        if scale != 1.0:
-            fx0, fy0, fx1, fy1 = full_box
-            fill = cv2.resize(fill, (fx1 - fx0, fy1 - fy0), interpolation=cv2.INTER_CUBIC)
-        result = image.copy()
-        fx0, fy0, fx1, fy1 = full_box if scale != 1.0 else (bx0, by0, bx1, by1)
-        region = result[fy0:fy1, fx0:fx1]
-        result[fy0:fy1, fx0:fx1] = np.where(mask[fy0:fy1, fx0:fx1, None], fill, region)
-        if self.objective != "diffusion":
-            yield Preview(step=1, total=1, image=small_preview(fill), box=(fx0, fy0, fx1, fy1), stage="denoise")
+        result = yield from fill(net, cfg, image, mask, work, work_mask, scale, int(p.get("steps", 1)),
+                                 float(p.get("eta", 1.0)), int(request.seed), cancel)
+        self.last_unet_calls = _CALLS[0]
         return result
+
+
+_CALLS = [0]
+
+
+def fill(net: FrugalUNet, cfg: tr.TrainConfig, image: np.ndarray, mask: np.ndarray, work: np.ndarray,
+         work_mask: np.ndarray, scale: float, steps: int, eta: float, seed: int,
+         cancel: CancelToken | None = None) -> JobGen:
+    """Fill ``mask`` of ``image`` with a learned net, working on ``work`` / ``work_mask`` (``image`` at ``scale``).
+
+    Diffusion: ``steps`` sampling steps, each yielding a denoise Preview of x0_hat in the hole's box; regression:
+    one pass. Returns the full-size image (the hole filled; the runner enforces the pixels outside it)."""
+    cancel = cancel or CancelToken()
+    m = net.multiple
+    bx0, by0, bx1, by1 = fill_box(work_mask, m)
+    crop = pad_to_multiple(work[by0:by1, bx0:bx1], m)
+    crop_mask = pad_to_multiple(work_mask[by0:by1, bx0:bx1].astype(np.uint8), m).astype(bool)
+    y = tr.to_tensor(crop[None])
+    mt = torch.from_numpy(crop_mask)[None, None].float()
+    if scale != 1.0:
+        fx0, fy0 = int(round(bx0 / scale)), int(round(by0 / scale))
+        fx1, fy1 = min(int(round(bx1 / scale)), image.shape[1]), min(int(round(by1 / scale)), image.shape[0])
+    else:
+        fx0, fy0, fx1, fy1 = bx0, by0, bx1, by1
+    box = (fx0, fy0, fx1, fy1)
+    if cfg.objective == "diffusion":
+        sched = DiffusionSchedule(cfg.schedule)
+        it = sample_inpaint_iter(net, sched, y, mt, steps=steps, eta=eta, gen=torch.Generator().manual_seed(seed))
+        while True:
+            cancel.check()
+            try:
+                i, n, x0_hat = next(it)
+            except StopIteration as stop:
+                out = stop.value
+                break
+            est = tr.to_uint8(x0_hat)[0][: by1 - by0, : bx1 - bx0]
+            yield Preview(step=i, total=n, image=small_preview(est), box=box, stage="denoise")
+        _CALLS[0] = n
+    else:
+        cancel.check()
+        out = regress(net, y, mt)
+        _CALLS[0] = 1
+    filled = tr.to_uint8(out)[0][: by1 - by0, : bx1 - bx0]
+    if scale != 1.0:
+        filled = cv2.resize(filled, (fx1 - fx0, fy1 - fy0), interpolation=cv2.INTER_CUBIC)
+    if cfg.objective != "diffusion":
+        yield Preview(step=1, total=1, image=small_preview(filled), box=box, stage="denoise")
+    result = image.copy()
+    result[fy0:fy1, fx0:fx1] = np.where(mask[fy0:fy1, fx0:fx1, None], filled, result[fy0:fy1, fx0:fx1])
+    return result

@@ -44,6 +44,7 @@ class TrainConfig:
     lr: float = 2e-3  # Adam peak learning rate (paper: 1e-4)
     warmup: int = 20  # linear warm-up iterations
     p_full: float = 0.15  # share of fully masked training crops
+    ema: float = 0.0  # decay of an exponential moving average of the weights (0 = off); the EMA is what is kept
     seed: int = 0
     scale: float = 1.0  # working scale of the image (< 1 when a big hole is learned and filled downscaled)
     unet: UNetConfig = field(default_factory=UNetConfig)
@@ -114,6 +115,7 @@ def train(images: list[np.ndarray], excludes: list[np.ndarray | None], cfg: Trai
     ema = None
     it = 0
     total = cap or 1
+    ema_params = [p.detach().clone() for p in net.parameters()] if cfg.ema > 0 else None
     net.train()
     while True:
         check()
@@ -137,6 +139,11 @@ def train(images: list[np.ndarray], excludes: list[np.ndarray | None], cfg: Trai
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if ema_params is not None:
+            decay = min(cfg.ema, (1 + it) / (10 + it))  # short warm-up so early weights do not linger
+            with torch.no_grad():
+                for e, p in zip(ema_params, net.parameters()):
+                    e.lerp_(p.detach(), 1 - decay)
         it += 1
         value = float(loss.detach())
         ema = value if ema is None else 0.95 * ema + 0.05 * value
@@ -147,6 +154,10 @@ def train(images: list[np.ndarray], excludes: list[np.ndarray | None], cfg: Trai
         if now - last_report >= report_every:
             last_report = now
             yield it, max(total, it), ema
+    if ema_params is not None:
+        with torch.no_grad():
+            for e, p in zip(ema_params, net.parameters()):
+                p.copy_(e)
     net.eval()
     stats = {"iterations": it, "seconds": time.perf_counter() - t0, "loss": ema if ema is not None else float("nan"),
              "crop": sampler.crop, "parameters": count_parameters(net)}

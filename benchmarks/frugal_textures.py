@@ -1,0 +1,229 @@
+"""Benchmark: the frugal-diffusion paper's Table 1 / Table 2 protocol on textures, on this CPU.
+
+Per texture (scikit-image's brick, grass, gravel, moon, plus crops of hubble_deep_field and chelsea and a tiled
+patch of coffee's wooden table): a 160x160 **test region** at the bottom right is held out (never seen while
+learning, paper Fig. 2) and a 128x128 **hole** in its middle is filled by
+
+- Diffusion  : the frugal UNet learned on the known region with the diffusion objective (``--minutes``), sampled
+- Regression : the same UNet learned for the same time by L2 regression on the hole (the paper's baseline)
+- Patch      : multi-scale PatchMatch EM (Newson et al.), no learning
+- Telea      : OpenCV fast marching, no learning
+
+and measured on the hole: PSNR, SSIM (engine.metrics), and the detail ratio (high-frequency energy of the fill
+over that of the truth; 1.0 = as detailed). LPIPS is **not** reported: its VGG/AlexNet backbones cannot be
+downloaded here, and no substitute is passed off as LPIPS.
+
+Table 2 (frugality): CPU-core-hours for learning and for one fill (process CPU time, so it does not depend on how
+loaded the shared machine was) and an energy estimate = core-hours x ``--watts-per-core`` (stated assumption).
+
+    python benchmarks/frugal_textures.py --minutes 3            # about 7 x 2 x 3 min of learning
+    python benchmarks/frugal_textures.py --minutes 0.2 --textures brick,grass   # a smoke run
+
+Prints the tables and writes ``benchmarks/results/frugal_textures.json`` (and a montage PNG next to it).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from engine.classical.pipeline import opencv_inpaint  # noqa: E402
+from engine.metrics import hole_metrics  # noqa: E402
+from engine.patch.patchmatch import PatchConfig, patch_inpaint  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+TEXTURES = ("brick", "grass", "gravel", "moon", "hubble", "chelsea", "wood-tile")
+
+
+def _rgb(a: np.ndarray) -> np.ndarray:
+    return np.repeat(a[..., None], 3, axis=2) if a.ndim == 2 else a[..., :3]
+
+
+def load_texture(name: str) -> np.ndarray:
+    """RGB uint8 texture images built only from images shipped inside scikit-image."""
+    from skimage import data
+
+    if name in ("brick", "grass", "gravel", "moon"):
+        return _rgb(getattr(data, name)())
+    if name == "hubble":  # a star field: stochastic point texture
+        return data.hubble_deep_field()[180:692, 240:752].copy()
+    if name == "chelsea":  # a photo, not a texture: fur and blurred background
+        return data.chelsea().copy()
+    if name == "wood-tile":  # a 96x96 piece of the coffee table, mirrored and tiled: a periodic texture
+        tile = data.coffee()[300:396, 480:576]
+        block = np.concatenate([np.concatenate([tile, tile[:, ::-1]], 1),
+                                np.concatenate([tile[::-1], tile[::-1, ::-1]], 1)], 0)
+        return np.tile(block, (2, 2, 1))[:384, :384].copy()
+    raise KeyError(name)
+
+
+def regions(shape: tuple[int, ...], test: int = 160, hole: int = 128, margin: int = 24):
+    """Held-out test region at the bottom right and the hole centred in it (bool masks)."""
+    h, w = shape[:2]
+    t = np.zeros((h, w), bool)
+    y0, x0 = h - margin - test, w - margin - test
+    t[y0:y0 + test, x0:x0 + test] = True
+    m = np.zeros((h, w), bool)
+    o = (test - hole) // 2
+    m[y0 + o:y0 + o + hole, x0 + o:x0 + o + hole] = True
+    return t, m
+
+
+def run_learned(objective: str, img: np.ndarray, test: np.ndarray, hole: np.ndarray, args) -> tuple[np.ndarray, dict]:
+    from engine.frugal import train as tr
+    from engine.frugal.pipeline import fill
+
+    cfg = tr.TrainConfig(objective=objective, minutes=args.minutes, iterations=args.iterations, crop=args.crop,
+                         batch=args.batch, seed=args.seed, lr=args.lr, ema=args.ema)
+    w0, c0 = time.perf_counter(), time.process_time()
+    gen = tr.train([img], [test], cfg)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            net, stats = stop.value
+            break
+    train_wall, train_cpu = time.perf_counter() - w0, time.process_time() - c0
+    w0, c0 = time.perf_counter(), time.process_time()
+    job = fill(net, cfg, img, hole, img, hole, 1.0, args.steps, args.eta, args.seed)
+    while True:
+        try:
+            next(job)
+        except StopIteration as stop:
+            out = stop.value
+            break
+    info = {"train_wall_s": train_wall, "train_cpu_s": train_cpu, "infer_wall_s": time.perf_counter() - w0,
+            "infer_cpu_s": time.process_time() - c0, "iterations": stats["iterations"],
+            "final_loss": stats["loss"], "params": stats["parameters"]}
+    return np.where(hole[..., None], out, img), info
+
+
+def run_classical(kind: str, img: np.ndarray, hole: np.ndarray, args) -> tuple[np.ndarray, dict]:
+    w0, c0 = time.perf_counter(), time.process_time()
+    if kind == "patch":
+        out = patch_inpaint(img, hole, PatchConfig(patch=args.patch, seed=args.seed))
+    else:
+        out = opencv_inpaint(img, hole, 5, "telea")
+    return out, {"train_wall_s": 0.0, "train_cpu_s": 0.0, "infer_wall_s": time.perf_counter() - w0,
+                 "infer_cpu_s": time.process_time() - c0, "params": 0}
+
+
+METHODS = ("Diffusion", "Regression", "Patch", "Telea")
+
+
+def table1(rows: dict) -> str:
+    lines = [f"{'texture':<11}{'method':<11}{'PSNR':>7}{'SSIM':>7}{'detail':>8}{'params':>8}{'iters':>7}"
+             f"{'train s':>9}{'infer s':>9}"]
+    for tex, per in rows.items():
+        for m in METHODS:
+            if m not in per:
+                continue
+            r = per[m]
+            lines.append(f"{tex:<11}{m:<11}{r['psnr']:7.2f}{r['ssim']:7.3f}{r['detail']:8.2f}{r['params']:>8}"
+                         f"{r.get('iterations', '-'):>7}{r['train_wall_s']:9.1f}{r['infer_wall_s']:9.2f}")
+    lines.append("-" * len(lines[0]))
+    for m in METHODS:
+        rs = [per[m] for per in rows.values() if m in per]
+        if rs:
+            mean = {k: float(np.mean([r[k] for r in rs])) for k in ("psnr", "ssim", "detail", "train_wall_s",
+                                                                   "infer_wall_s")}
+            lines.append(f"{'MEAN':<11}{m:<11}{mean['psnr']:7.2f}{mean['ssim']:7.3f}{mean['detail']:8.2f}"
+                         f"{rs[0]['params']:>8}{'':>7}{mean['train_wall_s']:9.1f}{mean['infer_wall_s']:9.2f}")
+    return "\n".join(lines)
+
+
+def table2(rows: dict, watts: float) -> tuple[str, dict]:
+    lines = [f"{'method':<11}{'train core-h':>13}{'infer core-h':>13}{'energy kWh':>12}{'(per image: learn + 1 fill)'}"]
+    out = {}
+    for m in METHODS:
+        rs = [per[m] for per in rows.values() if m in per]
+        if not rs:
+            continue
+        tr_h = float(np.mean([r["train_cpu_s"] for r in rs])) / 3600
+        in_h = float(np.mean([r["infer_cpu_s"] for r in rs])) / 3600
+        kwh = (tr_h + in_h) * watts / 1000
+        out[m] = {"train_core_hours": tr_h, "infer_core_hours": in_h, "energy_kwh": kwh}
+        lines.append(f"{m:<11}{tr_h:13.4f}{in_h:13.5f}{kwh:12.5f}")
+    lines.append(f"energy = CPU core-hours x {watts:g} W per core (assumption: a busy server core incl. its share "
+                 f"of memory/uncore; the paper's GPU row is 0.25 kWh for 1 h of training)")
+    return "\n".join(lines), out
+
+
+def montage(img, fills: dict, test: np.ndarray, path: Path) -> None:
+    ys, xs = np.nonzero(test)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    tiles = [img[y0:y1, x0:x1]] + [f[y0:y1, x0:x1] for f in fills.values()]
+    cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(tiles, 1), cv2.COLOR_RGB2BGR))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--minutes", type=float, default=3.0, help="learning time per learned model and texture")
+    ap.add_argument("--iterations", type=int, default=0, help="cap on learning iterations (0 = time only)")
+    ap.add_argument("--textures", default=",".join(TEXTURES))
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--crop", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--ema", type=float, default=0.0)
+    ap.add_argument("--steps", type=int, default=25)
+    ap.add_argument("--eta", type=float, default=1.0)
+    ap.add_argument("--patch", type=int, default=7)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared, loaded CPU)")
+    ap.add_argument("--watts-per-core", type=float, default=15.0)
+    ap.add_argument("--out", default=str(RESULTS / "frugal_textures.json"))
+    args = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    methods = [m for m in METHODS if m in args.methods.split(",")]
+    out_path = Path(args.out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    rows: dict = {}
+    meta = {"args": vars(args), "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "torch": torch.__version__, "threads": args.threads, "load_before": os.getloadavg(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+            "lpips": "not reported: LPIPS backbones (VGG/AlexNet) are not downloadable offline"}
+    for name in args.textures.split(","):
+        img = load_texture(name)
+        test, hole = regions(img.shape)
+        per, fills = {}, {}
+        for m in methods:
+            if m in ("Diffusion", "Regression"):
+                fill_img, info = run_learned(m.lower(), img, test, hole, args)
+            else:
+                fill_img, info = run_classical(m.lower(), img, hole, args)
+            assert np.array_equal(fill_img[~hole], img[~hole])
+            info.update(hole_metrics(fill_img, img, hole))
+            info["load"] = os.getloadavg()[0]
+            per[m], fills[m] = info, fill_img
+            print(f"{name:<10} {m:<10} PSNR {info['psnr']:6.2f} SSIM {info['ssim']:.3f} detail {info['detail']:.2f} "
+                  f"train {info['train_wall_s']:.0f}s infer {info['infer_wall_s']:.2f}s load {info['load']:.1f}",
+                  flush=True)
+        rows[name] = per
+        montage(img, fills, test, out_path.with_name(f"frugal_textures_{name}.png"))
+        meta["load_after"] = os.getloadavg()
+        t2, energy = table2(rows, args.watts_per_core)
+        out_path.write_text(json.dumps({"meta": meta, "textures": rows, "table2": energy}, indent=1, default=float))
+    print("\nTable 1 - hole metrics (held-out test region), this CPU")
+    print(table1(rows))
+    t2, _ = table2(rows, args.watts_per_core)
+    print("\nTable 2 - frugality (CPU process time, per image)")
+    print(t2)
+    print(f"\nwrote {out_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
