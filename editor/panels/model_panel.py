@@ -142,6 +142,7 @@ class ModelPanel(QWidget):
         lay.addWidget(self.attrs_box)
         lay.addWidget(self.prompt_box)
         lay.addLayout(seed_row)
+        lay.addStretch(1)
         self.fields: dict[str, ParamField] = {}
         self.toggles: dict[str, QCheckBox] = {}
         self.info: ModelInfo | None = None
