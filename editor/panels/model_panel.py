@@ -76,10 +76,10 @@ class ParamField(QWidget):
     def _slider_changed(self, pos: int) -> None:
         lo, hi = self.param.min, self.param.max
         v = lo + (hi - lo) * pos / SLIDER_STEPS
+        if self.param.step:  # snap to the schema's grid (e.g. odd patch sizes: min 3, step 2)
+            v = min(hi, round(round((v - lo) / self.param.step) * self.param.step + lo, 6))
         if self.param.kind == "int":
             v = int(round(v))
-        elif self.param.step:
-            v = round(round((v - lo) / self.param.step) * self.param.step + lo, 6)
         self.editor.blockSignals(True)
         self.editor.setValue(v)
         self.editor.blockSignals(False)

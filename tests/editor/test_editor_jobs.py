@@ -221,6 +221,18 @@ def test_switching_model_cancels_the_running_job(window, qtbot):
     assert not window.doc.results
 
 
+def test_slider_snaps_to_the_schema_grid(qapp):
+    from editor.panels.model_panel import ParamField
+    from engine.api import Param
+
+    field = ParamField(Param("patch", "int", 7, min=3, max=21, step=2))
+    seen = set()
+    for pos in range(0, 1001, 7):
+        field.slider.setValue(pos)
+        seen.add(field.value())
+    assert seen == set(range(3, 22, 2)), "odd sizes only, both ends reachable"
+
+
 def test_close_mid_job_is_clean(window, qtbot, dialogs):
     select_model(window, "test-slow")
     set_param(window, "steps", 2000)
