@@ -13,7 +13,7 @@
 3. Latency of the editor's instant path on the 512 x 512 astronaut with its detected face box: the first fill
    (encoder + decoder + crop/paste) and an attribute flip (decoder + crop/paste; the encoder result is cached).
 4. Real faces: a picture grid (docs/images/face_real.png) of the astronaut and LFW faces (scikit-image's subset,
-   25 x 25 grey, padded to the training framing) with the mouth / eye band masked and the toggles flipped.
+   25 x 25 grey, on a flat backdrop to match the training framing) with the mouth / eye band masked and the toggles flipped.
 Prints a table and writes benchmarks/results/face_attributes.json.
 """
 from __future__ import annotations
@@ -161,7 +161,8 @@ def lfw_faces(k: int) -> tuple[np.ndarray, tuple, tuple]:
     out = []
     for g in a:
         face = cv2.resize((g * 255).astype(np.uint8), (36, 36), interpolation=cv2.INTER_CUBIC)
-        face = cv2.copyMakeBorder(face, 17, 11, 14, 14, cv2.BORDER_REPLICATE)
+        edge = float(np.concatenate([face[0], face[-1], face[:, 0], face[:, -1]]).mean())
+        face = cv2.copyMakeBorder(face, 17, 11, 14, 14, cv2.BORDER_CONSTANT, value=edge)  # flat backdrop
         out.append(np.repeat(face[..., None], 3, 2))
     to = lambda v, o: int(round(o + v / 25 * 36))  # noqa: E731
     mouth = (to(6.5, 14), to(15.5, 17), to(18.5, 14), to(22, 17))
