@@ -80,6 +80,23 @@ class PatchCommand(QUndoCommand):
         self.doc._write(self.layer, self.rect, self.before)
 
 
+class AcceptMark(QUndoCommand):
+    """Part of the accept macro: marks the history item accepted, and unmarks it on undo so it can be accepted
+    again."""
+
+    def __init__(self, doc: "Document", item: HistoryItem, parent: QUndoCommand | None = None) -> None:
+        super().__init__("Mark accepted", parent)
+        self.doc, self.item = doc, item
+
+    def redo(self) -> None:
+        self.item.accepted = True
+        self.doc.results_changed.emit()
+
+    def undo(self) -> None:
+        self.item.accepted = False
+        self.doc.results_changed.emit()
+
+
 class Document(QObject):
     """Signals carry the changed rectangle as a QRect in image pixels so views repaint only that part."""
 
@@ -115,6 +132,7 @@ class Document(QObject):
         self.mask = np.zeros((h, w), bool)
         self.sketch = np.zeros((h, w), bool)
         self.results, self.shown, self.region = [], None, None
+        self._stroke = None
         self.preview = self.preview_box = None
         self.undo_stack.clear()
         self.undo_stack.setClean()
@@ -268,10 +286,9 @@ class Document(QObject):
         self.undo_stack.beginMacro(f"Accept fill ({item.model}, seed {item.seed})")
         changed = self.set_layer("image", new_image, "Apply fill")
         self.set_layer("mask", np.zeros_like(self.mask), "Clear mask")
+        self.undo_stack.push(AcceptMark(self, item))
         self.undo_stack.endMacro()
-        item.accepted = True
         self.show_result(None)
-        self.results_changed.emit()
         return changed
 
     def last_accepted(self) -> HistoryItem | None:

@@ -50,6 +50,8 @@ class MainWindow(QMainWindow):
         self._connect()
         self._on_model_changed(self.model_panel.current_model())
         self._update_title()
+        self.restoreGeometry(self.settings.value("geometry", b""))
+        self.restoreState(self.settings.value("windowState", b""))
 
     # ----- construction --------------------------------------------------------------------------------------
     def _build_docks(self) -> None:
@@ -282,7 +284,8 @@ class MainWindow(QMainWindow):
         except OSError as exc:
             self.error("Cannot open image", f"{path}: {exc.strerror or exc}")
             return False
-        self.jobs.cancel()
+        self.jobs.abandon()  # its result would belong to the previous image
+        self.progress.finish("idle")
         self.doc.set_image(loaded.rgb, Path(loaded.path), loaded.alpha)
         self._exported_clean = True
         self._add_recent(str(Path(loaded.path).resolve()))
@@ -631,4 +634,6 @@ class MainWindow(QMainWindow):
             e.ignore()
             return
         self.jobs.shutdown()  # cancel -> quit() -> wait(): the worker thread ends before the window goes
+        self.settings.setValue("geometry", self.saveGeometry())
+        self.settings.setValue("windowState", self.saveState())
         e.accept()

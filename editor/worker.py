@@ -129,6 +129,12 @@ class JobController(QObject):
         if self.job is not None:
             self.job.cancel.cancel()
 
+    def abandon(self) -> None:
+        """Cancel the current job and ignore anything it still reports (its document is gone)."""
+        if self.job is not None:
+            self.job.cancel.cancel()
+            self._end(self.job.id)
+
     @Slot()
     def shutdown(self, timeout_ms: int = 10_000) -> bool:
         """Cancel, stop the thread's event loop once the current slot returns, and wait for it."""

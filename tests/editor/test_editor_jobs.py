@@ -42,8 +42,9 @@ def test_fill_default_model_accept_and_undo(window, qtbot, artifacts):
     assert item.accepted and doc.shown is None
     doc.undo_stack.undo()
     assert np.array_equal(doc.image, before) and np.array_equal(doc.mask, mask), "accept is one undo step"
+    assert not item.accepted, "undo un-accepts: it can be accepted again"
     doc.undo_stack.redo()
-    assert np.array_equal(doc.image[mask], item.image[mask])
+    assert np.array_equal(doc.image[mask], item.image[mask]) and item.accepted
 
 
 def test_several_results_per_mask_and_discard(window, qtbot):
@@ -231,6 +232,22 @@ def test_slider_snaps_to_the_schema_grid(qapp):
         field.slider.setValue(pos)
         seen.add(field.value())
     assert seen == set(range(3, 22, 2)), "odd sizes only, both ends reachable"
+
+
+def test_result_of_a_previous_image_is_dropped(window, qtbot):
+    """The job ends on the worker while the GUI is busy (its result is queued); then another image is opened:
+    the queued result must not land on the new image."""
+    from tests.editor.conftest import SAMPLE
+
+    select_model(window, "test-slow")
+    set_param(window, "steps", 1)
+    set_param(window, "step_ms", 0.0)
+    paint_mask(window, (200, 180, 320, 260))
+    window.fill()
+    time.sleep(1.0)  # GUI thread blocked: the worker finishes and its signals wait in the queue
+    assert window.open_path(SAMPLE.parent / "coffee.png")
+    QTest.qWait(200)
+    assert not window.doc.results and window.doc.preview is None and not window.jobs.busy
 
 
 def test_close_mid_job_is_clean(window, qtbot, dialogs):
