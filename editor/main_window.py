@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt, Slot
+from PySide6.QtCore import QSettings, Qt, QTimer, Slot
 from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QColor, QKeySequence
 from PySide6.QtWidgets import (QColorDialog, QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox,
                                QScrollArea, QSlider, QSpinBox, QStyle, QToolBar, QToolButton, QVBoxLayout, QWidget)
@@ -52,6 +52,8 @@ class MainWindow(QMainWindow):
         self._update_title()
         self.restoreGeometry(self.settings.value("geometry", b""))
         self.restoreState(self.settings.value("windowState", b""))
+        if self.model_panel.load_error:
+            QTimer.singleShot(0, self._report_model_error)  # once the window is up
 
     # ----- construction --------------------------------------------------------------------------------------
     def _build_docks(self) -> None:
@@ -617,6 +619,10 @@ class MainWindow(QMainWindow):
             super().keyReleaseEvent(e)
 
     # ----- dialogs and shutdown ------------------------------------------------------------------------------
+    @Slot()
+    def _report_model_error(self) -> None:
+        self.error("Models unavailable", self.model_panel.load_error)
+
     def error(self, title: str, message: str) -> None:
         self.statusBar().showMessage(message, 8000)
         QMessageBox.critical(self, title, message)

@@ -146,15 +146,21 @@ class ModelPanel(QWidget):
         self.fields: dict[str, ParamField] = {}
         self.toggles: dict[str, QCheckBox] = {}
         self.info: ModelInfo | None = None
+        self.load_error: str | None = None
         self.picker.currentIndexChanged.connect(self._on_pick)
         self.refresh_models()
 
     def refresh_models(self) -> None:
         """Re-read the registry (models registered at run time, e.g. by tests), keeping the selection."""
         current = self.current_model()
+        try:
+            models = registry.all_models()
+        except Exception as exc:  # a broken model package must not stop the editor: report it, offer none
+            self.load_error = f"The model list could not be read: {type(exc).__name__}: {exc}".splitlines()[0]
+            models = []
         self.picker.blockSignals(True)
         self.picker.clear()
-        for info in registry.all_models():
+        for info in models:
             title = info.title if info.weights_present else f"{info.title}  (weights missing)"
             self.picker.addItem(title, info.name)
         self.picker.blockSignals(False)

@@ -163,3 +163,19 @@ def test_run_editor_opens_command_line_path(qapp, tmp_path, monkeypatch):
     monkeypatch.setattr(type(qapp), "exec", fake_exec)
     assert run_editor([str(other)]) == 0
     assert seen["paths"] == [other]
+
+
+def test_broken_model_registry_is_a_dialog(qtbot, dialogs, monkeypatch):
+    from editor.main_window import MainWindow
+    from engine import registry
+
+    def broken():
+        raise ImportError("engine.somefamily: No module named 'missing_dep'")
+
+    monkeypatch.setattr(registry, "all_models", broken)
+    w = MainWindow()
+    qtbot.addWidget(w)
+    qtbot.waitUntil(lambda: bool(dialogs.errors()), timeout=2000)
+    assert "missing_dep" in dialogs.errors()[-1]
+    assert w.fill() is None, "no model: Fill does nothing instead of crashing"
+    w.close()
