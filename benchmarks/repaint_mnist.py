@@ -1,0 +1,209 @@
+"""RePaint on MNIST: can a digit classifier still read the digit after half of it was erased and filled?
+
+MNIST test split, three fixed masks (left half, bottom half, centre 14x14 box). Fills compared:
+
+- ``telea``: OpenCV Telea (``engine.classical.pipeline.opencv_inpaint``, radius 5);
+- ``repaint-default``: our RePaint, t_T = 250, jump_length = 10, resamples = 10 (2,410 UNet calls);
+- ``repaint-fast``: our fast mode (DDIM-strided + resampling, ``engine.ddpm.repaint.FAST``);
+- ``diffusers-repaint``: diffusers' ``RePaintPipeline`` on the same UNet with the same default schedule, on the
+  same images as ``repaint-default``, for a side-by-side time ratio (its own beta indexing, eta = 1).
+
+The shipped classifier (resources/models/mnist-classifier) reads every filled digit. Also reported: its accuracy
+on the intact digits (upper bound) and on the masked digits with a black hole (no fill). Images are batched
+through the UNet; per-image wall time = batch time / batch size (single thread on a shared CPU unless
+``--threads`` says otherwise). Default RePaint costs 2,410 UNet calls per image, so it (and the diffusers run)
+use fewer images (``--n-default``); the output says how many.
+
+    python benchmarks/repaint_mnist.py --n 100 --n-default 10 --threads 1
+
+Writes benchmarks/results/repaint_mnist.json and prints a table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from engine.classical.pipeline import opencv_inpaint  # noqa: E402
+from engine.datasets import load_mnist  # noqa: E402
+from engine.ddpm import MNIST_DIR  # noqa: E402
+from engine.ddpm.classifier import DEFAULT_DIR as CLASSIFIER_DIR, load_classifier, predict  # noqa: E402
+from engine.ddpm.model import load_ddpm  # noqa: E402
+from engine.ddpm.repaint import DEFAULT, FAST, CountingUNet, RePaintConfig, repaint  # noqa: E402
+
+
+def make_masks() -> dict[str, np.ndarray]:
+    """28 x 28 bool, True = fill."""
+    left = np.zeros((28, 28), bool)
+    left[:, :14] = True
+    bottom = np.zeros((28, 28), bool)
+    bottom[14:, :] = True
+    centre = np.zeros((28, 28), bool)
+    centre[7:21, 7:21] = True
+    return {"left_half": left, "bottom_half": bottom, "centre_14": centre}
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(images).float().div(127.5).sub(1).unsqueeze(1)
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    return ((x[:, 0].clamp(-1, 1) + 1) * 127.5).round().byte().numpy()
+
+
+def stacked(images: np.ndarray, masks: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Every image under every mask: (N*M x 28 x 28 images, N*M x 28 x 28 masks, mask name per row)."""
+    imgs, ms, names = [], [], []
+    for name, m in masks.items():
+        imgs.append(images)
+        ms.append(np.broadcast_to(m, images.shape))
+        names += [name] * len(images)
+    return np.concatenate(imgs), np.concatenate(ms), names
+
+
+def run_ours(unet, schedule, images: np.ndarray, masks: np.ndarray, cfg: RePaintConfig, seed: int, batch: int):
+    counter = CountingUNet(unet)
+    out, t0 = [], time.perf_counter()
+    for i in range(0, len(images), batch):
+        g = torch.Generator().manual_seed(seed + i)
+        x = repaint(counter, schedule, to_tensor(images[i:i + batch]),
+                    torch.from_numpy(masks[i:i + batch]).float().unsqueeze(1), cfg, generator=g)
+        out.append(to_uint8(x))
+    wall = time.perf_counter() - t0
+    filled = np.concatenate(out)
+    filled = np.where(masks, filled, images)
+    return filled, {"unet_calls_per_image": counter.calls // max(1, -(-len(images) // batch)),
+                    "wall_s_per_image": wall / len(images), "wall_s": wall, "batch": batch}
+
+
+def run_diffusers(unet, images: np.ndarray, masks: np.ndarray, cfg: RePaintConfig, seed: int, batch: int,
+                  num_train_timesteps: int, beta_schedule: str):
+    from diffusers import RePaintPipeline, RePaintScheduler
+
+    pipe = RePaintPipeline(unet=CountingUNet(unet), scheduler=RePaintScheduler(
+        num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule))
+    pipe.set_progress_bar_config(disable=True)
+    out, t0 = [], time.perf_counter()
+    for i in range(0, len(images), batch):
+        keep = 1 - torch.from_numpy(masks[i:i + batch]).float().unsqueeze(1)  # diffusers: 1 = keep, 0 = fill
+        res = pipe(image=to_tensor(images[i:i + batch]), mask_image=keep, num_inference_steps=cfg.t_T, eta=cfg.eta,
+                   jump_length=cfg.jump_length, jump_n_sample=cfg.jump_n_sample,
+                   generator=torch.Generator().manual_seed(seed + i), output_type="np").images
+        out.append(np.clip(np.rint(res[..., 0] * 255), 0, 255).astype(np.uint8))
+    wall = time.perf_counter() - t0
+    filled = np.where(masks, np.concatenate(out), images)
+    calls = pipe.unet.calls // max(1, -(-len(images) // batch))
+    return filled, {"unet_calls_per_image": calls, "wall_s_per_image": wall / len(images), "wall_s": wall,
+                    "batch": batch}
+
+
+def accuracy_by_mask(clf, filled: np.ndarray, labels: np.ndarray, names: list[str]) -> dict[str, float]:
+    pred = predict(clf, filled)
+    names_arr = np.array(names)
+    acc = {m: float((pred[names_arr == m] == labels[names_arr == m]).mean()) for m in dict.fromkeys(names)}
+    acc["mean"] = float(np.mean([acc[m] for m in dict.fromkeys(names)]))
+    return acc
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--n", type=int, default=100, help="test images per mask for fast mode and Telea")
+    p.add_argument("--n-default", type=int, default=10, help="test images per mask for default RePaint + diffusers")
+    p.add_argument("--model", default=str(MNIST_DIR))
+    p.add_argument("--classifier", default=str(CLASSIFIER_DIR))
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--batch", type=int, default=300)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--skip-diffusers", action="store_true")
+    p.add_argument("--skip-default", action="store_true")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "repaint_mnist.json"))
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+
+    unet, schedule = load_ddpm(a.model)
+    clf = load_classifier(a.classifier)
+    test_x, test_y = load_mnist("test")
+    masks = make_masks()
+    results: dict = {"setup": {
+        "model": str(Path(a.model).relative_to(ROOT)) if Path(a.model).is_relative_to(ROOT) else a.model,
+        "images_per_mask": a.n, "images_per_mask_default_and_diffusers": a.n_default,
+        "masks": list(masks), "threads": a.threads, "cpu": platform.processor() or platform.machine(),
+        "torch": torch.__version__, "default": vars(DEFAULT) if hasattr(DEFAULT, "__dict__") else str(DEFAULT),
+        "fast": str(FAST), "seed": a.seed}, "methods": {}}
+    results["setup"]["default"] = str(DEFAULT)
+
+    def report(name: str, filled, labels, names, timing: dict | None = None, n: int = 0) -> None:
+        results["methods"][name] = {"accuracy": accuracy_by_mask(clf, filled, labels, names),
+                                    "images_per_mask": n, **(timing or {})}
+        acc = results["methods"][name]["accuracy"]
+        print(f"  {name}: mean accuracy {acc['mean']:.3f} " + " ".join(f"{k}={v:.3f}" for k, v in acc.items()
+                                                                        if k != "mean"), flush=True)
+
+    imgs, ms, names = stacked(test_x[:a.n], masks)
+    labels = np.tile(test_y[:a.n], len(masks))
+    report("intact (upper bound)", imgs, labels, names, n=a.n)
+    report("hole left black (no fill)", np.where(ms, 0, imgs).astype(np.uint8), labels, names, n=a.n)
+
+    t0 = time.perf_counter()
+    telea = np.stack([opencv_inpaint(np.repeat(im[..., None], 3, 2), m, 5, "telea")[..., 0] for im, m in zip(imgs, ms)])
+    report("telea", telea, labels, names, {"unet_calls_per_image": 0,
+                                           "wall_s_per_image": (time.perf_counter() - t0) / len(imgs)}, a.n)
+
+    print(f"fast mode: {3 * a.n} images ...", flush=True)
+    filled, timing = run_ours(unet, schedule, imgs, ms, FAST, a.seed, a.batch)
+    report("repaint-fast", filled, labels, names, timing, a.n)
+
+    sub_imgs, sub_ms, sub_names = stacked(test_x[:a.n_default], masks)
+    sub_labels = np.tile(test_y[:a.n_default], len(masks))
+    if a.n_default < a.n:  # fast mode on exactly the default's images, for a paired comparison
+        names_arr = np.array(names)
+        idx = np.concatenate([np.nonzero(names_arr == m)[0][:a.n_default] for m in masks])
+        report("repaint-fast (default's subset)", filled[idx], sub_labels, sub_names,
+               {"unet_calls_per_image": timing["unet_calls_per_image"]}, a.n_default)
+        report("telea (default's subset)", telea[idx], sub_labels, sub_names, {}, a.n_default)
+    if not a.skip_default:
+        print(f"default RePaint: {3 * a.n_default} images ...", flush=True)
+        filled, timing = run_ours(unet, schedule, sub_imgs, sub_ms, DEFAULT, a.seed, a.batch)
+        report("repaint-default", filled, sub_labels, sub_names, timing, a.n_default)
+    if not a.skip_diffusers:
+        print(f"diffusers RePaintPipeline: {3 * a.n_default} images ...", flush=True)
+        filled, timing = run_diffusers(unet, sub_imgs, sub_ms, DEFAULT, a.seed, a.batch,
+                                       schedule.num_train_timesteps, schedule.cfg.beta_schedule)
+        report("diffusers-repaint", filled, sub_labels, sub_names, timing, a.n_default)
+        if "repaint-default" in results["methods"]:
+            results["time_ratio_diffusers_over_ours"] = (timing["wall_s_per_image"] /
+                                                         results["methods"]["repaint-default"]["wall_s_per_image"])
+
+    print_table(results)
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(results, indent=2))
+    print(f"wrote {a.out}")
+    return results
+
+
+def print_table(results: dict) -> None:
+    print()
+    print("| method | images/mask | left half | bottom half | centre 14x14 | mean | UNet calls/img | s/img |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, r in results["methods"].items():
+        acc = r["accuracy"]
+        calls = r.get("unet_calls_per_image", "")
+        sec = f"{r['wall_s_per_image']:.3f}" if "wall_s_per_image" in r else ""
+        print(f"| {name} | {r['images_per_mask']} | {acc['left_half']:.3f} | {acc['bottom_half']:.3f} | "
+              f"{acc['centre_14']:.3f} | **{acc['mean']:.3f}** | {calls} | {sec} |")
+    if "time_ratio_diffusers_over_ours" in results:
+        print(f"\ndiffusers RePaintPipeline / ours, wall time per image, same UNet, schedule and batch: "
+              f"{results['time_ratio_diffusers_over_ours']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""DDPM family: RePaint (Lugmayr et al. 2022) over a DDPM (Ho et al. 2020). No torch at import time.
+
+- "repaint-mnist": the shipped MNIST DDPM (resources/models/ddpm-mnist), 28x28 grey digits.
+- "repaint-ddpm-folder": any diffusers-format DDPM checkpoint named by the ``checkpoint`` parameter.
+"""
+from pathlib import Path
+
+from engine.api import ModelInfo, Param
+from engine.registry import ModelSpec
+
+MODELS_DIR = Path(__file__).resolve().parents[2] / "resources" / "models"
+MNIST_DIR = MODELS_DIR / "ddpm-mnist"
+
+PARAMS = (
+    Param("steps", "int", 250, "Steps (t_T)", "Reverse diffusion steps (the schedule is strided to this many)",
+          min=10, max=1000, step=10),
+    Param("jump_length", "int", 10, "Jump length", "How many steps each resampling jump goes back (j)",
+          min=1, max=50, step=1),
+    Param("resamples", "int", 10, "Resamples", "How often each jump is repeated (r); 1 = no resampling",
+          min=1, max=20, step=1),
+    Param("fast", "bool", False, "Fast mode",
+          "DDIM-strided schedule with short jumps (t_T=50, j=5, r=4): ~13x fewer UNet calls; ignores the three above"),
+)
+
+MODELS = [
+    ModelSpec(ModelInfo(
+        name="repaint-mnist", title="RePaint (MNIST)", family="ddpm",
+        description="RePaint over a small DDPM trained on MNIST: the hole is denoised step by step while the known "
+                    "pixels are re-noised and pasted in at every step. Works on a 28x28 grey crop around the hole.",
+        domain="28x28 grey MNIST digits, white on black (other images are filled with digit-like strokes)",
+        resolution=28, params=PARAMS, weights=MNIST_DIR, grey=True),
+        factory="engine.ddpm.pipeline:RePaintInpainter", kwargs={"checkpoint": str(MNIST_DIR)}, order=30),
+    ModelSpec(ModelInfo(
+        name="repaint-ddpm-folder", title="RePaint (your DDPM checkpoint)", family="ddpm",
+        description="RePaint over any diffusers-format DDPM (a folder with config.json + safetensors, a pipeline "
+                    "folder with unet/ and scheduler/, or a hub id when online). Works on a crop at the UNet's size.",
+        domain="whatever the checkpoint was trained on (its UNet's sample_size, 1 or 3 channels)",
+        resolution=None,
+        params=(Param("checkpoint", "str", "", "Checkpoint", "DDPM folder or hub id"),) + PARAMS, weights=None),
+        factory="engine.ddpm.pipeline:RePaintInpainter", order=31),
+]

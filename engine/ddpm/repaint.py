@@ -1,0 +1,200 @@
+"""RePaint: inpainting with an unconditional DDPM (Lugmayr et al. 2022, "RePaint: Inpainting using Denoising
+Diffusion Probabilistic Models", CVPR; Algorithm 1 and the jump schedule of its Sec. 4.2 / supplement).
+
+Plain functions in the k-diffusion manner: ``repaint_steps`` is a generator that yields one ``RePaintStep`` per
+UNet evaluation (the predicted x_0 with the known region pasted in, ready for a preview) and returns the final
+image; ``repaint`` runs it to the end. Tensors are N x C x H x W in [-1, 1]; ``mask`` is N x 1 x H x W with
+**1 = fill** (the engine's convention; diffusers' RePaint uses 1 = keep, converted once in the tests/benchmark).
+
+Algorithm 1 (one resampled reverse step, t -> t-1):
+
+    x_{t-1}^known   = sqrt(abar_{t-1}) x_0 + sqrt(1 - abar_{t-1}) eps,        eps ~ N(0, I)     (Ho et al. eq. 4)
+    x_{t-1}^unknown = sqrt(abar_{t-1}) x0_hat + sqrt(1 - abar_{t-1} - sigma_t^2) eps_theta + sigma_t z
+                      with x0_hat = (x_t - sqrt(1 - abar_t) eps_theta) / sqrt(abar_t)          (eq. 4 / 15)
+    x_{t-1}         = (1 - m) * x_{t-1}^known + m * x_{t-1}^unknown                          (m = 1: fill)
+    and, u < U times at every jump point, go back: x_t ~ N(sqrt(1 - beta_t) x_{t-1}, beta_t I)    (eq. 2)
+
+The unknown update is written in the DDIM form (Song et al. 2021, eq. 12) so that one function covers both
+modes: with ``eta = 1`` and stride 1 it is exactly the DDPM ancestral step of Ho et al. eq. 11 (sigma_t^2 =
+beta_tilde_t, eq. 7), as in the paper; with a stride > 1 the reverse steps run on the sub-sequence
+tau_k = k * (T // t_T) as diffusers' RePaintScheduler does. The known and unknown parts share one noise draw
+per step: they cover disjoint pixels, so this is the same distribution as two draws, and it reproduces
+diffusers' random stream exactly.
+
+**Fast mode** (``FAST``): the same loop on a short DDIM-strided schedule (t_T = 50, stride 20) with a few
+short jumps, i.e. "DDIM + RePaint resampling" -- the time-travel trick of DDNM+ (Wang, Yu & Zhang 2023,
+"Zero-Shot Image Restoration Using Denoising Diffusion Null-Space Model", ICLR, Sec. 3.3) and CoPaint
+(Zhang et al. 2023, "Towards Coherent Image Inpainting Using Denoising Diffusion Implicit Models"), which both
+resample on a DDIM schedule. About 10-15x fewer UNet calls than the default (t_T=250, jump 10, resample 10).
+
+Hook points for guidance (e.g. sketch guidance, Voynov et al. 2022): ``model_fn(x_t, t) -> eps`` replaces the
+UNet call (wrap it to keep activations or run it with gradients), and ``guidance(x_t, t, x_prev) -> x_prev``
+may push the unknown part of x_{t-1} before the known region is pasted in. The loop runs under
+``torch.no_grad()``; a hook that needs gradients uses ``torch.enable_grad()`` itself.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Generator, Optional
+
+import torch
+
+from engine.ddpm.model import NoiseSchedule
+
+ModelFn = Callable[[torch.Tensor, int], torch.Tensor]
+Guidance = Callable[[torch.Tensor, int, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class RePaintConfig:
+    """t_T: reverse steps; jump_length (j in the paper): how far each jump goes back; jump_n_sample (r, the
+    number of resamplings): how many times each jump point is visited; eta: 1 = DDPM noise, 0 = DDIM."""
+
+    t_T: int = 250
+    jump_length: int = 10
+    jump_n_sample: int = 10
+    eta: float = 1.0
+    clip_x0: bool = True
+
+
+DEFAULT = RePaintConfig()
+FAST = RePaintConfig(t_T=50, jump_length=5, jump_n_sample=4, eta=1.0)
+
+
+def jump_schedule(t_T: int, jump_length: int = 10, jump_n_sample: int = 10) -> list[tuple[str, int]]:
+    """The RePaint time schedule as a list of transitions on the grid of levels k = t_T - 1 ... 0 (-1 = clean):
+
+    ("denoise", k): x at level k -> level k - 1 (one UNet call);  ("renoise", k): level k - 1 -> level k.
+
+    Going down, at every jump point k = 0, j, 2j, ... below t_T - j the chain goes back up j levels and comes
+    down again, jump_n_sample - 1 times in all (Lugmayr et al. 2022, Fig. 3 and supplement: "jump length" j and
+    "resampling" r). Each visit of a level costs one UNet call.
+    """
+    if t_T < 1 or jump_length < 1 or jump_n_sample < 1:
+        raise ValueError("t_T, jump_length and jump_n_sample must be >= 1")
+    remaining = {k: jump_n_sample - 1 for k in range(0, t_T - jump_length, jump_length)}
+    out: list[tuple[str, int]] = []
+    k = t_T  # the chain starts at level t_T - 1 (pure noise): the first transition denoises level t_T - 1
+    while k >= 1:
+        k -= 1
+        out.append(("denoise", k))  # level k -> k - 1
+        if remaining.get(k, 0) > 0:
+            remaining[k] -= 1
+            for _ in range(jump_length):
+                out.append(("renoise", k))  # level k - 1 -> k
+                k += 1
+    return out
+
+
+def count_unet_calls(t_T: int, jump_length: int = 10, jump_n_sample: int = 10) -> int:
+    return sum(1 for kind, _ in jump_schedule(t_T, jump_length, jump_n_sample) if kind == "denoise")
+
+
+@dataclass
+class RePaintStep:
+    """What one UNet step reports: ``x0`` is the predicted clean image with the known region pasted in."""
+
+    index: int  # 1-based count of UNet calls so far
+    total: int
+    t: int  # training timestep the UNet saw
+    x_t: torch.Tensor  # the chain after the step (level t - stride)
+    x0: torch.Tensor
+
+
+def _randn(shape, generator: Optional[torch.Generator], like: torch.Tensor) -> torch.Tensor:
+    """Noise drawn on the generator's device (CPU by default) so a seed gives the same result on any device."""
+    gen_device = generator.device if generator is not None else like.device
+    return torch.randn(shape, generator=generator, device=gen_device, dtype=like.dtype).to(like.device)
+
+
+@torch.no_grad()
+def repaint_steps(unet: Optional[torch.nn.Module], schedule: NoiseSchedule, image: torch.Tensor,
+                  mask: torch.Tensor, config: RePaintConfig = DEFAULT, *,
+                  generator: Optional[torch.Generator] = None, x_T: Optional[torch.Tensor] = None,
+                  model_fn: Optional[ModelFn] = None, guidance: Optional[Guidance] = None,
+                  cancel=None, beta_index: str = "exact") -> Generator[RePaintStep, None, torch.Tensor]:
+    """Yield a ``RePaintStep`` per UNet call; return the inpainted image (N x C x H x W in [-1, 1]).
+
+    ``image``: the known image in [-1, 1] (its values under the mask are ignored); ``mask``: 1 = fill.
+    ``cancel``: anything with ``check()`` (an engine CancelToken), called before every step.
+    ``beta_index``: how a strided "renoise" from level k-1 to k picks its per-step betas: "exact" uses
+    beta_s for s in (tau_{k-1}, tau_k] (eq. 2 chained, so abar matches the level exactly); "diffusers" uses
+    beta_s for s in [tau_k, tau_k + stride) as diffusers' RePaintScheduler.undo_step does (identical when the
+    stride is 1). The equivalence test uses "diffusers".
+    """
+    T = schedule.num_train_timesteps
+    t_T = min(config.t_T, T)
+    stride = T // t_T
+    if model_fn is None:
+        def model_fn(x: torch.Tensor, t: int) -> torch.Tensor:
+            return unet(x, torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)).sample.to(x.dtype)
+    dtype = image.dtype
+    known = image
+    fill = mask.to(dtype)
+    keep = 1.0 - fill
+    x = x_T if x_T is not None else _randn(image.shape, generator, image)
+    plan = jump_schedule(t_T, config.jump_length, config.jump_n_sample)
+    total = sum(1 for kind, _ in plan if kind == "denoise")
+    calls = 0
+    for kind, k in plan:
+        if cancel is not None:
+            cancel.check()
+        t = k * stride  # training timestep of level k
+        if kind == "renoise":
+            # q(x_t | x_{t-1}) = N(sqrt(1 - beta) x, beta I), chained over the stride (eq. 2)
+            first = t - stride + 1 if beta_index == "exact" else t
+            for s in range(first, first + stride):
+                beta = schedule.betas[min(s, T - 1)]
+                x = (1 - beta).sqrt() * x + beta.sqrt() * _randn(x.shape, generator, x)
+            continue
+        t_prev = t - stride  # the next level; < 0 means the clean image
+        ab_t, ab_prev = schedule.alpha_bar(t), schedule.alpha_bar(t_prev)
+        eps = model_fn(x, t)
+        x0_hat = schedule.predict_x0(x, t, eps)  # eq. 15
+        if config.clip_x0:
+            x0_hat = x0_hat.clamp(-1, 1)
+        noise = _randn(x.shape, generator, x)
+        # sigma_t^2 = eta^2 (1 - abar_prev) / (1 - abar_t) (1 - abar_t / abar_prev)   (DDIM eq. 16; = beta_tilde)
+        sigma = config.eta * ((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev)).sqrt()
+        x_unknown = ab_prev.sqrt() * x0_hat + (1 - ab_prev - sigma ** 2).clamp(min=0).sqrt() * eps
+        if t > 0 and config.eta > 0:
+            x_unknown = x_unknown + sigma * noise
+        if guidance is not None:
+            x_unknown = guidance(x, t, x_unknown)
+        x_known = ab_prev.sqrt() * known + (1 - ab_prev).sqrt() * noise  # eq. 4 at level t_prev
+        x = keep * x_known + fill * x_unknown
+        calls += 1
+        yield RePaintStep(index=calls, total=total, t=t, x_t=x, x0=keep * known + fill * x0_hat)
+    return x
+
+
+def repaint(unet, schedule: NoiseSchedule, image: torch.Tensor, mask: torch.Tensor,
+            config: RePaintConfig = DEFAULT, **kwargs) -> torch.Tensor:
+    """Run ``repaint_steps`` to the end and return the inpainted batch."""
+    gen = repaint_steps(unet, schedule, image, mask, config, **kwargs)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+
+
+class CountingUNet(torch.nn.Module):
+    """Wraps a UNet and counts forward calls (tests and the benchmark)."""
+
+    def __init__(self, unet: torch.nn.Module) -> None:
+        super().__init__()
+        self.unet = unet
+        self.calls = 0
+
+    @property
+    def config(self):
+        return self.unet.config
+
+    @property
+    def dtype(self):
+        return self.unet.dtype
+
+    def forward(self, *args, **kwargs):
+        self.calls += 1
+        return self.unet(*args, **kwargs)

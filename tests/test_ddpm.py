@@ -1,0 +1,240 @@
+"""DDPM family: RePaint sampler vs diffusers, masks, determinism, cancellation, checkpoints, training, registry.
+
+Everything here uses tiny randomly initialised UNets (a few seconds in all); the test with the shipped weights is
+marked slow.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from engine.api import CancelToken, Cancelled, Request
+from engine.ddpm.model import NoiseSchedule, ScheduleConfig, build_unet, load_ddpm, save_ddpm
+from engine.ddpm.repaint import (DEFAULT, FAST, CountingUNet, RePaintConfig, count_unet_calls, jump_schedule,
+                                 repaint, repaint_steps)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny UNets run fastest on one thread (and a shared CPU thrashes with more); restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_unet(seed: int = 0, channels: int = 1, size: int = 8):
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(seed)
+    return UNet2DModel(sample_size=size, in_channels=channels, out_channels=channels, block_out_channels=(8, 8),
+                       down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+                       layers_per_block=1, norm_num_groups=4).eval()
+
+
+def batch(n: int = 2, size: int = 8):
+    g = torch.Generator().manual_seed(3)
+    image = torch.rand(n, 1, size, size, generator=g) * 2 - 1
+    mask = torch.zeros(n, 1, size, size)
+    mask[..., :, : size // 2] = 1  # left half: fill
+    return image, mask
+
+
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+@pytest.mark.parametrize("beta_schedule", ["linear", "squaredcos_cap_v2"])
+def test_sampler_matches_diffusers_repaint(eta, beta_schedule):
+    from diffusers import RePaintPipeline, RePaintScheduler
+
+    unet = tiny_unet()
+    image, mask = batch()
+    cfg = RePaintConfig(t_T=20, jump_length=3, jump_n_sample=3, eta=eta)
+    scheduler = RePaintScheduler(num_train_timesteps=100, beta_schedule=beta_schedule)
+    pipe = RePaintPipeline(unet=unet, scheduler=scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    # diffusers' RePaint mask: 1 = keep, 0 = fill; ours: 1 = fill. Converted here, once.
+    ref = pipe(image=image, mask_image=1 - mask, num_inference_steps=cfg.t_T, eta=eta,
+               jump_length=cfg.jump_length, jump_n_sample=cfg.jump_n_sample,
+               generator=torch.Generator().manual_seed(7), output_type="np").images
+    schedule = NoiseSchedule(ScheduleConfig(100, beta_schedule=beta_schedule))
+    ours = repaint(unet, schedule, image, mask, cfg, generator=torch.Generator().manual_seed(7),
+                   beta_index="diffusers")
+    ours = (ours / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_allclose(ours, ref, atol=1e-5)
+
+
+def test_schedule_and_call_counts():
+    assert count_unet_calls(250, 10, 10) == 2410  # the paper's default: t_T = 250, j = 10, r = 10
+    plan = jump_schedule(10, 3, 2)
+    level = 9  # starts at level t_T - 1 (pure noise), walks the grid one level at a time, ends clean (-1)
+    for kind, k in plan:
+        if kind == "denoise":  # level k -> k - 1
+            assert k == level
+            level = k - 1
+        else:  # ("renoise", k): level k - 1 -> k
+            assert k == level + 1
+            level = k
+    assert plan[-1] == ("denoise", 0) and level == -1
+    fast = count_unet_calls(FAST.t_T, FAST.jump_length, FAST.jump_n_sample)
+    assert fast * 10 <= count_unet_calls(DEFAULT.t_T, DEFAULT.jump_length, DEFAULT.jump_n_sample)
+    unet = CountingUNet(tiny_unet())
+    image, mask = batch(1)
+    repaint(unet, NoiseSchedule(), image, mask, FAST, generator=torch.Generator().manual_seed(0))
+    assert unet.calls == fast
+
+
+def test_known_pixels_unchanged_and_deterministic():
+    unet = tiny_unet()
+    image, mask = batch()
+    schedule = NoiseSchedule(ScheduleConfig(100))
+    cfg = RePaintConfig(t_T=10, jump_length=2, jump_n_sample=2)
+    a = repaint(unet, schedule, image, mask, cfg, generator=torch.Generator().manual_seed(1))
+    b = repaint(unet, schedule, image, mask, cfg, generator=torch.Generator().manual_seed(1))
+    c = repaint(unet, schedule, image, mask, cfg, generator=torch.Generator().manual_seed(2))
+    keep = mask == 0
+    assert torch.equal(a[keep], image[keep])  # exact: at the last step the known part is x_0 itself
+    assert torch.equal(a, b)
+    assert not torch.allclose(a[~keep], c[~keep])
+
+
+def test_guidance_and_model_fn_hooks():
+    unet = tiny_unet()
+    image, mask = batch(1)
+    seen = []
+
+    def model_fn(x, t):
+        seen.append(t)
+        return unet(x, torch.full((x.shape[0],), t)).sample
+
+    def guidance(x_t, t, x_prev):
+        return x_prev + 0.01
+
+    cfg = RePaintConfig(t_T=5, jump_length=2, jump_n_sample=1)
+    out = repaint(None, NoiseSchedule(ScheduleConfig(100)), image, mask, cfg, model_fn=model_fn, guidance=guidance,
+                  generator=torch.Generator().manual_seed(0))
+    assert seen == [80, 60, 40, 20, 0] and out.shape == image.shape
+
+
+def test_cancel_stops_promptly():
+    unet = CountingUNet(tiny_unet())
+    image, mask = batch(1)
+    cancel = CancelToken()
+    steps = repaint_steps(unet, NoiseSchedule(ScheduleConfig(100)), image, mask, RePaintConfig(t_T=50),
+                          generator=torch.Generator().manual_seed(0), cancel=cancel)
+    for step in steps:
+        if step.index == 3:
+            cancel.cancel()
+            with pytest.raises(Cancelled):
+                next(steps)
+            break
+    assert unet.calls == 3
+
+
+@pytest.mark.parametrize("layout", ["flat", "pipeline"])
+def test_save_pretrained_roundtrip(tmp_path, layout):
+    from diffusers import DDPMPipeline, DDPMScheduler
+
+    unet = tiny_unet(seed=5)
+    if layout == "flat":
+        save_ddpm(tmp_path, unet, NoiseSchedule(ScheduleConfig(100, beta_schedule="squaredcos_cap_v2")))
+    else:  # what diffusers' own DDPM training example writes
+        DDPMPipeline(unet=unet, scheduler=DDPMScheduler(100, beta_schedule="squaredcos_cap_v2")).save_pretrained(
+            tmp_path)
+    assert not list(tmp_path.rglob("*.bin")) and list(tmp_path.rglob("*.safetensors"))
+    loaded, schedule = load_ddpm(tmp_path)
+    assert schedule.num_train_timesteps == 100 and schedule.cfg.beta_schedule == "squaredcos_cap_v2"
+    x = torch.randn(1, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(unet(x, 3).sample, loaded(x, 3).sample, atol=1e-5)
+
+
+def test_compact_unet_roundtrip(tmp_path):
+    net = build_unet("compact", block_out_channels=[8, 16], layers_per_block=1, norm_num_groups=4).eval()
+    save_ddpm(tmp_path, net, NoiseSchedule(ScheduleConfig(50)))
+    loaded, schedule = load_ddpm(tmp_path)
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(net(x, torch.tensor([4, 9])).sample, loaded(x, torch.tensor([4, 9])).sample, atol=1e-5)
+
+
+def test_from_pretrained_inpainter_on_rgb_image(tmp_path):
+    from engine.ddpm.pipeline import from_pretrained
+    from engine.runner import run_job
+
+    save_ddpm(tmp_path, tiny_unet(channels=3, size=16), NoiseSchedule(ScheduleConfig(100)))
+    inp = from_pretrained(tmp_path)
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    mask = np.zeros((40, 50), bool)
+    mask[10:20, 15:30] = True
+    req = Request(image=image, mask=mask, seed=3, params={"steps": 10, "jump_length": 2, "resamples": 2})
+    gen = run_job(inp, req)
+    previews = []
+    while True:
+        try:
+            previews.append(next(gen))
+        except StopIteration as stop:
+            result = stop.value
+            break
+    assert len(previews) == count_unet_calls(10, 2, 2) == result.unet_calls
+    assert previews[-1].box is not None and previews[-1].image.shape == (16, 16, 3)
+    assert np.array_equal(result.image[~mask], image[~mask])
+    assert not np.array_equal(result.image[mask], image[mask])
+
+
+def test_training_script_runs_and_resumes(tmp_path):
+    from engine.ddpm.train import main
+
+    args = ["--out", str(tmp_path), "--subset", "32", "--batch-size", "4", "--channels", "8", "16",
+            "--threads", "1", "--val-every", "1", "--sample-every", "2", "--ckpt-every", "1", "--sample-steps", "2"]
+    main(args + ["--max-steps", "2"])
+    assert json.loads((tmp_path / "ckpt.json").read_text())["step"] == 2
+    main(args + ["--max-steps", "3"])
+    assert json.loads((tmp_path / "ckpt.json").read_text())["step"] == 3
+    steps = [json.loads(line)["step"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]  # resumed at 2, not restarted
+    assert (tmp_path / "samples" / "step_000002.png").exists()
+    unet, _ = load_ddpm(tmp_path / "export")
+    assert unet.config.block_out_channels == [8, 16] or tuple(unet.config.block_out_channels) == (8, 16)
+
+
+def test_registry_entry_and_lazy_import():
+    from engine.registry import get_info
+
+    info = get_info("repaint-mnist")
+    assert info.resolution == 28 and info.grey and "28x28" in info.domain
+    assert {p.name for p in info.params} >= {"steps", "jump_length", "resamples", "fast"}
+    code = "import sys, engine.ddpm; assert 'torch' not in sys.modules, 'engine.ddpm imports torch'"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+@pytest.mark.slow
+def test_shipped_weights_fill_a_digit():
+    from engine.datasets import load_mnist
+    from engine.ddpm import MNIST_DIR
+    from engine.ddpm.classifier import load_classifier, predict
+    from engine.registry import load
+    from engine.runner import run_to_end
+
+    if not (MNIST_DIR / "config.json").exists():
+        pytest.skip("shipped MNIST DDPM not present")
+    images, labels = load_mnist("test")
+    inp = load("repaint-mnist")
+    clf = load_classifier()
+    hits = 0
+    for i in range(5):
+        digit = images[i]
+        mask = np.zeros((28, 28), bool)
+        mask[14:] = True  # bottom half
+        rgb = np.repeat(digit[..., None], 3, axis=2)
+        result = run_to_end(inp, Request(image=rgb, mask=mask, seed=i, params={"fast": True}))
+        assert np.array_equal(result.image[~mask], rgb[~mask])
+        hits += int(predict(clf, result.image[None, ..., 0])[0] == labels[i])
+    assert hits >= 4
