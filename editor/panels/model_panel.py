@@ -135,7 +135,6 @@ class ModelPanel(QWidget):
         seed_row.addWidget(QLabel("Seed"))
         seed_row.addWidget(self.seed, 1)
         seed_row.addWidget(self.variation)
-        lay.addWidget(QLabel("<b>Model</b>"))
         lay.addWidget(self.picker)
         lay.addWidget(self.info_label)
         lay.addWidget(self.params_box)

@@ -160,13 +160,14 @@ def test_paints_where_the_cursor_is_after_zoom(window):
     assert abs(xs.min() - x) <= 3 and abs(xs.max() - (x + 10)) <= 3 and abs(ys.mean() - y) <= 2
 
 
-def test_sketch_from_edges_limited_to_mask(window):
+def test_sketch_from_edges_limited_to_mask(window, artifacts):
     pytest.importorskip("engine.sketch.edges", exc_type=ImportError)
     doc = window.doc
     paint_mask(window, (150, 80, 350, 200), size=40)
     window.sketch_from_edges()
     assert doc.sketch.any(), "the astronaut has edges under the mask"
     assert not (doc.sketch & ~doc.mask).any(), "limited to the mask"
+    screenshot(window, artifacts, "sketch_from_edges")
     doc.undo_stack.undo()
     assert not doc.sketch.any()
 
