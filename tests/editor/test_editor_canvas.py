@@ -173,7 +173,10 @@ def test_sketch_from_edges_limited_to_mask(window, artifacts):
 
 
 def test_mask_colour_applies_to_overlay(window):
+    window.canvas.zoom_at(1.5, QPointF(200, 200))
     window.canvas.set_colors(mask=QColor(0, 255, 0))
+    assert window.canvas.zoom == 1.5, "a colour change keeps the view"
+    window.canvas.fit()
     window.opacity.setValue(100)
     paint_mask(window, (200, 200, 300, 260))
     c = window.canvas.grab().toImage().pixelColor(canvas_point(window.canvas, 250, 230))
