@@ -270,6 +270,7 @@ class MainWindow(QMainWindow):
         self.jobs.failed.connect(self._on_job_failed)
         self.jobs.cancelled.connect(self._on_job_cancelled)
         self.jobs.busy_changed.connect(self._on_busy)
+        self.jobs.region_ready.connect(self._on_region_suggested)
         self.doc.image_replaced.connect(self._on_image_replaced)
         self.doc.undo_stack.cleanChanged.connect(self._update_title)
 
@@ -492,13 +493,17 @@ class MainWindow(QMainWindow):
         self.canvas.update()
 
     def _place_region(self) -> None:
+        """Centre the box on the mask now; move it to the model's suggestion (e.g. the face) when that arrives."""
         info = self.model_panel.info
-        try:
-            region = registry.suggest_region(info.name, self.doc.image)
-        except Exception:  # a detector failing must not block filling: fall back to the mask's centre
-            region = None
         side = info.resolution * 2 if info.resolution else 256
-        self.doc.set_region(region or self.doc.default_region(side))
+        self.doc.set_region(self.doc.default_region(side))
+        self.jobs.detect_region(info.name, self.doc.image)
+
+    @Slot(object)
+    def _on_region_suggested(self, region) -> None:
+        info = self.model_panel.info
+        if region is not None and info is not None and info.uses_region:
+            self.doc.set_region(tuple(int(v) for v in region))
 
     # ----- mask and sketch -----------------------------------------------------------------------------------
     @Slot()

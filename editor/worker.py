@@ -39,6 +39,17 @@ class FillWorker(QObject):
     finished = Signal(int, object)  # job id, Result
     failed = Signal(int, str)  # job id, one-line message
     cancelled = Signal(int)
+    region_found = Signal(int, object)  # request id, (x0, y0, x1, y1) or None
+
+    @Slot(int, str, object)
+    def detect(self, request_id: int, model: str, image: np.ndarray) -> None:
+        """A uses_region model's box suggestion (e.g. a face detector): a few hundred ms, so not on the GUI."""
+        try:
+            region = registry.suggest_region(model, image)
+        except Exception:  # a failing detector only costs the suggestion: the box stays centred on the mask
+            traceback.print_exc(file=sys.stderr)
+            region = None
+        self.region_found.emit(request_id, region)
 
     @Slot(object)
     def run(self, job: Job) -> None:
@@ -82,7 +93,9 @@ class JobController(QObject):
     failed = Signal(str)
     cancelled = Signal()
     busy_changed = Signal(bool)
+    region_ready = Signal(object)  # the newest detect_region answer: (x0, y0, x1, y1) or None
     _submit = Signal(object)
+    _detect = Signal(int, str, object)
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -91,6 +104,9 @@ class JobController(QObject):
         self._worker = FillWorker()
         self._worker.moveToThread(self._thread)
         self._submit.connect(self._worker.run)
+        self._detect.connect(self._worker.detect)
+        self._worker.region_found.connect(self._on_region)
+        self._detect_id = 0
         self._worker.preview.connect(self._on_preview)
         self._worker.finished.connect(self._on_finished)
         self._worker.failed.connect(self._on_failed)
@@ -128,6 +144,16 @@ class JobController(QObject):
     def cancel(self) -> None:
         if self.job is not None:
             self.job.cancel.cancel()
+
+    def detect_region(self, model: str, image: np.ndarray) -> None:
+        """Ask the worker for the model's suggested box; only the newest request is answered."""
+        self._detect_id += 1
+        self._detect.emit(self._detect_id, model, image.copy())
+
+    @Slot(int, object)
+    def _on_region(self, request_id: int, region) -> None:
+        if request_id == self._detect_id:
+            self.region_ready.emit(region)
 
     def abandon(self) -> None:
         """Cancel the current job and ignore anything it still reports (its document is gone)."""

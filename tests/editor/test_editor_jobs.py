@@ -180,7 +180,8 @@ def test_instant_attribute_toggle_refills_fast(window, qtbot):
 
 def test_region_box_from_detector_reaches_the_request(window, qtbot, monkeypatch, artifacts):
     select_model(window, "test-region")
-    assert window.canvas.region_visible and window.doc.region == (0, 0, 256, 256)
+    assert window.canvas.region_visible and window.doc.region is not None, "placed at once (mask centre)"
+    qtbot.waitUntil(lambda: window.doc.region == (0, 0, 256, 256), timeout=5000)  # then the detector's box
     set_param(window, "steps", 2)
     set_param(window, "step_ms", 1.0)
     paint_mask(window, (60, 60, 120, 120))
