@@ -33,6 +33,7 @@ class PatchConfig:
     levels: int = 0  # pyramid levels; 0 = automatic (coarsest hole about 2 patches wide)
     em_iters: int = 6  # EM iterations per level (halved on the finest level, which costs most)
     pm_iters: int = 4  # PatchMatch iterations per E-step
+    texture: float = 1.0  # weight of Newson's texture features (local mean |grad I|) in the distance; 0 = off
     seed: int = 0
 
 
@@ -50,6 +51,19 @@ def pyramid(image: np.ndarray, hole: np.ndarray, levels: int) -> list[tuple[np.n
         m2 = cv2.resize(m.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA) > 0
         out.append((im2, m2))
     return out
+
+
+def texture_features(image: np.ndarray, levels: int, weight: float) -> np.ndarray:
+    """Newson et al. Sec. 2.3: (|I_x|, |I_y|) of the luminance averaged over a 2^(L-1) window, times ``weight``.
+
+    Appended to the colour channels, they make flat patches a poor match for textured ones, which stops the EM
+    from settling on the smoothest sources (the blur failure mode of plain colour distances)."""
+    g = image.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    gx = np.abs(cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=1))
+    gy = np.abs(cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=1))
+    k = 2 ** max(0, levels - 1)
+    feats = np.stack([cv2.blur(gx, (k, k)), cv2.blur(gy, (k, k))], axis=-1)
+    return feats * weight
 
 
 def auto_levels(hole: np.ndarray, patch: int, shape: tuple[int, int]) -> int:
@@ -96,10 +110,10 @@ class _Level:
         return self.src_y[k], self.src_x[k]
 
     def patches(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
-        """(N, P, 3) patches centred at (ys, xs) of the current image (one flat gather: ~3x faster than 2-D)."""
-        wp = self.img.shape[1]
+        """(N, P, C) patches centred at (ys, xs) of the current image (one flat gather: ~3x faster than 2-D)."""
+        wp, c = self.img.shape[1], self.img.shape[2]
         idx = (ys * wp + xs)[:, None] + self.flat_off
-        return np.take(self.img.reshape(-1, 3), idx, axis=0)
+        return np.take(self.img.reshape(-1, c), idx, axis=0)
 
     def distances(self, target: np.ndarray, sy: np.ndarray, sx: np.ndarray) -> np.ndarray:
         """SSD between target patches and the patches at (sy, sx); inf where (sy, sx) is not a valid source."""
@@ -150,7 +164,7 @@ class _Level:
         finite = d[np.isfinite(d)]
         s2 = float(np.percentile(finite, 75)) if finite.size else 1.0
         s2 = max(s2, 1e-6)
-        acc = np.zeros((len(self.hy), 3), np.float64)
+        acc = np.zeros((len(self.hy), self.img.shape[2]), np.float64)
         wsum = np.zeros(len(self.hy), np.float64)
         best_d = np.full(len(self.hy), np.inf)
         for oy, ox in zip(self.oy, self.ox):
@@ -182,7 +196,10 @@ def inpaint_iter(image: np.ndarray, hole: np.ndarray, cfg: PatchConfig | None = 
     patch = cfg.patch | 1
     hole = hole.astype(bool)
     levels = cfg.levels or auto_levels(hole, patch, hole.shape)
-    pyr = pyramid(image, hole, levels)
+    work = image.astype(np.float32)
+    if cfg.texture > 0:
+        work = np.concatenate([work, texture_features(image, levels, cfg.texture)], axis=-1)
+    pyr = pyramid(work, hole, levels)
     rng = np.random.default_rng(cfg.seed)
     iters = [cfg.em_iters if k > 0 else max(2, cfg.em_iters // 2) for k in range(levels)]
     total, step = sum(iters), 0
@@ -190,7 +207,9 @@ def inpaint_iter(image: np.ndarray, hole: np.ndarray, cfg: PatchConfig | None = 
     for k in reversed(range(levels)):
         im, m = pyr[k]
         if prev is None:  # coarsest scale: fast-marching initialisation of the hole
-            init = cv2.inpaint(np.clip(im, 0, 255).astype(np.uint8), m.astype(np.uint8) * 255, 3, cv2.INPAINT_TELEA)
+            m8 = m.astype(np.uint8) * 255
+            init = np.stack([cv2.inpaint(np.clip(im[..., c], 0, 255).astype(np.uint8), m8, 3, cv2.INPAINT_TELEA)
+                             for c in range(im.shape[2])], axis=-1)
             im = np.where(m[..., None], init.astype(np.float32), im)
         lev = _Level(im, m, patch, rng)
         if prev is not None:  # upsample the coarser NNF: source 2 * phi(p / 2) + parity, then reconstruct
@@ -209,7 +228,7 @@ def inpaint_iter(image: np.ndarray, hole: np.ndarray, cfg: PatchConfig | None = 
             lev.patchmatch(cfg.pm_iters)
             lev.reconstruct(best_only=(k == 0 and i == iters[k] - 1))
             step += 1
-            yield step, total, np.clip(np.rint(lev.image()), 0, 255).astype(np.uint8)
+            yield step, total, np.clip(np.rint(lev.image()[..., :3]), 0, 255).astype(np.uint8)
         prev = lev
 
 

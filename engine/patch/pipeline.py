@@ -17,7 +17,8 @@ class PatchInpainter:
     def run(self, request: Request, cancel: CancelToken) -> JobGen:
         p = request.params
         cfg = PatchConfig(patch=int(p["patch"]) | 1, levels=int(p["levels"]), em_iters=int(p["em_iters"]),
-                          pm_iters=int(p["pm_iters"]), seed=int(request.seed))
+                          pm_iters=int(p["pm_iters"]), texture=float(p.get("texture", 1.0)),
+                          seed=int(request.seed))
         image, mask = request.image, request.mask.astype(bool)
         h, w = mask.shape
         out = image
