@@ -146,7 +146,7 @@ class Canvas(QWidget):
         item = self.doc.shown_item()
         self._result_q = self._result_box = None
         if item is not None and item.mask.any():
-            x0, y0, x1, y1 = item.thumb_box
+            x0, y0, x1, y1 = item.box
             self._result_q = argb_qimage(item.image[y0:y1, x0:x1], item.mask[y0:y1, x0:x1])
             self._result_box = (x0, y0, x1, y1)
         self.update()

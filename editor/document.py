@@ -5,7 +5,7 @@ so a brush stroke on a 12-megapixel photo costs kilobytes of undo memory, not me
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ import numpy as np
 from PySide6.QtCore import QObject, QRect, Signal
 from PySide6.QtGui import QUndoCommand, QUndoStack
 
-from engine.api import Request
+from engine.api import Request, Result
 from engine.crop import mask_bbox
 
 Rect = tuple[int, int, int, int]  # (x0, y0, x1, y1), exclusive ends, image pixels
@@ -24,12 +24,14 @@ LAYERS = ("image", "mask", "sketch")
 
 @dataclass
 class HistoryItem:
-    """One finished fill. ``mask`` and ``base`` are snapshots taken when the job started, so the item stays
-    meaningful after the user edits the mask or accepts another result."""
+    """One finished fill, with the mask it was made for, so it stays meaningful after the user edits the mask or
+    accepts another result. The image the job ran on equals the result outside the mask (the runner guarantees
+    it), so only its patch under the mask's bounding box is kept: one full-size image per result, not two."""
 
     image: np.ndarray  # full-size result
-    base: np.ndarray  # the document image the job ran on
     mask: np.ndarray
+    base_patch: np.ndarray  # the job's input image inside ``box``
+    box: Rect  # bounding box of ``mask``
     model: str
     seed: int
     params: dict[str, Any]
@@ -37,7 +39,20 @@ class HistoryItem:
     timings: dict[str, float]
     prompt: str = ""
     accepted: bool = False
-    thumb_box: Rect = field(default=(0, 0, 0, 0))
+
+    @classmethod
+    def from_result(cls, result: Result, request: Request) -> "HistoryItem":
+        x0, y0, x1, y1 = box = mask_bbox(request.mask)
+        return cls(image=result.image, mask=request.mask, base_patch=request.image[y0:y1, x0:x1].copy(), box=box,
+                   model=result.model, seed=result.seed, params=result.params, attributes=result.attributes,
+                   timings=result.timings, prompt=request.prompt)
+
+    def base(self) -> np.ndarray:
+        """The image the job ran on."""
+        x0, y0, x1, y1 = self.box
+        out = self.image.copy()
+        out[y0:y1, x0:x1] = self.base_patch
+        return out
 
     def metadata(self) -> dict[str, str]:
         """Text chunks written into exported PNGs."""
@@ -258,7 +273,6 @@ class Document(QObject):
                        region=self.region if use_region else None, prompt=prompt)
 
     def add_result(self, item: HistoryItem) -> int:
-        item.thumb_box = mask_bbox(item.mask)
         self.results.append(item)
         self.results_changed.emit()
         self.show_result(len(self.results) - 1)

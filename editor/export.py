@@ -52,5 +52,5 @@ def export_strip(doc: Document, path: Path) -> Path:
     item = provenance(doc)
     if item is None:
         raise InpaintError("there is no result to show in a strip: fill first")
-    strip = imageio.make_strip(item.base, item.mask, item.image)
+    strip = imageio.make_strip(item.base(), item.mask, item.image)
     return imageio.save_image(path, strip, metadata=item.metadata())

@@ -419,9 +419,7 @@ class MainWindow(QMainWindow):
     @Slot(object, object)
     def _on_job_finished(self, result: Result, job: Job) -> None:
         self.doc.clear_preview()
-        self.doc.add_result(HistoryItem(
-            image=result.image, base=job.request.image, mask=job.request.mask, model=result.model, seed=result.seed,
-            params=result.params, attributes=result.attributes, timings=result.timings, prompt=job.request.prompt))
+        self.doc.add_result(HistoryItem.from_result(result, job.request))
         total = result.timings.get("total", 0.0)
         self.progress.finish(f"done in {total:.2f} s")
         self.statusBar().showMessage(f"{result.model}: filled in {total:.2f} s (seed {result.seed}); "

@@ -162,12 +162,13 @@ class JobController(QObject):
             self._end(self.job.id)
 
     @Slot()
-    def shutdown(self, timeout_ms: int = 10_000) -> bool:
-        """Cancel, stop the thread's event loop once the current slot returns, and wait for it."""
+    def shutdown(self) -> None:
+        """Cancel, stop the thread's event loop once the current slot returns, and wait for it. No time limit:
+        a model still loading (not cancellable) is waited for, since a QThread destroyed while running aborts."""
         self.cancel()
         self._timer.stop()
         self._thread.quit()
-        return self._thread.wait(timeout_ms)
+        self._thread.wait()
 
     # ----- worker events (queued onto the GUI thread) -------------------------------------------------------
     @Slot(int, object)

@@ -16,7 +16,7 @@ THUMB = 96
 
 def thumbnail(item: HistoryItem) -> QPixmap:
     """The result around its hole (bounding box plus a margin), letterboxed to a square."""
-    x0, y0, x1, y1 = item.thumb_box
+    x0, y0, x1, y1 = item.box
     h, w = item.image.shape[:2]
     m = max(8, (x1 - x0 + y1 - y0) // 4)
     crop = item.image[max(0, y0 - m):min(h, y1 + m), max(0, x0 - m):min(w, x1 + m)]
