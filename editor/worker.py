@@ -119,6 +119,7 @@ class JobController(QObject):
         self.job: Job | None = None
         self._latest: Preview | None = None
         self.first_preview_latency: float | None = None  # Fill -> first preview drawn, seconds
+        self._stage: tuple[str, float, int] = ("", 0.0, 0)
         self._timer = QTimer(self)
         self._timer.setInterval(1000 // PREVIEW_FPS)
         self._timer.timeout.connect(self._flush_preview)
@@ -135,6 +136,7 @@ class JobController(QObject):
         self.job = Job(self._next_id, model, request, CancelToken(), time.perf_counter(), instant)
         self._latest = None
         self.first_preview_latency = None
+        self._stage = ("", self.job.started, 0)  # (stage, time, step) the ETA's rate is measured from
         self._timer.start()
         self._submit.emit(self.job)
         self.started.emit(self.job.id)
@@ -177,8 +179,12 @@ class JobController(QObject):
             return
         if p.loss is not None:
             self.loss_point.emit(p.step, float(p.loss))
-        elapsed = time.perf_counter() - self.job.started
-        eta = elapsed / p.step * (p.total - p.step) if p.step > 0 and p.total > 0 else -1.0
+        now = time.perf_counter()
+        if p.stage != self._stage[0] or p.step < self._stage[2]:  # a new stage (train -> denoise): new rate
+            self._stage = (p.stage, now, p.step)
+        _, t0, step0 = self._stage
+        done = p.step - step0
+        eta = (now - t0) / done * (p.total - p.step) if done > 0 and p.total > 0 else -1.0
         self.progress.emit(p.step, p.total, eta, p.stage)
         if p.image is not None:
             self._latest = p
