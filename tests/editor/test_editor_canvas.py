@@ -205,3 +205,21 @@ def test_request_from_document(window):
     drag(window.canvas, [(210, 200), (300, 220)])
     req = doc.request(5, {}, {}, "")
     assert req.sketch is not None and req.sketch[200:221, 210:300].any() and req.seed == 5
+
+
+def test_menu_actions_trigger_cleanly(window, dialogs, qtbot):
+    """Every menu action that opens no modal file/colour dialog, triggered as a user would (signal args and all)."""
+    paint_mask(window, (200, 180, 320, 260))
+    modal = ("Open...", "Export", "Quit")
+    triggered = []
+    for menu in window.menuBar().findChildren(type(window.recent_menu)):
+        for action in menu.actions():
+            text = action.text().replace("&", "")
+            if action.isSeparator() or action.menu() or not action.isEnabled() or text.startswith(modal):
+                continue
+            action.trigger()
+            triggered.append(text)
+            qtbot.wait(10)
+    assert {"Invert", "Grow 8 px", "Shrink 8 px", "Feather 6 px", "Clear", "Zoom to fit", "Fill"} <= set(triggered)
+    qtbot.waitUntil(lambda: not window.jobs.busy, timeout=10_000)
+    assert [m for m in dialogs.errors() if "mask is empty" not in m] == []
