@@ -25,12 +25,18 @@ from engine.api import InpaintError, Preview, Result
 MAX_RECENT = 10
 TOOL_KEYS = {"brush": ("Mask brush", "B"), "eraser": ("Mask eraser", "E"), "rect": ("Rectangle mask", "R"),
              "sketch": ("Sketch pen", "P"), "region": ("Move region box", "G")}
+TOOL_HINTS = {"brush": "left button paints the mask, right button erases; [ and ] change the size",
+              "eraser": "erases the mask; [ and ] change the size",
+              "rect": "drag a rectangle to mask it; right button drag removes it",
+              "sketch": "draw the strokes the fill should follow (own layer); right button erases them",
+              "region": "drag the box the model works on; the square handle resizes it"}
 
 
 class MainWindow(QMainWindow):
     def __init__(self) -> None:
         super().__init__()
         self.setWindowTitle("Inpaint Studio")
+        self.setWindowIcon(icon("brush"))
         self.resize(1400, 900)
         self.setAcceptDrops(True)
         self.doc = Document(self)
@@ -533,7 +539,10 @@ class MainWindow(QMainWindow):
     # ----- view and tools ------------------------------------------------------------------------------------
     @Slot()
     def _on_tool(self) -> None:
-        self.canvas.set_tool(self.sender().data())
+        tool = self.sender().data()
+        self.canvas.set_tool(tool)
+        self.statusBar().showMessage(f"{TOOL_KEYS[tool][0]}: {TOOL_HINTS[tool]}; space-drag pans, "
+                                     "hold \\ or O for the original", 8000)
 
     @Slot()
     def _smaller(self) -> None:
