@@ -222,6 +222,11 @@ class Canvas(QWidget):
     def paintEvent(self, event: QPaintEvent) -> None:
         p = QPainter(self)
         p.fillRect(event.rect(), QColor(38, 40, 44))
+        if self.doc.empty:
+            p.setPen(QColor(150, 152, 158))
+            p.drawText(self.rect(), Qt.AlignCenter, "Open an image (Ctrl+O) or drop one here")
+            p.end()
+            return
         p.save()
         p.translate(self.offset)
         p.scale(self.zoom, self.zoom)

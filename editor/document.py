@@ -155,6 +155,11 @@ class Document(QObject):
         self.results_changed.emit()
 
     @property
+    def empty(self) -> bool:
+        """No image opened yet (the placeholder is 1 x 1)."""
+        return self.image.shape[:2] == (1, 1) and self.path is None
+
+    @property
     def size(self) -> tuple[int, int]:
         return self.image.shape[1], self.image.shape[0]
 
