@@ -115,6 +115,19 @@ def _info(name: str, **kw) -> ModelInfo:
     return ModelInfo(**base)
 
 
+def unregister_fake_models() -> None:
+    """Remove them again, so later tests in the same session (e.g. listing models) see only real ones. The
+    registry has no public removal: tests may reach into it."""
+    specs = registry._all_specs()
+    with registry._lock:
+        for name in FAKE_NAMES:
+            specs.pop(name, None)
+            registry._loaded.pop(name, None)
+
+
+FAKE_NAMES = ("test-slow", "test-train", "test-attr", "test-region", "test-fail", "test-noweights")
+
+
 def register_fake_models() -> None:
     specs = [
         ModelSpec(_info("test-slow", params=SLOW_PARAMS), f"{HERE}:SlowInpainter", order=900),

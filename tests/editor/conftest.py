@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # tests.fake_models is named by "module:attr" strings in the registry
 
-from tests.fake_models import register_fake_models  # noqa: E402
+from tests.fake_models import register_fake_models, unregister_fake_models  # noqa: E402
 
 SAMPLE = ROOT / "resources" / "samples" / "astronaut.png"
 
@@ -26,6 +26,8 @@ def _scratch_settings(tmp_path_factory):
     QSettings.setDefaultFormat(QSettings.IniFormat)
     QSettings.setPath(QSettings.IniFormat, QSettings.UserScope, str(tmp_path_factory.mktemp("settings")))
     register_fake_models()
+    yield
+    unregister_fake_models()
 
 
 class Dialogs:
