@@ -60,7 +60,7 @@ def chamfer(a: np.ndarray, b: np.ndarray, region: np.ndarray | None = None) -> f
     return float(0.5 * (db[a].mean() + da[b].mean()))
 
 
-def load_classifier(which: str = "project"):
+def load_classifier(which: str = "project", folder: str = ""):
     """The project's digit classifier (engine/ddpm/classifier.py + resources/models/mnist-classifier):
     returns (name, fn: N x 28 x 28 uint8 -> N labels); ("none", None) with ``which="none"`` (smoke runs)."""
     if which == "none":
@@ -71,7 +71,11 @@ def load_classifier(which: str = "project"):
         raise SystemExit(f"the project's digit classifier is not available ({exc})")
     for name in ("load_classifier", "load"):
         if hasattr(clf, name):
-            model = getattr(clf, name)()
+            try:
+                model = getattr(clf, name)(folder) if folder else getattr(clf, name)()
+            except (OSError, FileNotFoundError) as exc:
+                raise SystemExit(f"the digit classifier's weights are missing ({exc}); train them with "
+                                 f"`python -m engine.ddpm.classifier` or pass --classifier-dir") from None
             break
     else:
         raise SystemExit("engine.ddpm.classifier has no load_classifier()")
@@ -104,7 +108,9 @@ def run(args) -> dict:
     lgp = LatentGuidancePredictor.load(ROOT / args.lgp if not Path(args.lgp).is_absolute() else args.lgp)
     size, _ = unet_io(unet)
     x0, sketches, labels = mnist_pairs(size, "test", args.n, lgp.config.edge_method, seed=args.seed)
-    clf_name, classify = load_classifier(args.classifier)
+    clf_name, classify = load_classifier(args.classifier, args.classifier_dir)
+    if args.classifier_dir:
+        clf_name += f" ({args.classifier_dir})"
     sk_np = sketches[:, 0].numpy() > 0.5
     results = []
     for mode in args.modes.split(","):
@@ -183,6 +189,7 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--save-grid", action="store_true")
     ap.add_argument("--classifier", default="project", choices=("project", "none"))
+    ap.add_argument("--classifier-dir", default="", help="weights folder (default: resources/models/mnist-classifier)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "sketch_guidance.json"))
     args = ap.parse_args(argv)
     (ROOT / "benchmarks" / "results").mkdir(parents=True, exist_ok=True)
