@@ -29,6 +29,14 @@ def thumbnail(item: HistoryItem) -> QPixmap:
     return QPixmap.fromImage(rgb_qimage(canvas))
 
 
+def thumbnail_icon(item: HistoryItem) -> QIcon:
+    """The same pixmap when selected: the default selected mode tints it with the highlight colour."""
+    pm = thumbnail(item)
+    icon = QIcon(pm)
+    icon.addPixmap(pm, QIcon.Selected)
+    return icon
+
+
 class HistoryPanel(QWidget):
     accept_requested = Signal(int)
     discard_requested = Signal(int)
@@ -79,7 +87,7 @@ class HistoryPanel(QWidget):
         if state[:-1] != self._state or not state:  # anything but "one result appended": start over
             self.list.clear()
             self._state = []
-        self._icons = {id(r): self._icons.get(id(r)) or (r, QIcon(thumbnail(r))) for r in self.doc.results}
+        self._icons = {id(r): self._icons.get(id(r)) or (r, thumbnail_icon(r)) for r in self.doc.results}
         for r in self.doc.results[len(self._state):]:
             self.list.addItem(self._make_item(r))
         self._state = state
