@@ -227,7 +227,24 @@ class MainWindow(QMainWindow):
         for a in (self.act_fill, self.act_variation, self.act_cancel):
             top.addAction(a)
         top.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
+        hm = mb.addMenu("&Help")
+        hm.addAction(self._action("&Keyboard and mouse", self.show_shortcuts, QKeySequence.HelpContents,
+                                  "All shortcuts and mouse gestures"))
         self._refresh_recent_menu()
+
+    @Slot()
+    def show_shortcuts(self) -> None:
+        """A table built from the actions themselves, so it cannot drift from the real key bindings."""
+        rows = []
+        for menu in self.menuBar().findChildren(type(self.recent_menu)):
+            for a in menu.actions():
+                keys = a.shortcut().toString(QKeySequence.NativeText)
+                if keys and not a.isSeparator():
+                    rows.append(f"<tr><td>{a.text().replace('&', '')}</td><td><b>{keys}</b></td></tr>")
+        rows += [f"<tr><td>{what}</td><td><b>{how}</b></td></tr>" for what, how in (
+            ("Erase with the current tool", "right button"), ("Pan", "middle button or space + drag"),
+            ("Zoom around the cursor", "wheel"), ("Show the original", "hold \\ or O"))]
+        QMessageBox.information(self, "Keyboard and mouse", "<table cellspacing=4>" + "".join(rows) + "</table>")
 
     def _color_button(self, tip: str, color: QColor, slot) -> QToolButton:
         b = QToolButton()
