@@ -289,6 +289,7 @@ class MainWindow(QMainWindow):
         self.jobs.preview_tick.connect(self._on_preview)
         self.jobs.progress.connect(self.progress.set_progress)
         self.jobs.loss_point.connect(self.progress.loss.add)
+        self.jobs.message.connect(self.progress.status.setText)
         self.jobs.finished.connect(self._on_job_finished)
         self.jobs.failed.connect(self._on_job_failed)
         self.jobs.cancelled.connect(self._on_job_cancelled)

@@ -89,6 +89,7 @@ class JobController(QObject):
     preview_tick = Signal(object)  # newest Preview since the last tick
     progress = Signal(int, int, float, str)  # step, total, eta seconds (-1 = unknown), stage
     loss_point = Signal(int, float)
+    message = Signal(str)  # a model's own status line (Preview.message), e.g. "learning the image"
     finished = Signal(object, object)  # Result, the Job it answers (its request holds the mask snapshot)
     failed = Signal(str)
     cancelled = Signal()
@@ -179,6 +180,8 @@ class JobController(QObject):
             return
         if p.loss is not None:
             self.loss_point.emit(p.step, float(p.loss))
+        if p.message:
+            self.message.emit(p.message)
         now = time.perf_counter()
         if p.stage != self._stage[0] or p.step < self._stage[2]:  # a new stage (train -> denoise): new rate
             self._stage = (p.stage, now, p.step)

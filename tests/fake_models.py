@@ -62,7 +62,8 @@ class SlowInpainter:
             t = i / steps
             est = (1 - t) * noise + t * colour
             yield Preview(step=i, total=steps, image=np.clip(est, 0, 255).astype(np.uint8), box=plan.box,
-                          stage="train" if learns else "denoise", loss=float(np.exp(-4 * t)) if learns else None)
+                          stage="train" if learns else "denoise", loss=float(np.exp(-4 * t)) if learns else None,
+                          message="learning this image" if learns else "")
         out = request.image.copy()
         out[request.mask] = colour.astype(np.uint8)
         return out

@@ -95,7 +95,8 @@ class ProgressPanel(QWidget):
         self.bar.setValue(0)
         self.bar.setFormat("idle")
         self.bar.setTextVisible(True)
-        self.status = QLabel(" ")
+        self.status = QLabel(" ")  # the model's own messages
+        self.status.setWordWrap(True)
         self.loss = LossCurve()
         self.loss.setVisible(False)
         lay.addLayout(row)

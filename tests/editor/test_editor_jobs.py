@@ -139,6 +139,8 @@ def test_training_loss_curve(window, qtbot, artifacts):
     assert window.fill() is not None
     assert window.progress.loss.isVisible()
     qtbot.waitUntil(lambda: len(window.progress.loss.points) >= 10, timeout=JOB_TIMEOUT_MS)
+    assert window.progress.status.text() == "learning this image", "the model's message is shown"
+    assert window.progress.bar.format().startswith("training")
     screenshot(window, artifacts, "training_loss")
     qtbot.waitUntil(lambda: not window.jobs.busy, timeout=JOB_TIMEOUT_MS)
     losses = [v for _, v in window.progress.loss.points]
