@@ -299,12 +299,12 @@ class Document(QObject):
         return None if self.shown is None else self.results[self.shown]
 
     def accept_result(self, index: int) -> bool:
-        """Apply the result inside its own mask and clear the mask, as one undo step."""
+        """Apply the result inside its own mask and clear that part of the mask, as one undo step."""
         item = self.results[index]
         new_image = np.where(item.mask[..., None], item.image, self.image)
         self.undo_stack.beginMacro(f"Accept fill ({item.model}, seed {item.seed})")
         changed = self.set_layer("image", new_image, "Apply fill")
-        self.set_layer("mask", np.zeros_like(self.mask), "Clear mask")
+        self.set_layer("mask", self.mask & ~item.mask, "Clear filled mask")  # a newer mask elsewhere stays
         self.undo_stack.push(AcceptMark(self, item))
         self.undo_stack.endMacro()
         self.show_result(None)

@@ -47,6 +47,20 @@ def test_fill_default_model_accept_and_undo(window, qtbot, artifacts):
     assert np.array_equal(doc.image[mask], item.image[mask]) and item.accepted
 
 
+def test_accepting_an_older_result_keeps_a_newer_mask(window, qtbot):
+    doc = window.doc
+    select_model(window, registry.DEFAULT_MODEL)
+    paint_mask(window, (200, 180, 320, 260))
+    first_mask = doc.mask.copy()
+    fill_and_wait(window, qtbot)
+    paint_mask(window, (40, 400, 100, 440), size=20)
+    newer = doc.mask & ~first_mask
+    assert newer.any() and doc.shown is None, "painting hides the shown result"
+    window.history.list.setCurrentRow(0)
+    window.history.accept_button.click()
+    assert np.array_equal(doc.mask, newer), "only the accepted result's hole is cleared"
+
+
 def test_several_results_per_mask_and_discard(window, qtbot):
     doc = window.doc
     select_model(window, "test-slow")
