@@ -6,7 +6,8 @@
 - ``test-attr``: instant, with smile/glasses attributes (the toggle -> canvas latency path);
 - ``test-region``: uses a user-placed region box, found by a cheap detector;
 - ``test-fail``: raises InpaintError on every run;
-- ``test-noweights``: declares weights that do not exist.
+- ``test-noweights``: declares weights that do not exist;
+- ``test-prompt``: takes a text prompt.
 The parameter schema of test-slow covers every Param kind so the generated panel is exercised.
 """
 from __future__ import annotations
@@ -126,7 +127,7 @@ def unregister_fake_models() -> None:
             registry._loaded.pop(name, None)
 
 
-FAKE_NAMES = ("test-slow", "test-train", "test-attr", "test-region", "test-fail", "test-noweights")
+FAKE_NAMES = ("test-slow", "test-train", "test-attr", "test-region", "test-fail", "test-noweights", "test-prompt")
 
 
 def register_fake_models() -> None:
@@ -142,6 +143,7 @@ def register_fake_models() -> None:
         ModelSpec(_info("test-fail"), f"{HERE}:FailingInpainter", order=904),
         ModelSpec(_info("test-noweights", weights=Path("/nonexistent/weights")), f"{HERE}:FailingInpainter",
                   order=905),
+        ModelSpec(_info("test-prompt", uses_prompt=True), f"{HERE}:AttributeInpainter", order=906),
     ]
     for s in specs:
         registry.register(s)

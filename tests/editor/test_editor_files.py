@@ -59,6 +59,20 @@ def test_export_mask_and_strip(filled, tmp_path):
     assert np.array_equal(strip[:, -w:], filled.doc.results[0].image)
 
 
+def test_prompt_reaches_the_result_and_the_png(window, qtbot, tmp_path):
+    select_model(window, "test-slow")
+    assert not window.model_panel.prompt_box.isVisibleTo(window)
+    select_model(window, "test-prompt")
+    assert window.model_panel.prompt_box.isVisibleTo(window), "a prompt field for uses_prompt models"
+    window.model_panel.prompt.setText("a red balloon")
+    paint_mask(window, (200, 180, 320, 260))
+    with qtbot.waitSignal(window.jobs.finished, timeout=20_000):
+        window.fill()
+    assert window.doc.results[-1].prompt == "a red balloon"
+    with Image.open(window.run_export("image", tmp_path / "p.png")) as im:
+        assert im.text["prompt"] == "a red balloon"
+
+
 def test_original_never_overwritten_without_confirmation(filled, tmp_path, dialogs):
     copy = tmp_path / "photo.png"
     shutil.copy(SAMPLE, copy)
