@@ -10,6 +10,8 @@ from PySide6.QtCore import QCoreApplication, Qt
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QApplication, QMessageBox
 
+from editor.worker import first_line
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "resources" / "samples" / "astronaut.png"
 
@@ -47,7 +49,7 @@ def install_excepthook() -> None:
     def hook(exc_type, exc, tb):
         traceback.print_exception(exc_type, exc, tb, file=sys.stderr)
         if QApplication.instance() is not None:
-            QMessageBox.critical(None, "Unexpected error", f"{exc_type.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            QMessageBox.critical(None, "Unexpected error", f"{exc_type.__name__}: {first_line(exc)}")
     sys.excepthook = hook
 
 

@@ -93,8 +93,9 @@ def _arrow(p: QPainter, flip: bool) -> None:
     p.drawPolygon(QPolygonF([QPointF(4, 14), QPointF(12, 6), QPointF(13, 19)]))
 
 
-_DRAW = {"undo": lambda p: _arrow(p, False), "redo": lambda p: _arrow(p, True), "brush": _brush, "eraser": _eraser, "rect": _rect, "sketch": _sketch, "region": _region,
-         "fill": _fill, "cancel": _cancel, "variation": _variation}
+_DRAW = {"undo": lambda p: _arrow(p, False), "redo": lambda p: _arrow(p, True), "brush": _brush,
+         "eraser": _eraser, "rect": _rect, "sketch": _sketch, "region": _region, "fill": _fill, "cancel": _cancel,
+         "variation": _variation}
 
 
 def icon(name: str) -> QIcon:

@@ -22,6 +22,11 @@ from engine.runner import run_job
 PREVIEW_FPS = 15
 
 
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
+
+
 @dataclass
 class Job:
     id: int
@@ -70,10 +75,10 @@ class FillWorker(QObject):
         except Cancelled:
             self.cancelled.emit(job.id)
         except InpaintError as exc:
-            self.failed.emit(job.id, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            self.failed.emit(job.id, first_line(exc) or type(exc).__name__)
         except Exception as exc:  # a model bug must not kill the thread or the app; keep the trace for bug reports
             traceback.print_exc(file=sys.stderr)
-            self.failed.emit(job.id, f"{job.model} failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            self.failed.emit(job.id, f"{job.model} failed: {type(exc).__name__}: {first_line(exc)}")
         else:
             self.finished.emit(job.id, result)
 

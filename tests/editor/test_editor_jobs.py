@@ -203,7 +203,8 @@ def test_region_box_from_detector_reaches_the_request(window, qtbot, monkeypatch
     paint_mask(window, (60, 60, 120, 120))
     seen = []
     original_start = window.jobs.start
-    monkeypatch.setattr(window.jobs, "start", lambda name, req, *a: seen.append(req.region) or original_start(name, req, *a))
+    monkeypatch.setattr(window.jobs, "start",
+                        lambda name, req, *a: seen.append(req.region) or original_start(name, req, *a))
     window.tool_actions["region"].trigger()
     from tests.editor.helpers import drag
     drag(window.canvas, [(100, 100), (130, 110)])
