@@ -48,6 +48,7 @@ def batch(n: int = 2, size: int = 8):
     return image, mask
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # diffusers' RePaint preprocess deprecation
 @pytest.mark.parametrize("eta", [0.0, 1.0])
 @pytest.mark.parametrize("beta_schedule", ["linear", "squaredcos_cap_v2"])
 def test_sampler_matches_diffusers_repaint(eta, beta_schedule):
