@@ -25,6 +25,7 @@ import json
 import platform
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -89,8 +90,10 @@ def run_diffusers(unet, images: np.ndarray, masks: np.ndarray, cfg: RePaintConfi
                   num_train_timesteps: int, beta_schedule: str):
     from diffusers import RePaintPipeline, RePaintScheduler
 
-    pipe = RePaintPipeline(unet=CountingUNet(unet), scheduler=RePaintScheduler(
+    pipe = RePaintPipeline(unet=unet, scheduler=RePaintScheduler(
         num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule))
+    calls = [0]
+    hook = unet.register_forward_pre_hook(lambda module, args: calls.__setitem__(0, calls[0] + 1))
     pipe.set_progress_bar_config(disable=True)
     out, t0 = [], time.perf_counter()
     for i in range(0, len(images), batch):
@@ -100,9 +103,9 @@ def run_diffusers(unet, images: np.ndarray, masks: np.ndarray, cfg: RePaintConfi
                    generator=torch.Generator().manual_seed(seed + i), output_type="np").images
         out.append(np.clip(np.rint(res[..., 0] * 255), 0, 255).astype(np.uint8))
     wall = time.perf_counter() - t0
+    hook.remove()
     filled = np.where(masks, np.concatenate(out), images)
-    calls = pipe.unet.calls // max(1, -(-len(images) // batch))
-    return filled, {"unet_calls_per_image": calls, "wall_s_per_image": wall / len(images), "wall_s": wall,
+    return filled, {"unet_calls_per_image": calls[0] // max(1, -(-len(images) // batch)), "wall_s_per_image": wall / len(images), "wall_s": wall,
                     "batch": batch}
 
 
@@ -125,9 +128,16 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-diffusers", action="store_true")
     p.add_argument("--skip-default", action="store_true")
+    p.add_argument("--skip-fast", action="store_true")
+    p.add_argument("--default-t-T", type=int, default=DEFAULT.t_T, help="t_T of the default run (smoke tests only)")
+    p.add_argument("--merge", nargs="+", metavar="JSON",
+                   help="combine the JSON files of partial runs (e.g. fast and default run as two processes)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "repaint_mnist.json"))
     a = p.parse_args(argv)
+    if a.merge:
+        return merge(a.merge, a.out)
     torch.set_num_threads(a.threads)
+    default = replace(DEFAULT, t_T=a.default_t_T)
 
     unet, schedule = load_ddpm(a.model)
     clf = load_classifier(a.classifier)
@@ -137,9 +147,8 @@ def main(argv: list[str] | None = None) -> dict:
         "model": str(Path(a.model).relative_to(ROOT)) if Path(a.model).is_relative_to(ROOT) else a.model,
         "images_per_mask": a.n, "images_per_mask_default_and_diffusers": a.n_default,
         "masks": list(masks), "threads": a.threads, "cpu": platform.processor() or platform.machine(),
-        "torch": torch.__version__, "default": vars(DEFAULT) if hasattr(DEFAULT, "__dict__") else str(DEFAULT),
-        "fast": str(FAST), "seed": a.seed}, "methods": {}}
-    results["setup"]["default"] = str(DEFAULT)
+        "torch": torch.__version__, "fast": str(FAST), "seed": a.seed}, "methods": {}}
+    results["setup"]["default"] = str(default)
 
     def report(name: str, filled, labels, names, timing: dict | None = None, n: int = 0) -> None:
         results["methods"][name] = {"accuracy": accuracy_by_mask(clf, filled, labels, names),
@@ -158,13 +167,13 @@ def main(argv: list[str] | None = None) -> dict:
     report("telea", telea, labels, names, {"unet_calls_per_image": 0,
                                            "wall_s_per_image": (time.perf_counter() - t0) / len(imgs)}, a.n)
 
-    print(f"fast mode: {3 * a.n} images ...", flush=True)
-    filled, timing = run_ours(unet, schedule, imgs, ms, FAST, a.seed, a.batch)
-    report("repaint-fast", filled, labels, names, timing, a.n)
-
     sub_imgs, sub_ms, sub_names = stacked(test_x[:a.n_default], masks)
     sub_labels = np.tile(test_y[:a.n_default], len(masks))
-    if a.n_default < a.n:  # fast mode on exactly the default's images, for a paired comparison
+    if not a.skip_fast:
+        print(f"fast mode: {3 * a.n} images ...", flush=True)
+        filled, timing = run_ours(unet, schedule, imgs, ms, FAST, a.seed, a.batch)
+        report("repaint-fast", filled, labels, names, timing, a.n)
+    if not a.skip_fast and a.n_default < a.n:  # fast mode on exactly the default's images, for a paired comparison
         names_arr = np.array(names)
         idx = np.concatenate([np.nonzero(names_arr == m)[0][:a.n_default] for m in masks])
         report("repaint-fast (default's subset)", filled[idx], sub_labels, sub_names,
@@ -172,11 +181,11 @@ def main(argv: list[str] | None = None) -> dict:
         report("telea (default's subset)", telea[idx], sub_labels, sub_names, {}, a.n_default)
     if not a.skip_default:
         print(f"default RePaint: {3 * a.n_default} images ...", flush=True)
-        filled, timing = run_ours(unet, schedule, sub_imgs, sub_ms, DEFAULT, a.seed, a.batch)
+        filled, timing = run_ours(unet, schedule, sub_imgs, sub_ms, default, a.seed, a.batch)
         report("repaint-default", filled, sub_labels, sub_names, timing, a.n_default)
     if not a.skip_diffusers:
         print(f"diffusers RePaintPipeline: {3 * a.n_default} images ...", flush=True)
-        filled, timing = run_diffusers(unet, sub_imgs, sub_ms, DEFAULT, a.seed, a.batch,
+        filled, timing = run_diffusers(unet, sub_imgs, sub_ms, default, a.seed, a.batch,
                                        schedule.num_train_timesteps, schedule.cfg.beta_schedule)
         report("diffusers-repaint", filled, sub_labels, sub_names, timing, a.n_default)
         if "repaint-default" in results["methods"]:
@@ -187,6 +196,20 @@ def main(argv: list[str] | None = None) -> dict:
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(results, indent=2))
     print(f"wrote {a.out}")
+    return results
+
+
+def merge(paths: list[str], out: str) -> dict:
+    """One result from partial runs: setup of the first, methods of all (later files win on a name clash)."""
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    results = {"setup": {**parts[0]["setup"], "merged_from": [Path(p).name for p in paths]}, "methods": {}}
+    for part in parts:
+        results["methods"].update(part["methods"])
+        if "time_ratio_diffusers_over_ours" in part:
+            results["time_ratio_diffusers_over_ours"] = part["time_ratio_diffusers_over_ours"]
+    print_table(results)
+    Path(out).write_text(json.dumps(results, indent=2))
+    print(f"wrote {out}")
     return results
 
 
