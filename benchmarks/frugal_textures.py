@@ -104,7 +104,7 @@ def run_learned(objective: str, img: np.ndarray, test: np.ndarray, hole: np.ndar
             break
     info = {"train_wall_s": train_wall, "train_cpu_s": train_cpu, "infer_wall_s": time.perf_counter() - w0,
             "infer_cpu_s": time.process_time() - c0, "iterations": stats["iterations"],
-            "final_loss": stats["loss"], "params": stats["parameters"]}
+            "final_loss": stats["loss"], "params": stats["parameters"], "train_loop_s": stats["seconds"]}
     return np.where(hole[..., None], out, img), info
 
 
@@ -166,6 +166,23 @@ def montage(img, fills: dict, test: np.ndarray, path: Path) -> None:
     cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(tiles, 1), cv2.COLOR_RGB2BGR))
 
 
+def merge(paths: list[str], out_path: Path, watts: float) -> int:
+    rows, metas = {}, []
+    for p in paths:
+        d = json.loads(Path(p).read_text())
+        rows.update(d["textures"])
+        metas.append(d["meta"])
+    t2, energy = table2(rows, watts)
+    out_path.write_text(json.dumps({"meta": {"parts": metas}, "textures": rows, "table2": energy}, indent=1,
+                                   default=float))
+    print("Table 1 - hole metrics (held-out test region), this CPU")
+    print(table1(rows))
+    print("\nTable 2 - frugality (CPU process time, per image)")
+    print(t2)
+    print(f"\nwrote {out_path}")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=3.0, help="learning time per learned model and texture")
@@ -183,7 +200,11 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared, loaded CPU)")
     ap.add_argument("--watts-per-core", type=float, default=15.0)
     ap.add_argument("--out", default=str(RESULTS / "frugal_textures.json"))
+    ap.add_argument("--merge", nargs="+", help="only merge these partial JSON results (e.g. two halves run in "
+                    "parallel with --textures) into --out and print the tables")
     args = ap.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, Path(args.out), args.watts_per_core)
     import torch
 
     torch.set_num_threads(args.threads)

@@ -44,11 +44,16 @@ class TrainConfig:
     lr: float = 2e-3  # Adam peak learning rate (paper: 1e-4)
     warmup: int = 20  # linear warm-up iterations
     p_full: float = 0.15  # share of fully masked training crops
+    weighting: str = "uniform"  # "uniform": Eq. 1 as in the paper; "edm": 1 / c_out^2; "min-snr": clamp(SNR_t, .05, 5)
     ema: float = 0.0  # decay of an exponential moving average of the weights (0 = off); the EMA is what is kept
     seed: int = 0
     scale: float = 1.0  # working scale of the image (< 1 when a big hole is learned and filled downscaled)
     unet: UNetConfig = field(default_factory=UNetConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+
+    def __post_init__(self) -> None:
+        if self.objective == "regression":  # no noise input: the x_t skip of the preconditioning would copy y
+            self.unet.precond = False
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -74,15 +79,28 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 
 
 def diffusion_loss(net: FrugalUNet, sched: DiffusionSchedule, x0: torch.Tensor, mask: torch.Tensor,
-                   gen: torch.Generator) -> torch.Tensor:
-    """Eq. 1 on a batch: noise x0 at t ~ U{1..T}, predict x0 from (x_t, y, M, sigma_t^2), L2 on the hole."""
+                   gen: torch.Generator, weighting: str = "uniform") -> torch.Tensor:
+    """Eq. 1 on a batch: noise x0 at t ~ U{1..T}, predict x0 from (x_t, y, M, sigma_t^2), L2 on the hole.
+
+    ``weighting="min-snr"`` multiplies each sample's loss by clamp(SNR_t, 0.05, 5), SNR_t = abar_t / sigma_t^2
+    (Min-SNR, Hang et al. 2023, for x0 targets, with a floor so the pure-noise end is still learned): uniform x0
+    weights spend most of the gradient on high noise, this moves it to the fine-detail end."""
     b = x0.shape[0]
     t = torch.randint(1, sched.T + 1, (b,), generator=gen)
     noise = torch.randn(x0.shape, generator=gen)
     x_t = sched.q_sample(x0, t, noise)
     y = x0 * (1 - mask)
     pred = net(x_t, y, mask, sched.sigma2[t])
-    return hole_mse(pred, x0, mask)
+    if weighting == "uniform":
+        return hole_mse(pred, x0, mask)
+    if weighting == "edm":  # lambda = 1 / c_out^2 of the preconditioning, capped at the sigma = 0.02 level
+        s2, sd2 = sched.sigma2[t], net.cfg.sigma_data ** 2
+        w = ((s2 + (1 - s2) * sd2) / (s2 * sd2)).clamp(max=2500.0)
+        w = (w / 4.0).view(-1, 1, 1, 1)  # 1 at pure noise
+    else:
+        snr = sched.abar[t] / sched.sigma2[t]
+        w = snr.clamp(0.05, 5.0).view(-1, 1, 1, 1)
+    return (w * (pred - x0) ** 2 * mask).sum() / (mask.sum() * x0.shape[1]).clamp(min=1.0)
 
 
 def regression_loss(net: FrugalUNet, x0: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -104,6 +122,9 @@ def train(images: list[np.ndarray], excludes: list[np.ndarray | None], cfg: Trai
     Returns (network in eval mode, stats dict). ``check`` is called every iteration (cancel.check)."""
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
+    if cfg.unet.precond and cfg.unet.sigma_data <= 0:  # <= 0: measure it on the known pixels of the images
+        known = np.concatenate([im[~ex] if ex is not None else im.reshape(-1, 3) for im, ex in zip(images, excludes)])
+        cfg.unet.sigma_data = round(max(float(known.std()) / 127.5, 0.05), 4)
     net = FrugalUNet(cfg.unet)
     sched = DiffusionSchedule(cfg.schedule)
     sampler = CropSampler(images, excludes, cfg.crop, seed=cfg.seed, multiple=net.multiple, p_full=cfg.p_full)
@@ -133,7 +154,7 @@ def train(images: list[np.ndarray], excludes: list[np.ndarray | None], cfg: Trai
         x0 = to_tensor(crops)
         m = torch.from_numpy(masks)[:, None].float()
         if cfg.objective == "diffusion":
-            loss = diffusion_loss(net, sched, x0, m, gen)
+            loss = diffusion_loss(net, sched, x0, m, gen, cfg.weighting)
         else:
             loss = regression_loss(net, x0, m)
         opt.zero_grad(set_to_none=True)
