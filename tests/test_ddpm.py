@@ -17,7 +17,7 @@ import torch
 from engine.api import CancelToken, Cancelled, Request
 from engine.ddpm.model import NoiseSchedule, ScheduleConfig, build_unet, load_ddpm, save_ddpm
 from engine.ddpm.repaint import (DEFAULT, FAST, CountingUNet, RePaintConfig, count_unet_calls, jump_schedule,
-                                 repaint, repaint_steps)
+                                 renoise_indices, repaint, repaint_steps)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,6 +89,18 @@ def test_schedule_and_call_counts():
     image, mask = batch(1)
     repaint(unet, NoiseSchedule(), image, mask, FAST, generator=torch.Generator().manual_seed(0))
     assert unet.calls == fast
+
+
+@pytest.mark.parametrize("t_T", [1000, 250, 50, 7])
+def test_renoise_matches_the_level_gap(t_T):
+    """A jump from level k-1 to k multiplies abar by exactly abar_{tau_k} / abar_{tau_{k-1}} (eq. 2 chained)."""
+    schedule = NoiseSchedule()
+    stride = 1000 // t_T
+    for k in range(t_T):
+        idx = list(renoise_indices(k, stride, 1000))
+        gain = torch.prod(1 - schedule.betas[idx].double())
+        want = schedule.alphas_cumprod[k * stride].double() / schedule.alpha_bar(k * stride - stride).double()
+        assert abs(gain.item() - want.item()) < 1e-5
 
 
 def test_known_pixels_unchanged_and_deterministic():

@@ -90,6 +90,20 @@ def count_unet_calls(t_T: int, jump_length: int = 10, jump_n_sample: int = 10) -
     return sum(1 for kind, _ in jump_schedule(t_T, jump_length, jump_n_sample) if kind == "denoise")
 
 
+def renoise_indices(k: int, stride: int, T: int, beta_index: str = "exact") -> range:
+    """The timesteps s whose beta_s carry the chain from level k - 1 to level k (tau_k = k * stride).
+
+    "exact": s in (tau_{k-1}, tau_k], with tau_{-1} = -1 (the clean image), so prod (1 - beta_s) is exactly
+    abar_{tau_k} / abar_{tau_{k-1}}; "diffusers": s in [tau_k, tau_k + stride), as RePaintScheduler.undo_step.
+    """
+    t = k * stride
+    if beta_index == "exact":
+        return range(max(t - stride + 1, 0), t + 1)
+    if beta_index == "diffusers":
+        return range(t, min(t + stride, T))
+    raise ValueError(f"beta_index must be 'exact' or 'diffusers', not {beta_index!r}")
+
+
 @dataclass
 class RePaintStep:
     """What one UNet step reports: ``x0`` is the predicted clean image with the known region pasted in."""
@@ -142,9 +156,8 @@ def repaint_steps(unet: Optional[torch.nn.Module], schedule: NoiseSchedule, imag
         t = k * stride  # training timestep of level k
         if kind == "renoise":
             # q(x_t | x_{t-1}) = N(sqrt(1 - beta) x, beta I), chained over the stride (eq. 2)
-            first = t - stride + 1 if beta_index == "exact" else t
-            for s in range(first, first + stride):
-                beta = schedule.betas[min(s, T - 1)]
+            for s in renoise_indices(k, stride, T, beta_index):
+                beta = schedule.betas[s]
                 x = (1 - beta).sqrt() * x + beta.sqrt() * _randn(x.shape, generator, x)
             continue
         t_prev = t - stride  # the next level; < 0 means the clean image
