@@ -216,3 +216,15 @@ def _drain(gen):
             yield next(gen)
         except StopIteration:
             return
+
+
+def test_edm_preconditioning_is_identity_at_zero_noise_and_finite_at_pure_noise():
+    from engine.frugal.model import FrugalUNet, UNetConfig
+
+    torch.manual_seed(0)
+    net = FrugalUNet(UNetConfig(precond=True)).eval()
+    x = torch.rand(1, 3, 16, 16) * 2 - 1
+    m = torch.ones(1, 1, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(net(x, x * 0, m, torch.zeros(1)), x, atol=1e-5)
+        assert torch.isfinite(net(x, x * 0, m, torch.ones(1))).all()
