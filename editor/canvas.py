@@ -44,6 +44,7 @@ class Canvas(QWidget):
     zoom_changed = Signal(float)
     cursor_moved = Signal(int, int)  # image pixel under the cursor (-1, -1 when outside)
     painted = Signal(float)  # perf_counter at the end of each paint: latency measurements hook here
+    region_dragged = Signal()  # the user moved or resized the region box
 
     def __init__(self, doc: Document, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -413,7 +414,9 @@ class Canvas(QWidget):
 
     def mouseReleaseEvent(self, e: QMouseEvent) -> None:
         drag, self._drag = self._drag, None
-        if drag == "stroke":
+        if drag in ("region-move", "region-size"):
+            self.region_dragged.emit()
+        elif drag == "stroke":
             what = "sketch" if self.tool == "sketch" else "mask"
             verb = "Erase" if self._drag_erase else ("Sketch" if what == "sketch" else "Paint")
             self.doc.end_stroke(f"{verb} {what} stroke")

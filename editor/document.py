@@ -277,11 +277,19 @@ class Document(QObject):
                        attributes=dict(attributes), seed=int(seed), params=dict(params),
                        region=self.region if use_region else None, prompt=prompt)
 
-    def add_result(self, item: HistoryItem) -> int:
-        self.results.append(item)
+    def add_result(self, item: HistoryItem, replace: int | None = None) -> int:
+        """Append ``item`` (or put it in place of result ``replace``) and show it."""
+        if replace is not None and 0 <= replace < len(self.results):
+            self.results[replace] = item
+            index = replace
+        else:
+            self.results.append(item)
+            index = len(self.results) - 1
         self.results_changed.emit()
-        self.show_result(len(self.results) - 1)
-        return len(self.results) - 1
+        if self.shown == index:
+            self.shown_result_changed.emit()  # same index, new pixels
+        self.show_result(index)
+        return index
 
     def discard_result(self, index: int) -> None:
         del self.results[index]
@@ -337,11 +345,13 @@ class Document(QObject):
             self.region_changed.emit()
 
     def default_region(self, side: int) -> Rect:
-        """A square of ``side`` pixels centred on the mask (or the image when the mask is empty)."""
+        """A square of at least ``side`` pixels centred on the mask, with room for the whole hole plus context
+        (or centred on the image when the mask is empty)."""
         h, w = self.mask.shape
         if self.mask.any():
             x0, y0, x1, y1 = mask_bbox(self.mask)
             cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
+            side = max(side, int(1.5 * max(x1 - x0, y1 - y0)))
         else:
             cx, cy = w // 2, h // 2
         side = min(side, w, h)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 from PySide6.QtCore import QSettings, Qt, QTimer, Slot
 from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QColor, QKeySequence
 from PySide6.QtWidgets import (QColorDialog, QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox,
@@ -50,6 +51,8 @@ class MainWindow(QMainWindow):
         self._toggle_t0: float | None = None
         self.last_toggle_latency: float | None = None  # attribute flip -> refilled canvas painted, seconds
         self._exported_clean = True  # no accepted fill since the last export
+        self._region_source = "default"  # where the region box came from: "default" | "detected" | "user"
+        self._replace: tuple[int, int] | None = None  # (job id, history index) an attribute refill replaces
         self._build_docks()
         self._build_actions()
         self._build_status_bar()
@@ -295,6 +298,7 @@ class MainWindow(QMainWindow):
         self.jobs.cancelled.connect(self._on_job_cancelled)
         self.jobs.busy_changed.connect(self._on_busy)
         self.jobs.region_ready.connect(self._on_region_suggested)
+        self.canvas.region_dragged.connect(self._on_region_dragged)
         self.doc.image_replaced.connect(self._on_image_replaced)
         self.doc.undo_stack.cleanChanged.connect(self._update_title)
 
@@ -420,8 +424,8 @@ class MainWindow(QMainWindow):
         if not info.weights_present:
             self.error("Model not available", f"{info.title}: weights not found at {info.weights}")
             return None
-        if info.uses_region and self.doc.region is None:
-            self._place_region()
+        if info.uses_region and self._region_source == "default":  # no face found, not moved: follow the mask
+            self.doc.set_region(self.doc.default_region(self._region_side()))
         req = self.doc.request(self.model_panel.seed.value(), self.model_panel.params(),
                                self.model_panel.attributes(), self.model_panel.prompt.text(), info.uses_region)
         job_id = self.jobs.start(info.name, req, info.instant)  # first, so the worker starts while the widgets update
@@ -443,7 +447,9 @@ class MainWindow(QMainWindow):
     @Slot(object, object)
     def _on_job_finished(self, result: Result, job: Job) -> None:
         self.doc.clear_preview()
-        self.doc.add_result(HistoryItem.from_result(result, job.request))
+        replace = self._replace[1] if self._replace is not None and self._replace[0] == job.id else None
+        self._replace = None
+        self.doc.add_result(HistoryItem.from_result(result, job.request), replace)
         total = result.timings.get("total", 0.0)
         self.progress.finish(f"done in {total:.2f} s")
         self.statusBar().showMessage(f"{result.model}: filled in {total:.2f} s (seed {result.seed}); "
@@ -474,7 +480,12 @@ class MainWindow(QMainWindow):
         info = self.model_panel.info
         if info is not None and info.instant and self.doc.mask.any():
             self._toggle_t0 = time.perf_counter()
-            self.fill()
+            # Flipping toggles on one hole refines one result instead of filling the strip with near-copies.
+            shown = self.doc.shown_item()
+            same = (shown is not None and not shown.accepted and shown.model == info.name
+                    and np.array_equal(shown.mask, self.doc.mask))
+            job_id = self.fill()
+            self._replace = (job_id, self.doc.shown) if same and job_id is not None else None
 
     @Slot(float)
     def _on_canvas_painted(self, t: float) -> None:
@@ -514,18 +525,27 @@ class MainWindow(QMainWindow):
             self.tool_actions["brush"].trigger()
         self.canvas.update()
 
-    def _place_region(self) -> None:
-        """Centre the box on the mask now; move it to the model's suggestion (e.g. the face) when that arrives."""
+    def _region_side(self) -> int:
         info = self.model_panel.info
-        side = info.resolution * 2 if info.resolution else 256
-        self.doc.set_region(self.doc.default_region(side))
-        self.jobs.detect_region(info.name, self.doc.image)
+        return info.resolution * 2 if info.resolution else 256
+
+    def _place_region(self) -> None:
+        """Centre the box on the mask now; move it to the model's suggestion (e.g. the face) when that arrives.
+        Until then, or when there is none, the box follows the mask at each Fill."""
+        self._region_source = "default"
+        self.doc.set_region(self.doc.default_region(self._region_side()))
+        self.jobs.detect_region(self.model_panel.info.name, self.doc.image)
 
     @Slot(object)
     def _on_region_suggested(self, region) -> None:
         info = self.model_panel.info
-        if region is not None and info is not None and info.uses_region:
+        if region is not None and info is not None and info.uses_region and self._region_source == "default":
+            self._region_source = "detected"
             self.doc.set_region(tuple(int(v) for v in region))
+
+    @Slot()
+    def _on_region_dragged(self) -> None:
+        self._region_source = "user"
 
     # ----- mask and sketch -----------------------------------------------------------------------------------
     @Slot()

@@ -4,7 +4,7 @@
 - ``test-slow``: burns CPU in torch for ``step_ms`` per step and yields a preview every step (a long job);
 - ``test-train``: like test-slow but ``learns_on_image`` and its previews carry ``stage="train"`` and a loss;
 - ``test-attr``: instant, with smile/glasses attributes (the toggle -> canvas latency path);
-- ``test-region``: uses a user-placed region box, found by a cheap detector;
+- ``test-region``: uses a user-placed region box, found by a cheap detector (``-nodetect``: no detector);
 - ``test-fail``: raises InpaintError on every run;
 - ``test-noweights``: declares weights that do not exist;
 - ``test-prompt``: takes a text prompt.
@@ -127,7 +127,8 @@ def unregister_fake_models() -> None:
             registry._loaded.pop(name, None)
 
 
-FAKE_NAMES = ("test-slow", "test-train", "test-attr", "test-region", "test-fail", "test-noweights", "test-prompt")
+FAKE_NAMES = ("test-slow", "test-train", "test-attr", "test-region", "test-region-nodetect", "test-fail",
+              "test-noweights", "test-prompt")
 
 
 def register_fake_models() -> None:
@@ -140,6 +141,8 @@ def register_fake_models() -> None:
                   f"{HERE}:AttributeInpainter", order=902),
         ModelSpec(_info("test-region", params=SLOW_PARAMS, uses_region=True, resolution=64),
                   f"{HERE}:SlowInpainter", order=903, region_detector=f"{HERE}:detect_region"),
+        ModelSpec(_info("test-region-nodetect", params=SLOW_PARAMS, uses_region=True, resolution=32),
+                  f"{HERE}:SlowInpainter", order=903),
         ModelSpec(_info("test-fail"), f"{HERE}:FailingInpainter", order=904),
         ModelSpec(_info("test-noweights", weights=Path("/nonexistent/weights")), f"{HERE}:FailingInpainter",
                   order=905),

@@ -51,7 +51,8 @@ class HistoryPanel(QWidget):
         self.list.setWrapping(False)
         self.list.setMovement(QListView.Static)
         self.list.setIconSize(QSize(THUMB, THUMB))
-        self.list.setFixedHeight(THUMB + 44)
+        self.list.setFixedHeight(THUMB + 64)  # three label lines: model, seed, attributes
+        self.list.setVerticalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
         self.list.setSpacing(4)
         self.list.setToolTip("Finished fills: click to show one on the canvas")
         self._icons: dict[int, tuple[HistoryItem, QIcon]] = {}  # id(item) -> thumbnail, built once per result
@@ -95,7 +96,8 @@ class HistoryPanel(QWidget):
         self._sync_selection()
 
     def _make_item(self, r: HistoryItem) -> QListWidgetItem:
-        label = f"{r.model}\nseed {r.seed}" + ("  ✓" if r.accepted else "")
+        on = "+".join(k for k, v in sorted(r.attributes.items()) if v >= 0.5)
+        label = f"{r.model}\nseed {r.seed}" + (f"\n{on}" if on else "") + ("  ✓" if r.accepted else "")
         it = QListWidgetItem(self._icons[id(r)][1], label)
         it.setToolTip(f"{r.model}, seed {r.seed}, {r.timings.get('total', 0):.1f} s\n"
                       + "\n".join(f"{k} = {v}" for k, v in sorted(r.params.items()))

@@ -7,6 +7,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 
 from engine import registry
+from engine.crop import mask_bbox
 from tests.editor.helpers import paint_mask, screenshot, select_model, set_param
 
 JOB_TIMEOUT_MS = 20_000
@@ -190,6 +191,8 @@ def test_instant_attribute_toggle_refills_fast(window, qtbot):
         latencies.append(window.last_toggle_latency)
         smile = doc.results[-1].image[220, 260, 0]
         assert (smile > 200) == on, "the refill follows the toggle"
+    assert len(doc.results) == 1, "toggle refills replace the shown result instead of piling up"
+    assert "smile" in window.history.list.item(0).text()
     print(f"toggle -> canvas latency ms: {[round(v * 1000, 1) for v in latencies]}")
     assert np.median(latencies) < 0.05
 
@@ -213,6 +216,19 @@ def test_region_box_from_detector_reaches_the_request(window, qtbot, monkeypatch
     screenshot(window, artifacts, "region_box")
     fill_and_wait(window, qtbot)
     assert seen == [(30, 10, 286, 266)]
+
+
+def test_region_without_detector_follows_the_mask(window, qtbot, monkeypatch):
+    """Picked before any mask is painted, the box starts at the image centre; at Fill it moves onto the mask."""
+    select_model(window, "test-region-nodetect")
+    set_param(window, "steps", 2)
+    set_param(window, "step_ms", 1.0)
+    paint_mask(window, (40, 400, 90, 440), size=16)
+    fill_and_wait(window, qtbot)
+    x0, y0, x1, y1 = window.doc.region
+    mx0, my0, mx1, my1 = mask_bbox(window.doc.mask)
+    assert x1 - x0 == y1 - y0 >= 64, "square, at least the model's working size x 2"
+    assert x0 <= mx0 and y0 <= my0 and x1 >= mx1 and y1 >= my1, "the whole hole is inside"
 
 
 def test_parameter_panel_built_from_schema(window):
