@@ -84,7 +84,10 @@ def run_learned(objective: str, img: np.ndarray, test: np.ndarray, hole: np.ndar
     from engine.frugal.pipeline import fill
 
     cfg = tr.TrainConfig(objective=objective, minutes=args.minutes, iterations=args.iterations, crop=args.crop,
-                         batch=args.batch, seed=args.seed, lr=args.lr, ema=args.ema)
+                         batch=args.batch, seed=args.seed, lr=args.lr, ema=args.ema,
+                         weighting="edm" if args.precond else "uniform")
+    if args.precond and objective == "diffusion":
+        cfg.unet.precond = True
     w0, c0 = time.perf_counter(), time.process_time()
     gen = tr.train([img], [test], cfg)
     while True:
@@ -193,6 +196,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--ema", type=float, default=0.0)
+    ap.add_argument("--precond", action="store_true", help="EDM preconditioning + EDM loss weighting (ablation)")
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--eta", type=float, default=1.0)
     ap.add_argument("--patch", type=int, default=7)

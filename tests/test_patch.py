@@ -84,3 +84,13 @@ def test_hole_without_any_known_patch_is_a_clear_error(rng):
     img = _periodic(rng, 12, 12)
     with pytest.raises(InpaintError):
         run_to_end(registry.load("patch"), Request(image=img, mask=np.ones((12, 12), bool)))
+
+
+def test_odd_sized_image(rng):
+    from engine.patch.patchmatch import PatchConfig, patch_inpaint
+
+    img = _periodic(rng, 75, 101)
+    hole = np.zeros((75, 101), bool)
+    hole[30:50, 40:70] = True
+    out = patch_inpaint(img, hole, PatchConfig(em_iters=2, pm_iters=2))
+    assert out.shape == img.shape and np.array_equal(out[~hole], img[~hole])

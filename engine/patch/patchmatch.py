@@ -41,13 +41,21 @@ def _disk(k: int) -> np.ndarray:
     return np.ones((k, k), np.uint8)
 
 
+def resize(a: np.ndarray, size: tuple[int, int], interp: int) -> np.ndarray:
+    """cv2.resize for any channel count (INTER_AREA with a non-integer factor takes at most 4 channels)."""
+    if a.ndim == 2 or a.shape[2] <= 4:
+        return cv2.resize(a, size, interpolation=interp)
+    return np.concatenate([cv2.resize(a[..., i:i + 4], size, interpolation=interp).reshape(size[1], size[0], -1)
+                           for i in range(0, a.shape[2], 4)], axis=-1)
+
+
 def pyramid(image: np.ndarray, hole: np.ndarray, levels: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """[(image, hole)] from fine to coarse; a coarse pixel is a hole if any fine pixel under it is."""
     out = [(image.astype(np.float32), hole.astype(bool))]
     for _ in range(levels - 1):
         im, m = out[-1]
         h, w = max(1, im.shape[0] // 2), max(1, im.shape[1] // 2)
-        im2 = cv2.resize(im, (w, h), interpolation=cv2.INTER_AREA)
+        im2 = resize(im, (w, h), cv2.INTER_AREA)
         m2 = cv2.resize(m.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA) > 0
         out.append((im2, m2))
     return out
@@ -219,7 +227,7 @@ def inpaint_iter(image: np.ndarray, hole: np.ndarray, cfg: PatchConfig | None = 
             cx = np.clip(px // 2, 0, prev.w - 1) + r0
             lev.ny[lev.ty, lev.tx] = (prev.ny[cy, cx] - r0) * 2 + py % 2 + r1
             lev.nx[lev.ty, lev.tx] = (prev.nx[cy, cx] - r0) * 2 + px % 2 + r1
-            up = cv2.resize(prev.image(), (lev.w, lev.h), interpolation=cv2.INTER_LINEAR)
+            up = resize(prev.image(), (lev.w, lev.h), cv2.INTER_LINEAR)
             lev.img[lev.hy, lev.hx] = up[lev.hy - r1, lev.hx - r1]
             lev.patchmatch(1)
             lev.reconstruct()
