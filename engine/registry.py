@@ -74,11 +74,15 @@ def all_models() -> list[ModelInfo]:
     return [s.info for s in sorted(specs.values(), key=lambda s: (s.order, s.info.name))]
 
 
-def get_info(name: str) -> ModelInfo:
+def get_spec(name: str) -> ModelSpec:
     specs = _all_specs()
     if name not in specs:
         raise InpaintError(f"unknown model {name!r}; run `python main.py models` to list them")
-    return specs[name].info
+    return specs[name]
+
+
+def get_info(name: str) -> ModelInfo:
+    return get_spec(name).info
 
 
 def load(name: str) -> Inpainter:

@@ -118,13 +118,9 @@ def _info(name: str, **kw) -> ModelInfo:
 
 
 def unregister_fake_models() -> None:
-    """Remove them again, so later tests in the same session (e.g. listing models) see only real ones. The
-    registry has no public removal: tests may reach into it."""
-    specs = registry._all_specs()
-    with registry._lock:
-        for name in FAKE_NAMES:
-            specs.pop(name, None)
-            registry._loaded.pop(name, None)
+    """Remove them again, so later tests in the same session (e.g. listing models) see only real ones."""
+    for name in FAKE_NAMES:
+        registry.unregister(name)
 
 
 FAKE_NAMES = ("test-slow", "test-train", "test-attr", "test-region", "test-region-nodetect", "test-fail",
