@@ -41,9 +41,11 @@ def load_cvae(folder: Path):
 
 
 def fill_batch(model, imgs: np.ndarray, masks: np.ndarray, attrs: np.ndarray, variation: float = 0.0,
-               seed: int = 0) -> np.ndarray:
+               seed: int = 0, strength: float = 0.0) -> np.ndarray:
     """Composites (fill in the hole, original elsewhere), N x 64 x 64 x 3 uint8."""
     import torch
+
+    from engine.face.model import guided_logits, reparameterise
 
     out = []
     g = torch.Generator().manual_seed(seed)
@@ -53,7 +55,10 @@ def fill_batch(model, imgs: np.ndarray, masks: np.ndarray, attrs: np.ndarray, va
             m = torch.from_numpy(masks[i:i + 128].astype(np.float32))[:, None]
             a = torch.from_numpy(attrs[i:i + 128].astype(np.float32))
             eps = torch.randn(len(x), model.cfg.z_dim, generator=g)
-            y = torch.sigmoid(model(x, m, a, eps=eps, temperature=variation)[0])
+            x_in = model.prepare(x, m)
+            mu, logvar, feats = model.encoder(x_in)
+            z = reparameterise(mu, logvar, eps, variation)
+            y = torch.sigmoid(guided_logits(model, z, a, feats, x_in, strength))
             y = (y * m + x * (1 - m)).permute(0, 2, 3, 1).mul(255).round().clamp(0, 255)
             out.append(y.to(torch.uint8).numpy())
     return np.concatenate(out)
@@ -79,7 +84,7 @@ def telea_batch(imgs: np.ndarray, masks: np.ndarray) -> np.ndarray:
     return np.stack([opencv_inpaint(im, m, 5, "telea") for im, m in zip(imgs, masks)])
 
 
-def attribute_control(model, clf, imgs, labels, mouth, eyes) -> dict:
+def attribute_control(model, clf, imgs, labels, mouth, eyes, strengths=(0.0,)) -> dict:
     from engine.face.classifier import predict
 
     n = len(imgs)
@@ -90,11 +95,12 @@ def attribute_control(model, clf, imgs, labels, mouth, eyes) -> dict:
         for want in (1.0, 0.0):
             attrs = labels.copy()
             attrs[:, col] = want
-            for variation in (0.0, 1.0):
-                filled = fill_batch(model, imgs, masks, attrs, variation, seed=1)
-                p = predict(clf, filled)[:, col]
-                ok = (p > 0.5) if want else (p <= 0.5)
-                out[f"{name}={int(want)} variation={variation:g}"] = float(ok.mean())
+            for strength in strengths:
+                for variation in (0.0, 1.0):
+                    filled = fill_batch(model, imgs, masks, attrs, variation, seed=1, strength=strength)
+                    p = predict(clf, filled)[:, col]
+                    ok = (p > 0.5) if want else (p <= 0.5)
+                    out[f"{name}={int(want)} strength={strength:g} variation={variation:g}"] = float(ok.mean())
     out["n"] = n
     return out
 

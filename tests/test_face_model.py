@@ -3,7 +3,7 @@ import math
 
 import torch
 
-from engine.face.model import (Discriminator, FaceConfig, FaceCVAE, from_pretrained, kl_divergence,
+from engine.face.model import (Discriminator, FaceConfig, FaceCVAE, from_pretrained, guided_logits, kl_divergence,
                                reconstruction_bce, reparameterise, save_pretrained)
 
 TINY = FaceConfig(ch=8, z_dim=16, emb_dim=4, disc_ch=8)
@@ -76,3 +76,19 @@ def test_hole_content_does_not_reach_the_encoder():
     y = x.clone()
     y[..., 20:40, 20:40] = torch.rand(1, 3, 20, 20)
     assert torch.equal(G.prepare(x, m), G.prepare(y, m))
+
+
+def test_attribute_guidance_formula():
+    torch.manual_seed(1)
+    G = FaceCVAE(TINY).eval()
+    x, m = torch.rand(2, 3, 64, 64), torch.zeros(2, 1, 64, 64)
+    a = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    with torch.no_grad():
+        x_in = G.prepare(x, m)
+        mu, _, feats = G.encoder(x_in)
+        dec = lambda aa: G.decoder(mu, G.embed(aa), feats, x_in)  # noqa: E731
+        assert torch.allclose(guided_logits(G, mu, a, feats, x_in, 0.0), dec(a))
+        flip0, flip1 = a.clone(), a.clone()
+        flip0[:, 0], flip1[:, 1] = 1 - a[:, 0], 1 - a[:, 1]
+        want = dec(a) + 1.5 * (2 * dec(a) - dec(flip0) - dec(flip1))
+        assert torch.allclose(guided_logits(G, mu, a, feats, x_in, 1.5), want, atol=1e-5)

@@ -20,7 +20,10 @@ MODELS = [
         resolution=64,
         params=(Param("variation_scale", "float", 1.0, "Variation",
                       "Temperature of the latent sample z = mu + sigma * (t * eps); 0 = the most likely fill, "
-                      "change the seed for another sample", min=0.0, max=3.0, step=0.1),),
+                      "change the seed for another sample", min=0.0, max=3.0, step=0.1),
+                Param("attribute_strength", "float", 0.0, "Attribute strength",
+                      "Guidance that exaggerates what the smile/glasses toggles change (0 = plain decoder); "
+                      "large values add artefacts", min=0.0, max=3.0, step=0.25)),
         attributes=(Attribute("smile", "Smile", 1.0, "Fill the mouth smiling (1) or neutral (0)"),
                     Attribute("glasses", "Glasses", 0.0, "Fill the eye band with glasses (1) or without (0)")),
         weights=WEIGHTS, instant=True, uses_region=True),

@@ -5,6 +5,7 @@ tensors for the crop are reused between calls while the crop is unchanged, the e
 (crop, mask), so flipping smile/glasses or moving the variation slider re-runs only the decoder.
 Variation: z = mu + sigma * (variation_scale * eps) with eps ~ N(0, I) drawn from ``Request.seed``
 (Kingma & Welling 2014 reparameterisation; variation_scale is the sampling temperature, 0 = the posterior mean).
+Attribute strength: guidance that contrasts the decoder with each attribute flipped (``model.guided_logits``).
 """
 from __future__ import annotations
 
@@ -45,9 +46,9 @@ class FaceInpainter:
             return self._model
 
     def fill(self, crop: np.ndarray, mask: np.ndarray, attrs: dict[str, float], seed: int = 0,
-             variation: float = 1.0) -> np.ndarray:
+             variation: float = 1.0, strength: float = 0.0) -> np.ndarray:
         """res x res x 3 uint8 crop + res x res bool hole -> the decoder's full res x res x 3 uint8 image."""
-        from engine.face.model import ATTRIBUTES, reparameterise
+        from engine.face.model import ATTRIBUTES, guided_logits, reparameterise
 
         model = self.model()
         torch = self._torch
@@ -67,7 +68,7 @@ class FaceInpainter:
             eps = torch.randn(mu.shape, generator=g)
             z = reparameterise(mu, logvar, eps, float(variation))
             a = torch.tensor([[float(attrs.get(n, 0.0)) for n in ATTRIBUTES]], dtype=torch.float32)
-            logits = model.decoder(z, model.embed(a), feats, x_in)
+            logits = guided_logits(model, z, a, feats, x_in, float(strength))
             out = torch.sigmoid(logits)[0].permute(1, 2, 0).mul(255.0).round_().clamp_(0, 255)
             return out.to(torch.uint8).numpy()
 
@@ -85,7 +86,8 @@ class FaceInpainter:
             raise InpaintError("the mask lies outside the face box: move the box over the hole")
         cancel.check()
         filled = self.fill(crop, cmask, request.attributes, request.seed,
-                           float(request.params.get("variation_scale", 1.0)))
+                           float(request.params.get("variation_scale", 1.0)),
+                           float(request.params.get("attribute_strength", 0.0)))
         shown = np.where(cmask[..., None], filled, crop)
         yield Preview(step=1, total=1, image=shown, box=plan.box)
         cancel.check()

@@ -37,16 +37,20 @@ def parse_args(argv=None):
     p.add_argument("--res", type=int, default=64, choices=(64, 128))
     p.add_argument("--ch", type=int, default=16)
     p.add_argument("--z-dim", type=int, default=128)
-    p.add_argument("--emb-dim", type=int, default=16)
+    p.add_argument("--emb-dim", type=int, default=8)
     p.add_argument("--disc-ch", type=int, default=16)
     p.add_argument("--no-skips", action="store_true", help="the seed's plain bottleneck (no U-Net skips)")
+    p.add_argument("--attr-at-z-only", action="store_true", help="attribute embeddings only at z (the seed)")
     p.add_argument("--tiny", action="store_true", help="tiny network and pool (tests)")
     p.add_argument("--pool", type=int, default=12000, help="procedural faces rendered once and cached")
     p.add_argument("--regimes", default=",".join(REGIMES), help="mask regimes to train on, comma-separated")
-    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--regime-weights", default="0.15,0.15,0.35,0.35",
+                   help="sampling weights of the regimes, in --regimes order (attribute regimes weigh more)")
+    p.add_argument("--init", help="start the generator from this model folder (continue a run)")
+    p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--gan-lr", type=float, default=2e-4)
-    p.add_argument("--hole-weight", type=float, default=4.0)
+    p.add_argument("--hole-weight", type=float, default=10.0)
     p.add_argument("--kl-weight", type=float, default=0.5)
     p.add_argument("--adv-weight", type=float, default=100.0)
     p.add_argument("--pretrain-steps", type=int, default=10**9)
@@ -76,8 +80,10 @@ def main(argv=None) -> None:
         args.ch, args.z_dim, args.emb_dim, args.disc_ch = 8, 16, 4, 8
         args.pool, args.batch = min(args.pool, 64), min(args.batch, 8)
     cfg = FaceConfig(res=args.res, ch=args.ch, z_dim=args.z_dim, emb_dim=args.emb_dim, disc_ch=args.disc_ch,
-                     skips=not args.no_skips)
+                     skips=not args.no_skips, attr_everywhere=not args.attr_at_z_only)
     regimes = [REGIMES.index(r.strip()) for r in args.regimes.split(",") if r.strip()]
+    weights = [float(w) for w in args.regime_weights.split(",")] if len(regimes) == len(REGIMES) else [1.0] * len(regimes)
+    probs = np.array(weights[:len(regimes)]) / sum(weights[:len(regimes)])
 
     if args.data == "celeba":
         from engine.face.celeba import CelebA
@@ -91,16 +97,22 @@ def main(argv=None) -> None:
         print(f"procedural pool: {args.pool} faces at {args.res}px")
 
     G, D = FaceCVAE(cfg), Discriminator(cfg)
+    if args.init:
+        from engine.face.model import from_pretrained
+
+        G.load_state_dict(from_pretrained(args.init).state_dict())
+        print(f"generator initialised from {args.init}")
     print(f"generator {count_params(G) / 1e6:.2f}M params, discriminator {count_params(D) / 1e6:.2f}M")
     opt_g = torch.optim.Adam(G.parameters(), lr=args.lr, betas=(0.9, 0.999))
-    facts = {"data": args.data, "regimes": [REGIMES[r] for r in regimes], "batch": args.batch,
+    facts = {"data": args.data, "regimes": [REGIMES[r] for r in regimes], "regime_probs": probs.round(3).tolist(),
+             "init": args.init, "batch": args.batch, "lr": args.lr,
              "hole_weight": args.hole_weight, "kl_weight": args.kl_weight, "adv_weight": args.adv_weight,
              "threads": args.threads, "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
              "torch": torch.__version__, "steps": {}, "seconds": {}}
 
     def get_batch():
         imgs, labels, mouth, eyes = sampler.batch(rng, args.batch)
-        reg = rng.choice(regimes, size=args.batch)
+        reg = rng.choice(regimes, size=args.batch, p=probs)
         masks = sample_masks(rng, args.res, mouth, eyes, reg)
         return to_tensors(imgs, labels, masks)
 
