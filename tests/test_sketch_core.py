@@ -277,3 +277,31 @@ def test_hed_port_matches_numpy_reference_and_finds_edges():
     border[19:45, 19:45] = False
     assert prob[border].max() > 0.8
     assert prob[28:36, 28:36].max() < 0.3 and prob[:6, :6].max() < 0.3
+
+
+@pytest.mark.slow
+def test_shipped_sketch_mnist_follows_a_sketch():
+    """Shipped DDPM + LGP: a guided fill of a blank canvas follows a digit's edges better than an unguided one."""
+    from engine import registry
+    from engine.runner import run_to_end
+    from engine.sketch import DDPM_DIR, LGP_MNIST_DIR
+    from engine.sketch.edges import canny_edges
+    from engine.sketch.pixel import mnist_pairs
+
+    root = registry.get_info("sketch-mnist").weights.parents[2]
+    if not (root / DDPM_DIR / "config.json").is_file() or not (root / LGP_MNIST_DIR / "lgp.safetensors").is_file():
+        pytest.skip("shipped weights not present")
+    _, sketches, _ = mnist_pairs(28, "test", 4, "canny", seed=0)
+    model = registry.load("sketch-mnist")
+    img = np.zeros((28, 28, 3), np.uint8)
+    mask = np.ones((28, 28), bool)
+    hits = {}
+    for beta in (0.0, 1.0):
+        total = 0.0
+        for i in range(4):
+            sk = sketches[i, 0].numpy() > 0.5
+            res = run_to_end(model, Request(img, mask, sketch=sk, seed=i, params={"beta": beta, "steps": 20}))
+            edges = canny_edges(res.image)
+            total += (edges & sk).sum() / max(1, sk.sum())
+        hits[beta] = total / 4
+    assert hits[1.0] > hits[0.0] + 0.1
