@@ -49,7 +49,7 @@ class TrainConfig:
     minutes: float = 0.0  # 0 = no time limit
     batch: int = 32
     lr: float = 1e-3
-    hidden: tuple[int, ...] = (256, 128, 64)
+    hidden: tuple[int, ...] = (128, 64)
     pos_freqs: int = 4
     blocks: str = ""  # comma-separated module names; "" = every down/mid/up block
     limit: int = 20000  # training images (MNIST) kept in memory
