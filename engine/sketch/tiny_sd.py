@@ -16,7 +16,8 @@ from pathlib import Path
 
 def _byte_vocab() -> dict[str, int]:
     """CLIP's byte-to-unicode table (printable stand-ins for the 256 bytes), each alone and as a word end."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    bs = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+          + list(range(ord("®"), ord("ÿ") + 1)))
     cs = bs[:]
     n = 0
     for b in range(256):
