@@ -305,3 +305,33 @@ def test_shipped_sketch_mnist_follows_a_sketch():
             total += (edges & sk).sum() / max(1, sk.sum())
         hits[beta] = total / 4
     assert hits[1.0] > hits[0.0] + 0.1
+
+
+def test_guidance_hook_in_project_repaint_sampler():
+    """``make_guidance_hook`` plugs into engine/ddpm's RePaint loop (``guidance(x_t, t, x_prev)``): the fill
+    changes, the known pixels stay exact."""
+    repaint_mod = pytest.importorskip("engine.ddpm.repaint")
+    from engine.ddpm.model import NoiseSchedule
+    from engine.sketch.guidance import SketchGuide, make_guidance_hook
+
+    u = tiny_unet2d(16)
+    lgp = tiny_lgp(u, 16)
+    sched = NoiseSchedule()
+    cfg = repaint_mod.RePaintConfig(t_T=6, jump_length=2, jump_n_sample=2)
+    known = torch.rand(1, 1, 16, 16) * 2 - 1
+    mask = torch.zeros(1, 1, 16, 16)
+    mask[..., 4:12, 4:12] = 1
+    target = torch.zeros(1, 1, 16, 16)
+    target[..., 8, 4:12] = 1
+    n_calls = repaint_mod.count_unet_calls(6, 2, 2)
+    outs = {}
+    for beta in (0.0, 2.0):
+        hook = make_guidance_hook(u, SketchGuide(lgp, target, beta=beta, share=1.0, weight=mask),
+                                  sched.alphas_cumprod, n_calls)
+        outs[beta] = repaint_mod.repaint(u, sched, known, mask, cfg, generator=torch.Generator().manual_seed(0),
+                                         guidance=hook)
+        hook.hooks.remove()
+    keep = mask == 0
+    for x in outs.values():
+        assert torch.equal(x[keep], known[keep])
+    assert not torch.allclose(outs[0.0][~keep], outs[2.0][~keep])
