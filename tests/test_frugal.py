@@ -228,3 +228,12 @@ def test_edm_preconditioning_is_identity_at_zero_noise_and_finite_at_pure_noise(
     with torch.no_grad():
         assert torch.allclose(net(x, x * 0, m, torch.zeros(1)), x, atol=1e-5)
         assert torch.isfinite(net(x, x * 0, m, torch.ones(1))).all()
+
+
+def test_timesteps_span_T_to_zero():
+    from engine.frugal.model import DiffusionSchedule
+    from engine.frugal.sampler import timesteps
+
+    s = DiffusionSchedule()
+    assert timesteps(s, 4) == [1000, 750, 500, 250, 0]
+    assert timesteps(s, 4, t_min=100) == [1000, 700, 400, 100, 0]
