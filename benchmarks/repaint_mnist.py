@@ -203,8 +203,10 @@ def merge(paths: list[str], out: str) -> dict:
     """One result from partial runs: setup of the first, methods of all (later files win on a name clash)."""
     parts = [json.loads(Path(p).read_text()) for p in paths]
     results = {"setup": {**parts[0]["setup"], "merged_from": [Path(p).name for p in paths]}, "methods": {}}
-    for part in parts:
-        results["methods"].update(part["methods"])
+    for part in parts:  # on a name clash keep the entry measured on more images
+        for name, entry in part["methods"].items():
+            if entry.get("images_per_mask", 0) >= results["methods"].get(name, {}).get("images_per_mask", 0):
+                results["methods"][name] = entry
         if "time_ratio_diffusers_over_ours" in part:
             results["time_ratio_diffusers_over_ours"] = part["time_ratio_diffusers_over_ours"]
     print_table(results)
