@@ -176,6 +176,7 @@ def lfw_faces(k: int) -> tuple[np.ndarray, tuple, tuple]:
     return np.stack(out), mouth, eyes
 
 
+STRENGTH = 0.5  # the model's default attribute_strength, used for the real-face pictures
 ASTRO_MOUTH = (195, 130, 262, 160)  # x0, y0, x1, y1 on the 512 x 512 astronaut (her smile)
 ASTRO_EYES = (180, 84, 276, 116)
 
@@ -219,7 +220,7 @@ def lfw_fills(inp, k: int = 100) -> dict:
             attrs = {"smile": 1.0, "glasses": 0.0, key: v}
             res = []
             for f in faces:
-                comp = np.where(m[..., None], inp.fill(f, m, attrs, seed=0, variation=0.0), f)
+                comp = np.where(m[..., None], inp.fill(f, m, attrs, seed=0, variation=0.0, strength=STRENGTH), f)
                 res.append(np.repeat(cv2.cvtColor(comp, cv2.COLOR_RGB2GRAY)[..., None], 3, 2))
             out[f"{key}={int(v)}"] = np.stack(res)
     return out
@@ -268,7 +269,7 @@ def real_grid(astro: dict, lfw: dict, path: Path, k: int = 7) -> dict:
                      lfw["glasses=0"][i]])
     grid = np.concatenate([np.concatenate([np.pad(c, ((1, 1), (1, 1), (0, 0)), constant_values=255) for c in r], 1)
                            for r in rows], 0)
-    grid = cv2.resize(grid, None, fx=3, fy=3, interpolation=cv2.INTER_NEAREST)
+    grid = cv2.resize(grid, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
     return {"grid": str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path), "astronaut_region": list(astro["region"]), "lfw_rows": k,
@@ -294,7 +295,7 @@ def procedural_grid(model, imgs, labels, mouth, eyes, path: Path, k: int = 8) ->
     cols += [hole, fill_batch(model, imgs[:k], big, labels[:k], 0.0), telea_batch(imgs[:k], big)]
     grid = np.concatenate([np.concatenate([np.pad(c[i], ((1, 1), (1, 1), (0, 0)), constant_values=255)
                                            for c in cols], 1) for i in range(k)], 0)
-    grid = cv2.resize(grid, None, fx=3, fy=3, interpolation=cv2.INTER_NEAREST)
+    grid = cv2.resize(grid, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
     cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
 
 
@@ -322,7 +323,7 @@ def main(argv=None) -> None:
 
     acc = ((predict(clf, imgs) > 0.5) == (labels > 0.5)).mean(0)
     report["classifier_accuracy_on_real_renders"] = {"smile": float(acc[0]), "glasses": float(acc[1])}
-    report["attribute_control"] = attribute_control(model, clf, imgs, labels, mouth, eyes)
+    report["attribute_control"] = attribute_control(model, clf, imgs, labels, mouth, eyes, strengths=(0.0, STRENGTH))
     report["quality"] = {"face-cvae": regime_quality(model, imgs, labels, mouth, eyes), "telea": telea_quality(imgs, mouth, eyes)}
     for spec in args.compare:
         name, _, d = spec.partition("=")

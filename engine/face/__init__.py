@@ -21,7 +21,7 @@ MODELS = [
         params=(Param("variation_scale", "float", 1.0, "Variation",
                       "Temperature of the latent sample z = mu + sigma * (t * eps); 0 = the most likely fill, "
                       "change the seed for another sample", min=0.0, max=3.0, step=0.1),
-                Param("attribute_strength", "float", 0.0, "Attribute strength",
+                Param("attribute_strength", "float", 0.5, "Attribute strength",
                       "Guidance that exaggerates what the smile/glasses toggles change (0 = plain decoder); "
                       "large values add artefacts", min=0.0, max=3.0, step=0.25)),
         attributes=(Attribute("smile", "Smile", 1.0, "Fill the mouth smiling (1) or neutral (0)"),
