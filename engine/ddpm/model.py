@@ -315,7 +315,7 @@ def load_ddpm(path_or_id: str | Path, device: str | torch.device = "cpu") -> tup
         else:
             from diffusers import UNet2DModel
 
-            unet = UNet2DModel.from_pretrained(unet_dir)
+            unet = UNet2DModel.from_pretrained(unet_dir, low_cpu_mem_usage=False)  # no `accelerate` needed
     else:  # a hub id (needs a network)
         from diffusers import DDPMScheduler, UNet2DModel
 
