@@ -133,12 +133,12 @@ def test_sampler_keeps_known_pixels_exactly():
     assert torch.equal(out * (1 - m), y * (1 - m))
 
 
-@pytest.mark.parametrize("model", ["frugal", "frugal-regression"])
-def test_fill_keeps_pixels_outside_the_mask(model, rng):
+@pytest.mark.parametrize("model,edm", [("frugal", False), ("frugal", True), ("frugal-regression", False)])
+def test_fill_keeps_pixels_outside_the_mask(model, edm, rng):
     img, hole = _texture(rng), _hole()
     inp = registry.load(model)
     previews = []
-    gen = run_job(inp, Request(image=img, mask=hole, params=dict(TINY) if model == "frugal" else
+    gen = run_job(inp, Request(image=img, mask=hole, params=dict(TINY, edm=edm) if model == "frugal" else
                                {k: v for k, v in TINY.items() if k != "steps"}))
     while True:
         try:

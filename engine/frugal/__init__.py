@@ -24,6 +24,9 @@ _LEARN = (
 )
 _SAMPLE = (
     Param("steps", "int", 25, "Sampling steps", "Denoising steps of the reverse diffusion", min=1, max=1000, step=1),
+    Param("edm", "bool", False, "EDM preconditioning",
+          "Learn with Karras et al.'s skip preconditioning and loss weights: more texture after ~1000 "
+          "iterations, residual noise when learning is short"),
     Param("eta", "float", 1.0, "Stochasticity (eta)", "1 = ancestral DDPM-like steps, 0 = deterministic DDIM",
           min=0.0, max=1.0, step=0.1),
 )

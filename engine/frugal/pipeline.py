@@ -85,9 +85,12 @@ class FrugalInpainter:
         self.last_stats: dict = {}
 
     def train_config(self, params: dict, scale: float) -> tr.TrainConfig:
-        return tr.TrainConfig(objective=self.objective, minutes=float(params["minutes"]),
-                              iterations=int(params["iterations"]), crop=int(params["crop"]),
-                              batch=int(params["batch"]), scale=scale)
+        edm = bool(params.get("edm", False)) and self.objective == "diffusion"
+        cfg = tr.TrainConfig(objective=self.objective, minutes=float(params["minutes"]),
+                             iterations=int(params["iterations"]), crop=int(params["crop"]),
+                             batch=int(params["batch"]), scale=scale, weighting="edm" if edm else "uniform")
+        cfg.unet.precond = edm
+        return cfg
 
     def learn(self, image: np.ndarray, mask: np.ndarray, cfg: tr.TrainConfig, folder: str, relearn: bool,
               cancel: CancelToken, full_image: np.ndarray) -> JobGen:
