@@ -269,7 +269,7 @@ def real_grid(astro: dict, lfw: dict, path: Path, k: int = 7) -> dict:
                      lfw["glasses=0"][i]])
     grid = np.concatenate([np.concatenate([np.pad(c, ((1, 1), (1, 1), (0, 0)), constant_values=255) for c in r], 1)
                            for r in rows], 0)
-    grid = cv2.resize(grid, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
+    grid = cv2.resize(grid, None, fx=4 / 3, fy=4 / 3, interpolation=cv2.INTER_LINEAR)  # small PNGs
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
     return {"grid": str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path), "astronaut_region": list(astro["region"]), "lfw_rows": k,
@@ -295,7 +295,7 @@ def procedural_grid(model, imgs, labels, mouth, eyes, path: Path, k: int = 8) ->
     cols += [hole, fill_batch(model, imgs[:k], big, labels[:k], 0.0), telea_batch(imgs[:k], big)]
     grid = np.concatenate([np.concatenate([np.pad(c[i], ((1, 1), (1, 1), (0, 0)), constant_values=255)
                                            for c in cols], 1) for i in range(k)], 0)
-    grid = cv2.resize(grid, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
+    grid = cv2.resize(grid, None, fx=4 / 3, fy=4 / 3, interpolation=cv2.INTER_LINEAR)  # small PNGs
     cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
 
 
