@@ -134,7 +134,7 @@ def latency(folder: Path, reps: int = 30) -> dict:
     t = time.perf_counter()
     region = detect_face(img)
     t_detect = time.perf_counter() - t
-    spec = registry._all_specs()["face-cvae"]
+    spec = registry.get_spec("face-cvae")
     info = dataclasses.replace(spec.info, name="face-cvae-bench", weights=folder)
     registry.register(dataclasses.replace(spec, info=info))
     t = time.perf_counter()

@@ -144,8 +144,11 @@ def cmd_inpaint(args) -> int:
         loaded = load_image(src)
         mask = load_mask(mask_path, loaded.rgb.shape[:2])
         sketch = load_mask(sketch_path, loaded.rgb.shape[:2], "sketch") if sketch_path else None
+        box = region
+        if box is None and info.uses_region:  # e.g. the detected face, as the editor pre-places it
+            box = registry.suggest_region(args.model, loaded.rgb)
         req = Request(image=loaded.rgb, mask=mask, sketch=sketch, attributes=attrs, seed=args.seed,
-                      params=params, region=region, prompt=args.prompt)
+                      params=params, region=box, prompt=args.prompt)
         gen = run_job(inpainter, req, cancel)
         try:
             while True:

@@ -126,3 +126,38 @@ def test_real_process_exit_codes_and_no_traceback(files):
                            "--mask", str(d / "mask.png"), "--out", str(d / "o.png"), "--json"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and json.loads(proc.stdout)["model"] == "telea"
+
+
+def test_region_models_get_the_detected_box_when_none_is_given(files, capsys, monkeypatch):
+    """Without --region, a uses_region model works on the box its detector suggests (as the editor pre-places)."""
+    import dataclasses
+
+    from engine import registry
+
+    d, img, mask = files
+    seen = {}
+    spec = registry.get_spec("telea")
+    info = dataclasses.replace(spec.info, name="telea-region", uses_region=True)
+    registry.register(dataclasses.replace(spec, info=info, region_detector="tests.test_cli:_fake_detector"))
+    real_run = registry.load("telea-region").run
+
+    def spy(request, cancel):
+        seen["region"] = request.region
+        return real_run(request, cancel)
+
+    monkeypatch.setattr(registry.load("telea-region"), "run", spy)
+    try:
+        code, _, err = _run(capsys, "inpaint", "--model", "telea-region", "--image", str(d / "img.png"),
+                            "--mask", str(d / "mask.png"), "--out", str(d / "o.png"))
+        assert code == 0, err
+        assert seen["region"] == (1, 2, 40, 41)
+        code, _, err = _run(capsys, "inpaint", "--model", "telea-region", "--image", str(d / "img.png"),
+                            "--mask", str(d / "mask.png"), "--out", str(d / "o2.png"), "--region", "0,0,30,30")
+        assert code == 0, err
+        assert seen["region"] == (0, 0, 30, 30)
+    finally:
+        registry.unregister("telea-region")
+
+
+def _fake_detector(image):
+    return (1, 2, 40, 41)

@@ -16,7 +16,7 @@ def tiny_face_model(tmp_path_factory):
     folder = tmp_path_factory.mktemp("face-tiny")
     torch.manual_seed(0)
     save_pretrained(FaceCVAE(FaceConfig(ch=8, z_dim=16, emb_dim=4, disc_ch=8)).eval(), folder)
-    spec = next(s for s in registry._all_specs().values() if s.info.name == "face-cvae")
+    spec = registry.get_spec("face-cvae")
     info = dataclasses.replace(spec.info, name="face-cvae-tiny-test", weights=folder)
     registry.register(dataclasses.replace(spec, info=info))
     return registry.load("face-cvae-tiny-test")
