@@ -37,6 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from engine.api import drive  # noqa: E402
 from engine.classical.pipeline import opencv_inpaint  # noqa: E402
 from engine.metrics import hole_metrics  # noqa: E402
 from engine.patch.patchmatch import PatchConfig, patch_inpaint  # noqa: E402
@@ -89,22 +90,10 @@ def run_learned(objective: str, img: np.ndarray, test: np.ndarray, hole: np.ndar
     if args.precond and objective == "diffusion":
         cfg.unet.precond = True
     w0, c0 = time.perf_counter(), time.process_time()
-    gen = tr.train([img], [test], cfg)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            net, stats = stop.value
-            break
+    net, stats = drive(tr.train([img], [test], cfg))
     train_wall, train_cpu = time.perf_counter() - w0, time.process_time() - c0
     w0, c0 = time.perf_counter(), time.process_time()
-    job = fill(net, cfg, img, hole, img, hole, 1.0, args.steps, args.eta, args.seed)
-    while True:
-        try:
-            next(job)
-        except StopIteration as stop:
-            out = stop.value
-            break
+    out = drive(fill(net, cfg, img, hole, img, hole, 1.0, args.steps, args.eta, args.seed))
     info = {"train_wall_s": train_wall, "train_cpu_s": train_cpu, "infer_wall_s": time.perf_counter() - w0,
             "infer_cpu_s": time.process_time() - c0, "iterations": stats["iterations"],
             "final_loss": stats["loss"], "params": stats["parameters"], "train_loop_s": stats["seconds"]}

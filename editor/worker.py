@@ -16,7 +16,7 @@ import numpy as np
 from PySide6.QtCore import QCoreApplication, QObject, QThread, QTimer, Signal, Slot
 
 from engine import registry
-from engine.api import CancelToken, Cancelled, InpaintError, Preview, Request, Result
+from engine.api import CancelToken, Cancelled, InpaintError, Preview, Request, Result, drive
 from engine.runner import run_job
 
 PREVIEW_FPS = 15
@@ -56,6 +56,11 @@ class FillWorker(QObject):
             region = None
         self.region_found.emit(request_id, region)
 
+    def _forward_preview(self, job_id: int, p: Preview) -> None:
+        """Previews cross the thread boundary as owned copies: the engine may reuse its buffers."""
+        image = None if p.image is None else np.array(p.image, dtype=np.uint8, copy=True)
+        self.preview.emit(job_id, dataclasses.replace(p, image=image))
+
     @Slot(object)
     def run(self, job: Job) -> None:
         if job.cancel.cancelled:  # a newer job was queued behind this one; skip the model load too
@@ -63,15 +68,8 @@ class FillWorker(QObject):
             return
         try:
             inpainter = registry.load(job.model)
-            gen = run_job(inpainter, job.request, job.cancel)
-            while True:
-                try:
-                    p = next(gen)
-                except StopIteration as stop:
-                    result: Result = stop.value
-                    break
-                image = None if p.image is None else np.array(p.image, dtype=np.uint8, copy=True)
-                self.preview.emit(job.id, dataclasses.replace(p, image=image))
+            result: Result = drive(run_job(inpainter, job.request, job.cancel),
+                                   lambda p: self._forward_preview(job.id, p))
         except Cancelled:
             self.cancelled.emit(job.id)
         except InpaintError as exc:

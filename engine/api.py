@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generator, Protocol
+from typing import Any, Callable, Generator, Protocol
 
 import numpy as np
 
@@ -215,3 +215,26 @@ class Inpainter(Protocol):
 
 def now() -> float:
     return time.perf_counter()
+
+
+def drive(gen: Generator, callback: Callable[[Any], None] | None = None) -> Any:
+    """Run a generator to its end, passing each yielded item to ``callback``; return the generator's return value.
+    Every job, sampler and training loop in the engine is such a generator."""
+    while True:
+        try:
+            item = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if callback is not None:
+            callback(item)
+
+
+def map_yields(gen: Generator, fn: Callable[[Any], Any]) -> Generator:
+    """Yield ``fn(item)`` for each item of ``gen`` and return its return value: ``x = yield from map_yields(...)``
+    turns a sampler's steps into Previews without losing the sampler's result."""
+    while True:
+        try:
+            item = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        yield fn(item)

@@ -11,10 +11,9 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
 
 from engine import registry
-from engine.api import Cancelled, CancelToken, InpaintError, Request
+from engine.api import Cancelled, CancelToken, InpaintError, Request, drive
 from engine.imageio import ImageError, list_images, load_image, load_mask, save_image
 
 
@@ -149,12 +148,7 @@ def cmd_inpaint(args) -> int:
             box = registry.suggest_region(args.model, loaded.rgb)
         req = Request(image=loaded.rgb, mask=mask, sketch=sketch, attributes=attrs, seed=args.seed,
                       params=params, region=box, prompt=args.prompt)
-        gen = run_job(inpainter, req, cancel)
-        try:
-            while True:
-                _progress(next(gen), src.name)
-        except StopIteration as stop:
-            result = stop.value
+        result = drive(run_job(inpainter, req, cancel), lambda p: _progress(p, src.name))
         if sys.stderr.isatty():
             print(file=sys.stderr)
         meta = {"Software": "Inpaint Studio", "model": result.model, "seed": str(result.seed),

@@ -9,7 +9,7 @@ from typing import Generator
 
 import numpy as np
 
-from engine.api import CancelToken, Inpainter, InpaintError, Preview, Request, Result, now
+from engine.api import CancelToken, Inpainter, InpaintError, Preview, Request, Result, drive, now
 
 
 def composite(original: np.ndarray, filled: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -62,9 +62,4 @@ def run_job(inpainter: Inpainter, request: Request, cancel: CancelToken | None =
 
 def run_to_end(inpainter: Inpainter, request: Request, cancel: CancelToken | None = None) -> Result:
     """Run a job ignoring previews (CLI, tests, benchmarks)."""
-    gen = run_job(inpainter, request, cancel)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return drive(run_job(inpainter, request, cancel))

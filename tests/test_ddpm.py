@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.api import CancelToken, Cancelled, Request
+from engine.api import CancelToken, Cancelled, Request, drive
 from engine.ddpm.model import NoiseSchedule, ScheduleConfig, build_unet, load_ddpm, save_ddpm
 from engine.ddpm.repaint import (DEFAULT, FAST, CountingUNet, RePaintConfig, count_unet_calls, jump_schedule,
                                  renoise_indices, repaint, repaint_steps)
@@ -190,12 +190,7 @@ def test_from_pretrained_inpainter_on_rgb_image(tmp_path):
     req = Request(image=image, mask=mask, seed=3, params={"steps": 10, "jump_length": 2, "resamples": 2})
     gen = run_job(inp, req)
     previews = []
-    while True:
-        try:
-            previews.append(next(gen))
-        except StopIteration as stop:
-            result = stop.value
-            break
+    result = drive(gen, previews.append)
     assert len(previews) == count_unet_calls(10, 2, 2) == result.unet_calls
     assert previews[-1].box is not None and previews[-1].image.shape == (16, 16, 3)
     assert np.array_equal(result.image[~mask], image[~mask])

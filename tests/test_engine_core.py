@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from engine import registry
-from engine.api import Cancelled, CancelToken, InpaintError, ModelInfo, Param, Preview, Request
+from engine.api import Cancelled, CancelToken, InpaintError, ModelInfo, Param, Preview, Request, drive
 from engine.crop import CropPlan, feather_alpha
 from engine.registry import ModelSpec
 from engine.runner import run_job, run_to_end
@@ -51,12 +51,7 @@ def test_runner_enforces_mask_and_counts_previews():
     req = _req()
     gen = run_job(_Sloppy(), req)
     previews = []
-    while True:
-        try:
-            previews.append(next(gen))
-        except StopIteration as stop:
-            res = stop.value
-            break
+    res = drive(gen, previews.append)
     assert len(previews) == 3 and res.params == {"n": 3}
     assert np.array_equal(res.image[~req.mask], req.image[~req.mask]) and (res.image[req.mask] == 7).all()
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from engine import registry
-from engine.api import CancelToken, Cancelled, Request
+from engine.api import CancelToken, Cancelled, Request, drive
 from engine.runner import run_job, run_to_end
 
 TINY = {"iterations": 3, "crop": 16, "batch": 2, "steps": 3, "minutes": 5.0}
@@ -140,12 +140,7 @@ def test_fill_keeps_pixels_outside_the_mask(model, edm, rng):
     previews = []
     gen = run_job(inp, Request(image=img, mask=hole, params=dict(TINY, edm=edm) if model == "frugal" else
                                {k: v for k, v in TINY.items() if k != "steps"}))
-    while True:
-        try:
-            previews.append(next(gen))
-        except StopIteration as stop:
-            res = stop.value
-            break
+    res = drive(gen, previews.append)
     assert np.array_equal(res.image[~hole], img[~hole])
     assert res.image.shape == img.shape
     train = [p for p in previews if p.stage == "train"]
@@ -184,7 +179,7 @@ def test_cache_hit_skips_training(rng, one_thread_and_scratch_cache):
     assert len(list((one_thread_and_scratch_cache / "frugal").glob("*.safetensors"))) == 1
     other_hole = np.zeros_like(hole)
     other_hole[30:40, 5:15] = True  # the key is mask-independent: another mask reuses the weights
-    previews = list(_drain(run_job(inp, Request(image=img, mask=other_hole, params=params, seed=3))))
+    previews = list(run_job(inp, Request(image=img, mask=other_hole, params=params, seed=3)))
     train = [p for p in previews if p.stage == "train"]
     assert len(train) == 1 and "cache" in train[0].message
     assert inp.last_stats["cached"] is True
@@ -208,14 +203,6 @@ def test_big_holes_are_filled_at_a_smaller_working_scale(rng):
     h[20:76, 30:60] = True
     res = run_to_end(registry.load("frugal"), Request(image=img, mask=h, params=dict(TINY, max_hole=32)))
     assert np.array_equal(res.image[~h], img[~h])
-
-
-def _drain(gen):
-    while True:
-        try:
-            yield next(gen)
-        except StopIteration:
-            return
 
 
 def test_edm_preconditioning_is_identity_at_zero_noise_and_finite_at_pure_noise():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from engine import registry
-from engine.api import CancelToken, Cancelled, Request
+from engine.api import CancelToken, Cancelled, Request, drive
 from engine.classical.pipeline import opencv_inpaint
 from engine.metrics import detail_ratio, psnr
 from engine.runner import run_job, run_to_end
@@ -53,13 +53,8 @@ def test_pyramid_levels_follow_the_hole_size():
 def test_patch_model_keeps_known_pixels_and_previews(rng):
     img, hole = _periodic(rng), _hole()
     inp = registry.load("patch")
-    previews, gen = [], run_job(inp, Request(image=img, mask=hole, params={"em_iters": 2, "pm_iters": 2}))
-    while True:
-        try:
-            previews.append(next(gen))
-        except StopIteration as stop:
-            res = stop.value
-            break
+    previews = []
+    res = drive(run_job(inp, Request(image=img, mask=hole, params={"em_iters": 2, "pm_iters": 2})), previews.append)
     assert np.array_equal(res.image[~hole], img[~hole])
     assert previews and previews[-1].step == previews[-1].total and previews[-1].image is not None
 

@@ -1,14 +1,13 @@
 """Sketch family core: edges, UNet hooks, LGP, the guidance step, RePaint + guidance on a tiny DDPM, HED port."""
 from __future__ import annotations
 
-import json
 import sys
 
 import numpy as np
 import pytest
 import torch
 
-from engine.api import InpaintError, Request
+from engine.api import InpaintError, Request, drive
 from engine.sketch.edges import sketch_from_image
 
 
@@ -181,12 +180,7 @@ def test_guided_inpainting_keeps_known_pixels(tmp_path):
     it = iter_ddpm(u, abar, (1, 1, 16, 16), 4, torch.Generator().manual_seed(0),
                    SketchGuide(lgp, target, beta=1.0, share=1.0, weight=hole), known, hole, resample=2)
     previews = []
-    while True:
-        try:
-            previews.append(next(it))
-        except StopIteration as stop:
-            x = stop.value
-            break
+    x = drive(it, previews.append)
     assert [p[0] for p in previews] == [1, 2, 3, 4]
     keep = hole == 0
     assert torch.equal(x[keep], known[keep])
@@ -215,12 +209,7 @@ def test_sketch_ddpm_inpainter_end_to_end(tmp_path):
     req = Request(img, mask, sketch=sketch, seed=3, params={"steps": 3, "beta": 1.0, "share": 1.0})
     previews = []
     gen = run_job(model, req)
-    while True:
-        try:
-            previews.append(next(gen))
-        except StopIteration as stop:
-            res = stop.value
-            break
+    res = drive(gen, previews.append)
     assert len(previews) == 3 and previews[-1].box is not None and previews[-1].image.shape == (16, 16, 3)
     assert np.array_equal(res.image[~mask], img[~mask])
     again = run_to_end(model, Request(img, mask, sketch=sketch, seed=3, params={"steps": 3, "share": 1.0}))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.api import InpaintError, Request
+from engine.api import InpaintError, Request, drive
 
 
 @pytest.fixture(scope="module")
@@ -94,12 +94,7 @@ def test_train_lgp_on_sd_folder_then_guided_inpainting(sd_folder, photos):
                   params={"checkpoint": str(sd_folder), "steps": 2, "beta": 1.0, "share": 1.0, "cfg_scale": 2.0})
     previews = []
     gen = run_job(model, req)
-    while True:
-        try:
-            previews.append(next(gen))
-        except StopIteration as stop:
-            res = stop.value
-            break
+    res = drive(gen, previews.append)
     assert [p.step for p in previews] == [1, 2] and previews[0].total == 2
     assert previews[0].image.shape == (8, 8, 3) and previews[0].box is not None
     assert res.image.shape == img.shape and np.array_equal(res.image[~mask], img[~mask])

@@ -17,9 +17,9 @@ import cv2
 import numpy as np
 import torch
 
-from engine.api import CancelToken, InpaintError, JobGen, ModelInfo, Preview, Request
+from engine.api import CancelToken, InpaintError, JobGen, ModelInfo, Preview, Request, map_yields
 from engine.crop import CropPlan
-from engine.ddpm.repaint import DEFAULT, FAST, RePaintConfig, repaint_steps
+from engine.ddpm.repaint import DEFAULT, FAST, RePaintConfig, count_unet_calls, repaint_steps
 
 
 def pick_device() -> torch.device:
@@ -86,17 +86,10 @@ class RePaintInpainter:
         mask = torch.from_numpy(plan.crop_mask(request.mask)).float()[None, None].to(self.device)
         cfg = config_from_params(params)
         generator = torch.Generator().manual_seed(int(request.seed))
-        self.last_unet_calls = 0
         steps = repaint_steps(unet, schedule, image, mask, cfg, generator=generator, cancel=cancel)
-        while True:
-            try:
-                step = next(steps)
-            except StopIteration as stop:
-                x = stop.value
-                break
-            self.last_unet_calls = step.index
-            yield Preview(step=step.index, total=step.total, image=to_rgb_uint8(step.x0), box=plan.box,
-                          message=f"t = {step.t}")
+        x = yield from map_yields(steps, lambda step: Preview(
+            step=step.index, total=step.total, image=to_rgb_uint8(step.x0), box=plan.box, message=f"t = {step.t}"))
+        self.last_unet_calls = count_unet_calls(cfg.t_T, cfg.jump_length, cfg.jump_n_sample)
         return plan.paste(request.image, to_rgb_uint8(x), request.mask)
 
 

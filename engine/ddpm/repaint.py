@@ -40,6 +40,7 @@ from typing import Callable, Generator, Optional
 
 import torch
 
+from engine.api import drive
 from engine.ddpm.model import NoiseSchedule
 
 ModelFn = Callable[[torch.Tensor, int], torch.Tensor]
@@ -188,12 +189,7 @@ def repaint_steps(unet: Optional[torch.nn.Module], schedule: NoiseSchedule, imag
 def repaint(unet, schedule: NoiseSchedule, image: torch.Tensor, mask: torch.Tensor,
             config: RePaintConfig = DEFAULT, **kwargs) -> torch.Tensor:
     """Run ``repaint_steps`` to the end and return the inpainted batch."""
-    gen = repaint_steps(unet, schedule, image, mask, config, **kwargs)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return drive(repaint_steps(unet, schedule, image, mask, config, **kwargs))
 
 
 class CountingUNet(torch.nn.Module):

@@ -230,7 +230,7 @@ def render(P: dict, res: int, smile: bool, glasses: bool) -> Face:
     img = np.clip(img + noise * P["noise"], 0, 255).astype(np.uint8)
     # Boxes in output pixels: mouth box and eye band, transformed with the pose and padded by a margin.
     mouth = [(cx - mw * 1.2, my - fb * 0.16), (cx + mw * 1.2, my + fb * 0.22)]
-    lw_max, lh_max = ew * 1.75, eh * 1.75 * 2.2
+    lh_max = eh * 1.75 * 2.2  # tallest lens
     band = [(cx - fa * 1.08, ey - max(lh_max, P["brow_dy"] * fb * 0.6) - fb * 0.04), (cx + fa * 1.08, ey + lh_max + fb * 0.04)]
     return Face(img, bool(smile), bool(glasses), _warp_box(mouth, M, s, res), _warp_box(band, M, s, res))
 

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import torch
 
-from engine.api import CancelToken, InpaintError, JobGen, ModelInfo, Preview, Request
+from engine.api import CancelToken, InpaintError, JobGen, ModelInfo, Preview, Request, map_yields
 from engine.crop import mask_bbox
 from engine.frugal import train as tr
 from engine.frugal.data import load_folder
@@ -112,15 +112,9 @@ class FrugalInpainter:
             excludes += [None] * len(extra)
         try:
             gen = tr.train(images, excludes, cfg, check=cancel.check)
-            while True:
-                try:
-                    it, total, loss = next(gen)
-                except StopIteration as stop:
-                    net, stats = stop.value
-                    break
-                left = ""
-                yield Preview(step=it, total=total, stage="train", loss=loss,
-                              message=f"learning the image: iteration {it}/{total}, loss {loss:.4f}{left}")
+            net, stats = yield from map_yields(gen, lambda s: Preview(
+                step=s[0], total=s[1], stage="train", loss=s[2],
+                message=f"learning the image: iteration {s[0]}/{s[1]}, loss {s[2]:.4f}"))
         except ValueError as exc:  # no hole-free crop fits
             raise InpaintError(str(exc)) from None
         tr.save(net, cfg, stats, path)

@@ -19,6 +19,7 @@ from typing import Callable, Generator
 
 import torch
 
+from engine.api import drive
 from engine.frugal.model import DiffusionSchedule, FrugalUNet
 
 
@@ -70,13 +71,7 @@ def sample_inpaint(net: FrugalUNet, sched: DiffusionSchedule, y: torch.Tensor, m
                    callback: Callable[[int, int, torch.Tensor], None] | None = None) -> torch.Tensor:
     """k-diffusion-style wrapper: ``callback(step, steps, x0_hat)`` every step (it may raise to cancel)."""
     it = sample_inpaint_iter(net, sched, y, mask, steps, eta, gen)
-    while True:
-        try:
-            i, n, x0_hat = next(it)
-        except StopIteration as stop:
-            return stop.value
-        if callback is not None:
-            callback(i, n, x0_hat)
+    return drive(it, None if callback is None else lambda step: callback(*step))
 
 
 @torch.inference_mode()

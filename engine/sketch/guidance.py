@@ -24,6 +24,7 @@ from typing import Callable
 
 import torch
 
+from engine.api import drive
 from engine.sketch.lgp import FeatureHooks, LatentGuidancePredictor, edge_loss
 
 
@@ -117,13 +118,7 @@ def sample_ddpm(unet, alphas_cumprod: torch.Tensor, shape: tuple[int, ...], num_
     """``iter_ddpm`` run to the end; ``callback(step, total, x0_hat)`` gets each preview. Returns x_0."""
     gen = iter_ddpm(unet, alphas_cumprod, shape, num_steps, generator, guide, known, hole, resample,
                     check_cancel, clip)
-    while True:
-        try:
-            step, total, x0_hat = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if callback is not None:
-            callback(step, total, x0_hat)
+    return drive(gen, None if callback is None else lambda step: callback(*step))
 
 
 @torch.no_grad()

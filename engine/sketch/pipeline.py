@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import torch
 
-from engine.api import CancelToken, InpaintError, JobGen, ModelInfo, Preview, Request
+from engine.api import CancelToken, InpaintError, JobGen, ModelInfo, Preview, Request, map_yields
 from engine.crop import CropPlan
 from engine.sketch.lgp import LatentGuidancePredictor
 
@@ -94,17 +94,9 @@ class SketchDDPMInpainter:
         gen = torch.Generator().manual_seed(int(request.seed))
         steps, resample = int(p["steps"]), int(p["resample"])
         it = iter_ddpm(unet, abar, tuple(known.shape), steps, gen, guide, known, hole, resample, cancel.check)
-        calls = 0
-        while True:
-            try:
-                step, total, x0 = next(it)
-            except StopIteration as stop:
-                x = stop.value
-                break
-            calls += resample if step < total else 1
-            yield Preview(step=step, total=total, image=_to_u8(x0[0]), box=plan.box,
-                          message=message if step == 1 else "")
-        self.last_unet_calls = calls
+        x = yield from map_yields(it, lambda s: Preview(step=s[0], total=s[1], image=_to_u8(s[2][0]), box=plan.box,
+                                                        message=message if s[0] == 1 else ""))
+        self.last_unet_calls = resample * (steps - 1) + 1  # every step resamples except the last
         fill = _to_u8(x[0])
         return plan.paste(request.image, fill, request.mask)
 
@@ -148,13 +140,7 @@ class SketchSDInpainter:
         cfg = float(p["cfg_scale"])
         it = iter_generate(comp, request.prompt, int(p["steps"]), int(request.seed), cfg, lgp, sk,
                            float(p["beta"]), float(p["share"]), image, hole, cancel.check)
-        while True:
-            try:
-                step, total, x0 = next(it)
-            except StopIteration as stop:
-                out = stop.value
-                break
-            yield Preview(step=step, total=total, image=latent_preview(x0), box=plan.box,
-                          message=message if step == 1 else "")
-        self.last_unet_calls = total * (2 if cfg > 1 else 1)
+        out = yield from map_yields(it, lambda s: Preview(step=s[0], total=s[1], image=latent_preview(s[2]),
+                                                          box=plan.box, message=message if s[0] == 1 else ""))
+        self.last_unet_calls = int(p["steps"]) * (2 if cfg > 1 else 1)
         return plan.paste(request.image, _to_u8(out[0]), request.mask)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.api import InpaintError
+from engine.api import InpaintError, drive
 from engine.sketch.guidance import apply_guidance, guided_steps
 from engine.sketch.lgp import FeatureHooks, LatentGuidancePredictor, edge_loss
 
@@ -170,13 +170,7 @@ def generate(comp: SDComponents, prompt: str, *args, callback: Callable[[int, in
              **kwargs) -> torch.Tensor:
     """``iter_generate`` run to the end; ``callback(step, total, x0_latent)`` gets each step's clean latent."""
     gen = iter_generate(comp, prompt, *args, **kwargs)
-    while True:
-        try:
-            step, total, x0 = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if callback is not None:
-            callback(step, total, x0)
+    return drive(gen, None if callback is None else lambda step: callback(*step))
 
 
 def iter_generate(comp: SDComponents, prompt: str, num_steps: int = 30, seed: int = 0, cfg_scale: float = 7.5,

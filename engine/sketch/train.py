@@ -18,7 +18,6 @@ ImageNet class names, or one --prompt for all; E(e) = VAE latent of the sketch d
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import platform
 import random
