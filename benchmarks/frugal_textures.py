@@ -205,7 +205,11 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    methods = [m for m in METHODS if m in args.methods.split(",")]
+    asked = {m.strip().lower() for m in args.methods.split(",") if m.strip()}
+    unknown = asked - {m.lower() for m in METHODS}
+    if unknown:
+        sys.exit(f"error: unknown --methods {', '.join(sorted(unknown))}; choose from {', '.join(METHODS)}")
+    methods = [m for m in METHODS if m.lower() in asked]
     out_path = Path(args.out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     rows: dict = {}
