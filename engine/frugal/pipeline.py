@@ -129,13 +129,14 @@ class FrugalInpainter:
         cfg = self.train_config(p, scale)
         net: FrugalUNet = yield from self.learn(work, work_mask, cfg, str(p.get("folder", "")).strip(),
                                                 bool(p.get("relearn", False)), cancel, image)
-        result = yield from fill(net, cfg, image, mask, work, work_mask, scale, int(p.get("steps", 1)),
-                                 float(p.get("eta", 1.0)), int(request.seed), cancel)
-        self.last_unet_calls = _CALLS[0]
-        return result
+        job = fill(net, cfg, image, mask, work, work_mask, scale, int(p.get("steps", 1)), float(p.get("eta", 1.0)),
+                   int(request.seed), cancel)
+        return (yield from map_yields(job, self._count_calls))
 
-
-_CALLS = [0]
+    def _count_calls(self, preview: Preview) -> Preview:
+        """One denoise preview per network call (one in all for regression): the last total is the call count."""
+        self.last_unet_calls = preview.total
+        return preview
 
 
 def fill(net: FrugalUNet, cfg: tr.TrainConfig, image: np.ndarray, mask: np.ndarray, work: np.ndarray,
@@ -161,20 +162,12 @@ def fill(net: FrugalUNet, cfg: tr.TrainConfig, image: np.ndarray, mask: np.ndarr
     if cfg.objective == "diffusion":
         sched = DiffusionSchedule(cfg.schedule)
         it = sample_inpaint_iter(net, sched, y, mt, steps=steps, eta=eta, gen=torch.Generator().manual_seed(seed))
-        while True:
-            cancel.check()
-            try:
-                i, n, x0_hat = next(it)
-            except StopIteration as stop:
-                out = stop.value
-                break
-            est = tr.to_uint8(x0_hat)[0][: by1 - by0, : bx1 - bx0]
-            yield Preview(step=i, total=n, image=small_preview(est), box=box, stage="denoise")
-        _CALLS[0] = n
+        out = yield from map_yields(it, lambda s: Preview(
+            step=s[0], total=s[1], image=small_preview(tr.to_uint8(s[2])[0][: by1 - by0, : bx1 - bx0]), box=box,
+            stage="denoise"))  # the runner checks cancellation between previews
     else:
         cancel.check()
         out = regress(net, y, mt)
-        _CALLS[0] = 1
     filled = tr.to_uint8(out)[0][: by1 - by0, : bx1 - bx0]
     if scale != 1.0:
         filled = cv2.resize(filled, (fx1 - fx0, fy1 - fy0), interpolation=cv2.INTER_CUBIC)

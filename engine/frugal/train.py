@@ -70,7 +70,8 @@ class TrainConfig:
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     """(B, H, W, 3) uint8 -> (B, 3, H, W) float in [-1, 1]."""
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+    # torch.tensor copies: the batch may be a read-only view of a cached image (from_numpy warns on those)
+    return torch.tensor(images).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
