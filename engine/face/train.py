@@ -8,6 +8,13 @@ Phases (the seed's recipe; Larsen et al. 2016 for the VAE-GAN loss):
   1. pretrain: loss = BCE(x_hat, x) + 0.5 KL(q(z | x_masked, m) || N(0, I)), true attribute labels to the decoder;
   2. discriminator warm-up: D alone for ``--d-warmup`` steps, so its first gradients are informative;
   3. fine-tune: D and G alternate; G adds ``--adv-weight`` x the non-saturating adversarial loss.
+Optional attribute classifier C (Bao et al. 2017, CVAE-GAN, sec. 3.2; the cross-entropy form of AC-GAN): with
+``--cls-weight`` > 0 a small classifier is first trained on the *training* pool (never on the benchmark's
+classifier seeds) and frozen; G then adds ``--cls-weight`` x BCE(C(composite), requested attributes), in both
+phases. With ``--flip-prob`` p, that share of the mouth / eye-band samples asks for the opposite of the hidden
+attribute (a smile on a closed mouth, glasses off on a face that wears them): those samples have no ground truth
+in the hole, so their hole drops out of the reconstruction term and only C (and D) judge it. This trains the
+control the editor offers, not just reconstruction with the true label.
 Each phase is bounded by steps and/or minutes (whichever comes first), so a CPU run has a known duration.
 The generator is written to ``--out`` (config.json with the config and training facts + model.safetensors)
 at the end of each phase and every ``--save-every`` steps.
@@ -58,6 +65,10 @@ def parse_args(argv=None):
     p.add_argument("--d-warmup", type=int, default=60)
     p.add_argument("--gan-steps", type=int, default=10**9)
     p.add_argument("--gan-minutes", type=float, default=7.0)
+    p.add_argument("--cls-weight", type=float, default=0.0, help="weight of the attribute-classifier loss (0 = off)")
+    p.add_argument("--cls-steps", type=int, default=600, help="training steps of that classifier before it is frozen")
+    p.add_argument("--flip-prob", type=float, default=0.0,
+                   help="share of mouth / eye-band samples that request the opposite hidden attribute")
     p.add_argument("--save-every", type=int, default=500)
     p.add_argument("--log-every", type=int, default=25)
     p.add_argument("--threads", type=int, default=1)
@@ -69,6 +80,39 @@ def to_tensors(imgs, labels, masks):
     x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float().div_(255.0)
     m = torch.from_numpy(masks).unsqueeze(1).float()
     return x, m, torch.from_numpy(labels).float()
+
+
+HIDDEN = {REGIMES.index("mouth"): 0, REGIMES.index("eyes"): 1}  # mask regime -> the attribute its hole hides
+
+
+def requests(rng, attrs: torch.Tensor, regimes, flip_prob: float, hole_weight: float):
+    """What the decoder is asked for: the true attributes, except that a ``flip_prob`` share of the mouth / eye-band
+    samples asks for the opposite of the attribute their hole hides. Returns (requested B x 2, hole weight
+    B x 1 x 1 x 1): a flipped sample has no ground truth in its hole, so its hole weight is 0."""
+    want, hole_w = attrs.clone(), torch.full((len(attrs), 1, 1, 1), float(hole_weight))
+    for i, r in enumerate(regimes):
+        if int(r) in HIDDEN and rng.uniform() < flip_prob:
+            want[i, HIDDEN[int(r)]] = 1.0 - want[i, HIDDEN[int(r)]]
+            hole_w[i] = 0.0
+    return want, hole_w
+
+
+def train_classifier(sampler, rng, steps: int, batch: int, log=print):
+    """The CVAE-GAN's classifier C: trained on the cVAE's own training pool, then frozen (a fixed judge for G)."""
+    from engine.face.classifier import AttributeClassifier, augment
+
+    clf, t0 = AttributeClassifier(), time.time()
+    opt = torch.optim.Adam(clf.parameters(), lr=2e-3)
+    for step in range(1, steps + 1):
+        imgs, labels, _, _ = sampler.batch(rng, batch)
+        x = torch.from_numpy(augment(rng, imgs)).permute(0, 3, 1, 2).float().div_(255.0)
+        loss = F.binary_cross_entropy_with_logits(clf(x), torch.from_numpy(labels).float())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 100 == 0 or step == steps:
+            log(f"classifier C step {step}/{steps} loss {loss.item():.4f} ({time.time() - t0:.0f} s)", flush=True)
+    return clf.eval().requires_grad_(False)
 
 
 def main(argv=None) -> None:
@@ -107,20 +151,27 @@ def main(argv=None) -> None:
     facts = {"data": args.data, "regimes": [REGIMES[r] for r in regimes], "regime_probs": probs.round(3).tolist(),
              "init": args.init, "batch": args.batch, "lr": args.lr,
              "hole_weight": args.hole_weight, "kl_weight": args.kl_weight, "adv_weight": args.adv_weight,
+             "cls_weight": args.cls_weight, "flip_prob": args.flip_prob,
              "threads": args.threads, "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
              "torch": torch.__version__, "steps": {}, "seconds": {}}
 
     def get_batch():
+        """x, mask, true attributes, requested attributes, per-sample hole weight (0 where the request is flipped)."""
         imgs, labels, mouth, eyes = sampler.batch(rng, args.batch)
         reg = rng.choice(regimes, size=args.batch, p=probs)
-        masks = sample_masks(rng, args.res, mouth, eyes, reg)
-        return to_tensors(imgs, labels, masks)
+        x, m, a = to_tensors(imgs, labels, sample_masks(rng, args.res, mouth, eyes, reg))
+        return (x, m, a) + requests(rng, a, reg, args.flip_prob, args.hole_weight)
 
-    def vae_loss(x, m, a):
-        logits, mu, logvar = G(x, m, a)
-        rec = reconstruction_bce(logits, x, m, args.hole_weight).mean()
+    clf = None
+    if args.cls_weight > 0:
+        clf = train_classifier(sampler, rng, args.cls_steps, args.batch * 4)
+
+    def vae_loss(x, m, want, hole_w):
+        logits, mu, logvar = G(x, m, want)
+        rec = reconstruction_bce(logits, x, m, hole_w).mean()
         kl = kl_divergence(mu, logvar).mean()
-        return logits, rec, kl
+        cls = F.binary_cross_entropy_with_logits(clf(composite(logits, x, m)), want) if clf else torch.zeros(())
+        return logits, rec, kl, cls
 
     def save(phase):
         facts["config"] = asdict(cfg)
@@ -135,18 +186,18 @@ def main(argv=None) -> None:
     G.train()
     t0, step, avg = time.time(), 0, None
     while step < args.pretrain_steps and time.time() - t0 < args.pretrain_minutes * 60:
-        x, m, a = get_batch()
-        _, rec, kl = vae_loss(x, m, a)
-        loss = rec + args.kl_weight * kl
+        x, m, a, want, hole_w = get_batch()
+        _, rec, kl, cls = vae_loss(x, m, want, hole_w)
+        loss = rec + args.kl_weight * kl + args.cls_weight * cls
         opt_g.zero_grad(set_to_none=True)
         loss.backward()
         opt_g.step()
         step += 1
-        cur = np.array([loss.item(), rec.item(), kl.item()])
+        cur = np.array([loss.item(), rec.item(), kl.item(), cls.item()])
         avg = cur if avg is None else 0.95 * avg + 0.05 * cur
         if step % args.log_every == 0 or step == 1:
             el = time.time() - t0
-            print(f"pretrain step {step} loss {avg[0]:.1f} bce {avg[1]:.1f} kl {avg[2]:.1f} "
+            print(f"pretrain step {step} loss {avg[0]:.1f} bce {avg[1]:.1f} kl {avg[2]:.1f} cls {avg[3]:.3f} "
                   f"({el / step:.3f} s/step, {el / 60:.1f} min, cpu {time.process_time() / 60:.1f} min)", flush=True)
         if step % args.save_every == 0:
             facts["steps"]["pretrain"], facts["seconds"]["pretrain"] = step, round(time.time() - t0)
@@ -161,16 +212,16 @@ def main(argv=None) -> None:
     for g in opt_g.param_groups:
         g["lr"], g["betas"] = args.gan_lr, (0.5, 0.999)
 
-    def d_step(x, m, a):
+    def d_step(x, m, a, want):
         with torch.no_grad():
-            logits, _, _ = G(x, m, a)
+            logits, _, _ = G(x, m, want)
             fake = composite(logits, x, m)
         # Real: the true image with the same mask channel; fake: the composite. Also a "wrong attribute" real
         # (flipped labels) counts as fake, so the projection term learns to check the attributes.
         flip = a.clone()
         k = torch.randint(0, a.shape[1], (a.shape[0],))
         flip[torch.arange(a.shape[0]), k] = 1 - flip[torch.arange(a.shape[0]), k]
-        d_real, d_fake, d_wrong = D(x, m, a), D(fake, m, a), D(x, m, flip)
+        d_real, d_fake, d_wrong = D(x, m, a), D(fake, m, want), D(x, m, flip)
         loss = (F.softplus(-d_real).mean() + 0.5 * F.softplus(d_fake).mean() + 0.5 * F.softplus(d_wrong).mean())
         opt_d.zero_grad(set_to_none=True)
         loss.backward()
@@ -179,7 +230,8 @@ def main(argv=None) -> None:
 
     t1 = time.time()
     for i in range(args.d_warmup):
-        ld, acc_r, acc_f = d_step(*get_batch())
+        x, m, a, want, _ = get_batch()
+        ld, acc_r, acc_f = d_step(x, m, a, want)
         if (i + 1) % args.log_every == 0:
             print(f"D warm-up {i + 1}/{args.d_warmup} loss {ld:.3f} acc real {acc_r:.2f} fake {acc_f:.2f}", flush=True)
     facts["steps"]["d_warmup"], facts["seconds"]["d_warmup"] = args.d_warmup, round(time.time() - t1)
@@ -187,20 +239,20 @@ def main(argv=None) -> None:
     # ---- 3. adversarial fine-tuning -------------------------------------------------------------------------------
     t2, step, avg = time.time(), 0, None
     while step < args.gan_steps and time.time() - t2 < args.gan_minutes * 60:
-        x, m, a = get_batch()
-        ld, acc_r, acc_f = d_step(x, m, a)
-        logits, rec, kl = vae_loss(x, m, a)
-        adv = F.softplus(-D(composite(logits, x, m), m, a)).mean()  # non-saturating: -log D(G(.))
-        loss = rec + args.kl_weight * kl + args.adv_weight * adv
+        x, m, a, want, hole_w = get_batch()
+        ld, acc_r, acc_f = d_step(x, m, a, want)
+        logits, rec, kl, cls = vae_loss(x, m, want, hole_w)
+        adv = F.softplus(-D(composite(logits, x, m), m, want)).mean()  # non-saturating: -log D(G(.))
+        loss = rec + args.kl_weight * kl + args.adv_weight * adv + args.cls_weight * cls
         opt_g.zero_grad(set_to_none=True)
         loss.backward()
         opt_g.step()
         step += 1
-        cur = np.array([rec.item(), kl.item(), adv.item(), ld, acc_r, acc_f])
+        cur = np.array([rec.item(), kl.item(), adv.item(), ld, acc_r, acc_f, cls.item()])
         avg = cur if avg is None else 0.95 * avg + 0.05 * cur
         if step % args.log_every == 0 or step == 1:
             el = time.time() - t2
-            print(f"gan step {step} bce {avg[0]:.1f} kl {avg[1]:.1f} adv {avg[2]:.3f} | D loss {avg[3]:.3f} "
+            print(f"gan step {step} bce {avg[0]:.1f} kl {avg[1]:.1f} adv {avg[2]:.3f} cls {avg[6]:.3f} | D loss {avg[3]:.3f} "
                   f"acc real {avg[4]:.2f} fake {avg[5]:.2f} ({el / step:.3f} s/step, {el / 60:.1f} min, "
                   f"cpu {time.process_time() / 60:.1f} min)", flush=True)
         if step % args.save_every == 0:
