@@ -5,6 +5,10 @@ MNIST test split, three fixed masks (left half, bottom half, centre 14x14 box). 
 - ``telea``: OpenCV Telea (``engine.classical.pipeline.opencv_inpaint``, radius 5);
 - ``repaint-default``: our RePaint, t_T = 250, jump_length = 10, resamples = 10 (2,410 UNet calls);
 - ``repaint-fast``: our fast mode (DDIM-strided + resampling, ``engine.ddpm.repaint.FAST``);
+- ``train-set neighbours (k=10)``: a reference, not a method: for each test digit, the 10 training digits closest
+  on the *known* pixels lend their hole pixels (10 fills per digit). This samples roughly from the data's own
+  p(hole | known), so its accuracy estimates how often a faithful completion keeps the digit's label at all;
+  half a digit is often genuinely ambiguous (the right half of a 3 or an 8, the top of a 4 or a 9);
 - ``diffusers-repaint``: diffusers' ``RePaintPipeline`` on the same UNet with the same default schedule, on the
   same images as ``repaint-default``, for a side-by-side time ratio (its own beta indexing, eta = 1).
 
@@ -109,6 +113,24 @@ def run_diffusers(unet, images: np.ndarray, masks: np.ndarray, cfg: RePaintConfi
                     "batch": batch}
 
 
+def neighbour_fills(train_x: np.ndarray, images: np.ndarray, masks: np.ndarray, k: int = 10) -> np.ndarray:
+    """k fills per image (k*N x 28 x 28, grouped per image): hole pixels of the k training digits nearest on the
+    known pixels (squared L2)."""
+    flat = train_x.reshape(len(train_x), -1).astype(np.float32) / 255
+    out = np.empty((len(images), k, 28, 28), np.uint8)
+    for mask in np.unique(masks.reshape(len(masks), -1), axis=0):  # one distance matrix per distinct mask
+        rows = np.nonzero((masks.reshape(len(masks), -1) == mask).all(1))[0]
+        hole = mask.reshape(28, 28)
+        known = flat[:, ~mask]
+        queries = images[rows].reshape(len(rows), -1)[:, ~mask].astype(np.float32) / 255
+        d = (known ** 2).sum(1)[None] - 2 * queries @ known.T  # + |q|^2, constant per row
+        nearest = np.argpartition(d, k, 1)[:, :k]
+        for r, nn in zip(rows, nearest):
+            out[r] = images[r]
+            out[r][:, hole] = train_x[nn][:, hole]
+    return out.reshape(-1, 28, 28)
+
+
 def accuracy_by_mask(clf, filled: np.ndarray, labels: np.ndarray, names: list[str]) -> dict[str, float]:
     pred = predict(clf, filled)
     names_arr = np.array(names)
@@ -166,6 +188,10 @@ def main(argv: list[str] | None = None) -> dict:
     telea = np.stack([opencv_inpaint(np.repeat(im[..., None], 3, 2), m, 5, "telea")[..., 0] for im, m in zip(imgs, ms)])
     report("telea", telea, labels, names, {"unet_calls_per_image": 0,
                                            "wall_s_per_image": (time.perf_counter() - t0) / len(imgs)}, a.n)
+
+    k = 10
+    report("train-set neighbours (k=10)", neighbour_fills(load_mnist("train")[0], imgs, ms, k),
+           np.repeat(labels, k), [n for n in names for _ in range(k)], n=a.n)
 
     sub_imgs, sub_ms, sub_names = stacked(test_x[:a.n_default], masks)
     sub_labels = np.tile(test_y[:a.n_default], len(masks))
