@@ -246,3 +246,21 @@ def test_shipped_weights_fill_a_digit():
         assert np.array_equal(result.image[~mask], rgb[~mask])
         hits += int(predict(clf, result.image[None, ..., 0])[0] == labels[i])
     assert hits >= 4
+
+
+def test_benchmark_neighbour_fills_copy_the_hole_from_the_nearest_training_digits():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks.repaint_mnist import make_masks, neighbour_fills
+
+    rng = np.random.default_rng(0)
+    train = rng.integers(0, 256, (40, 28, 28), dtype=np.uint8)
+    masks = make_masks()
+    images = np.stack([train[3], train[7]])
+    holes = np.stack([masks["left_half"], masks["centre_14"]])
+    fills = neighbour_fills(train, images, holes, k=1)
+    assert np.array_equal(fills, images)  # each image's own training copy is its nearest neighbour
+    other = images.copy()
+    other[0][holes[0]] = 0  # the hole's content is not used to find neighbours
+    fills = neighbour_fills(train, other, holes, k=3).reshape(2, 3, 28, 28)
+    assert np.array_equal(fills[0, :, ~holes[0]], np.repeat(other[0][~holes[0]][:, None], 3, 1))
+    assert any(np.array_equal(f, train[3]) for f in fills[0])
