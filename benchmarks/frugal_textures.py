@@ -5,6 +5,8 @@ patch of coffee's wooden table): a 160x160 **test region** at the bottom right i
 learning, paper Fig. 2) and a 128x128 **hole** in its middle is filled by
 
 - Diffusion  : the frugal UNet learned on the known region with the diffusion objective (``--minutes``), sampled
+               with ``--eta`` (1 = ancestral)
+- Diffusion-DDIM : the same learned weights sampled deterministically (eta = 0, Song et al. 2021); no extra learning
 - Regression : the same UNet learned for the same time by L2 regression on the hole (the paper's baseline)
 - Patch      : multi-scale PatchMatch EM (Newson et al.), no learning
 - Telea      : OpenCV fast marching, no learning
@@ -80,7 +82,9 @@ def regions(shape: tuple[int, ...], test: int = 160, hole: int = 128, margin: in
     return t, m
 
 
-def run_learned(objective: str, img: np.ndarray, test: np.ndarray, hole: np.ndarray, args) -> tuple[np.ndarray, dict]:
+def run_learned(objective: str, img: np.ndarray, test: np.ndarray, hole: np.ndarray, args
+                ) -> tuple[np.ndarray, dict, np.ndarray | None]:
+    """(fill, info, the eta = 0 fill of the same weights for diffusion, else None)."""
     from engine.frugal import train as tr
     from engine.frugal.pipeline import fill
 
@@ -97,7 +101,11 @@ def run_learned(objective: str, img: np.ndarray, test: np.ndarray, hole: np.ndar
     info = {"train_wall_s": train_wall, "train_cpu_s": train_cpu, "infer_wall_s": time.perf_counter() - w0,
             "infer_cpu_s": time.process_time() - c0, "iterations": stats["iterations"],
             "final_loss": stats["loss"], "params": stats["parameters"], "train_loop_s": stats["seconds"]}
-    return np.where(hole[..., None], out, img), info
+    ddim = None
+    if objective == "diffusion":
+        ddim = drive(fill(net, cfg, img, hole, img, hole, 1.0, args.steps, 0.0, args.seed))
+        ddim = np.where(hole[..., None], ddim, img)
+    return np.where(hole[..., None], out, img), info, ddim
 
 
 def run_classical(kind: str, img: np.ndarray, hole: np.ndarray, args) -> tuple[np.ndarray, dict]:
@@ -110,19 +118,19 @@ def run_classical(kind: str, img: np.ndarray, hole: np.ndarray, args) -> tuple[n
                  "infer_cpu_s": time.process_time() - c0, "params": 0}
 
 
-METHODS = ("Diffusion", "Regression", "Patch", "Telea")
+METHODS = ("Diffusion", "Diffusion-DDIM", "Regression", "Patch", "Telea")
 PSNR_CAP = 60.0  # an exact copy (periodic texture) has infinite PSNR; means use 60 dB for it
 
 
 def table1(rows: dict) -> str:
-    lines = [f"{'texture':<11}{'method':<11}{'PSNR':>7}{'SSIM':>7}{'detail':>8}{'params':>8}{'iters':>7}"
+    lines = [f"{'texture':<11}{'method':<15}{'PSNR':>7}{'SSIM':>7}{'detail':>8}{'params':>8}{'iters':>7}"
              f"{'train s':>9}{'infer s':>9}"]
     for tex, per in rows.items():
         for m in METHODS:
             if m not in per:
                 continue
             r = per[m]
-            lines.append(f"{tex:<11}{m:<11}{r['psnr']:7.2f}{r['ssim']:7.3f}{r['detail']:8.2f}{r['params']:>8}"
+            lines.append(f"{tex:<11}{m:<15}{r['psnr']:7.2f}{r['ssim']:7.3f}{r['detail']:8.2f}{r['params']:>8}"
                          f"{r.get('iterations', '-'):>7}{r['train_wall_s']:9.1f}{r['infer_wall_s']:9.2f}")
     lines.append("-" * len(lines[0]))
     for m in METHODS:
@@ -132,14 +140,14 @@ def table1(rows: dict) -> str:
                     for k in ("psnr", "ssim", "detail", "train_wall_s", "infer_wall_s")}
             its = [r["iterations"] for r in rs if "iterations" in r]
             its_s = f"{np.mean(its):.0f}" if its else ""
-            lines.append(f"{'MEAN':<11}{m:<11}{mean['psnr']:7.2f}{mean['ssim']:7.3f}{mean['detail']:8.2f}"
+            lines.append(f"{'MEAN':<11}{m:<15}{mean['psnr']:7.2f}{mean['ssim']:7.3f}{mean['detail']:8.2f}"
                          f"{rs[0]['params']:>8}{its_s:>7}{mean['train_wall_s']:9.1f}{mean['infer_wall_s']:9.2f}")
     lines.append(f"(PSNR of an exact copy is inf; means count it as {PSNR_CAP:g} dB)")
     return "\n".join(lines)
 
 
 def table2(rows: dict, watts: float) -> tuple[str, dict]:
-    lines = [f"{'method':<11}{'train core-h':>13}{'infer core-h':>13}{'energy kWh':>12}{'(per image: learn + 1 fill)'}"]
+    lines = [f"{'method':<15}{'train core-h':>13}{'infer core-h':>13}{'energy kWh':>12}{'(per image: learn + 1 fill)'}"]
     out = {}
     for m in METHODS:
         rs = [per[m] for per in rows.values() if m in per]
@@ -149,7 +157,7 @@ def table2(rows: dict, watts: float) -> tuple[str, dict]:
         in_h = float(np.mean([r["infer_cpu_s"] for r in rs])) / 3600
         kwh = (tr_h + in_h) * watts / 1000
         out[m] = {"train_core_hours": tr_h, "infer_core_hours": in_h, "energy_kwh": kwh}
-        lines.append(f"{m:<11}{tr_h:13.4f}{in_h:13.5f}{kwh:12.5f}")
+        lines.append(f"{m:<15}{tr_h:13.4f}{in_h:13.5f}{kwh:12.5f}")
     lines.append(f"energy = CPU core-hours x {watts:g} W per core (assumption: a busy server core incl. its share "
                  f"of memory/uncore; the paper's GPU row is 0.25 kWh for 1 h of training)")
     return "\n".join(lines), out
@@ -209,7 +217,7 @@ def main(argv=None) -> int:
     unknown = asked - {m.lower() for m in METHODS}
     if unknown:
         sys.exit(f"error: unknown --methods {', '.join(sorted(unknown))}; choose from {', '.join(METHODS)}")
-    methods = [m for m in METHODS if m.lower() in asked]
+    methods = [m for m in METHODS if m.lower() in asked and m != "Diffusion-DDIM"]  # DDIM comes with Diffusion
     out_path = Path(args.out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     rows: dict = {}
@@ -222,17 +230,22 @@ def main(argv=None) -> int:
         test, hole = regions(img.shape)
         per, fills = {}, {}
         for m in methods:
+            ddim = None
             if m in ("Diffusion", "Regression"):
-                fill_img, info = run_learned(m.lower(), img, test, hole, args)
+                fill_img, info, ddim = run_learned(m.lower(), img, test, hole, args)
             else:
                 fill_img, info = run_classical(m.lower(), img, hole, args)
-            assert np.array_equal(fill_img[~hole], img[~hole])
-            info.update(hole_metrics(fill_img, img, hole))
-            info["load"] = os.getloadavg()[0]
-            per[m], fills[m] = info, fill_img
-            print(f"{name:<10} {m:<10} PSNR {info['psnr']:6.2f} SSIM {info['ssim']:.3f} detail {info['detail']:.2f} "
-                  f"train {info['train_wall_s']:.0f}s infer {info['infer_wall_s']:.2f}s load {info['load']:.1f}",
-                  flush=True)
+            results = [(m, fill_img, info)]
+            if ddim is not None:
+                results.append(("Diffusion-DDIM", ddim, dict(info)))
+            for label, f, inf in results:
+                assert np.array_equal(f[~hole], img[~hole])
+                inf.update(hole_metrics(f, img, hole))
+                inf["load"] = os.getloadavg()[0]
+                per[label], fills[label] = inf, f
+                print(f"{name:<10} {label:<15} PSNR {inf['psnr']:6.2f} SSIM {inf['ssim']:.3f} detail "
+                      f"{inf['detail']:.2f} train {inf['train_wall_s']:.0f}s infer {inf['infer_wall_s']:.2f}s "
+                      f"load {inf['load']:.1f}", flush=True)
         rows[name] = per
         montage(img, fills, test, out_path.with_name(f"frugal_textures_{name}.png"))
         meta["load_after"] = os.getloadavg()
