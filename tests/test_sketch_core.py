@@ -324,3 +324,15 @@ def test_guidance_hook_in_project_repaint_sampler():
     for x in outs.values():
         assert torch.equal(x[keep], known[keep])
     assert not torch.allclose(outs[0.0][~keep], outs[2.0][~keep])
+
+
+def test_shipped_lgp_was_trained_on_the_shipped_ddpm():
+    """The LGP reads the DDPM's activations: new DDPM weights without a retrained LGP would guide badly."""
+    import json
+    from pathlib import Path
+
+    from engine.sketch.train import weights_digest
+
+    models = Path(__file__).resolve().parents[1] / "resources" / "models"
+    extra = json.loads((models / "sketch-lgp-mnist" / "config.json").read_text())["extra"]
+    assert extra["ddpm_weights_sha256"] == weights_digest(models / "ddpm-mnist")

@@ -213,8 +213,17 @@ def train(cfg: TrainConfig) -> Path:
     return out
 
 
+def weights_digest(folder: str | Path) -> str:
+    """sha256 of a diffusers folder's weights file: the LGP reads that exact UNet's activations."""
+    import hashlib
+
+    files = sorted(Path(folder).glob("*.safetensors"))
+    return hashlib.sha256(files[0].read_bytes()).hexdigest() if files else ""
+
+
 def _extra(cfg: TrainConfig, step: int, ema, t_start: float, history) -> dict:
     return {"train": asdict(cfg), "steps_done": step, "loss_ema": ema, "seconds": round(time.time() - t_start, 1),
+            "ddpm_weights_sha256": weights_digest(cfg.ddpm) if cfg.ddpm else "",
             "hardware": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
                         f"{torch.get_num_threads()} thread(s), CPU",
             "command": "python -m engine.sketch.train " + " ".join(sys.argv[1:]), "history": history}
