@@ -82,6 +82,17 @@ def load(folder: Path = FOLDER) -> AttributeClassifier:
     return m.eval()
 
 
+def train_step(model: AttributeClassifier, opt: torch.optim.Optimizer, rng: np.random.Generator,
+               imgs: np.ndarray, labels: np.ndarray) -> float:
+    """One augmented multi-label BCE step on N x 64 x 64 x 3 uint8 faces; returns the loss."""
+    model.train()
+    loss = F.binary_cross_entropy_with_logits(model(to_tensor(augment(rng, imgs))), torch.from_numpy(labels).float())
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
 def train(n: int = 8000, steps: int = 900, batch: int = 64, out: Path = FOLDER, log=print) -> AttributeClassifier:
     rng = np.random.default_rng(1)
     torch.manual_seed(1)
@@ -92,15 +103,10 @@ def train(n: int = 8000, steps: int = 900, batch: int = 64, out: Path = FOLDER, 
     t0 = time.time()
     for step in range(1, steps + 1):
         idx = rng.integers(0, n, batch)
-        x, y = to_tensor(augment(rng, imgs[idx])), torch.from_numpy(labels[idx])
-        model.train()
-        loss = F.binary_cross_entropy_with_logits(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        loss = train_step(model, opt, rng, imgs[idx], labels[idx])
         sched.step()
         if step % 100 == 0:
-            log(f"classifier step {step}/{steps} loss {loss.item():.4f} ({time.time() - t0:.0f} s)")
+            log(f"classifier step {step}/{steps} loss {loss:.4f} ({time.time() - t0:.0f} s)")
     ev_imgs, ev_labels, _, _ = procedural_pool(2000, 64, start=EVAL_SEED, log=log)
     acc = ((predict(model, ev_imgs) > 0.5) == (ev_labels > 0.5)).mean(0)
     facts = {"train_seeds": [CLASSIFIER_SEED, CLASSIFIER_SEED + n], "steps": steps, "batch": batch,

@@ -99,19 +99,15 @@ def requests(rng, attrs: torch.Tensor, regimes, flip_prob: float, hole_weight: f
 
 def train_classifier(sampler, rng, steps: int, batch: int, log=print):
     """The CVAE-GAN's classifier C: trained on the cVAE's own training pool, then frozen (a fixed judge for G)."""
-    from engine.face.classifier import AttributeClassifier, augment
+    from engine.face.classifier import AttributeClassifier, train_step
 
     clf, t0 = AttributeClassifier(), time.time()
     opt = torch.optim.Adam(clf.parameters(), lr=2e-3)
     for step in range(1, steps + 1):
         imgs, labels, _, _ = sampler.batch(rng, batch)
-        x = torch.from_numpy(augment(rng, imgs)).permute(0, 3, 1, 2).float().div_(255.0)
-        loss = F.binary_cross_entropy_with_logits(clf(x), torch.from_numpy(labels).float())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        loss = train_step(clf, opt, rng, imgs, labels)
         if step % 100 == 0 or step == steps:
-            log(f"classifier C step {step}/{steps} loss {loss.item():.4f} ({time.time() - t0:.0f} s)", flush=True)
+            log(f"classifier C step {step}/{steps} loss {loss:.4f} ({time.time() - t0:.0f} s)", flush=True)
     return clf.eval().requires_grad_(False)
 
 
