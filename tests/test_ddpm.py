@@ -16,7 +16,7 @@ import torch
 
 from engine.api import CancelToken, Cancelled, Request, drive
 from engine.ddpm.model import NoiseSchedule, ScheduleConfig, build_unet, load_ddpm, save_ddpm
-from engine.ddpm.repaint import (DEFAULT, FAST, CountingUNet, RePaintConfig, count_unet_calls, jump_schedule,
+from engine.ddpm.repaint import (DEFAULT, FAST, CountingUNet, RePaintConfig, jump_schedule,
                                  renoise_indices, repaint, repaint_steps)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,23 +72,32 @@ def test_sampler_matches_diffusers_repaint(eta, beta_schedule):
 
 
 def test_schedule_and_call_counts():
-    assert count_unet_calls(250, 10, 10) == 2410  # the paper's default: t_T = 250, j = 10, r = 10
-    plan = jump_schedule(10, 3, 2)
-    level = 9  # starts at level t_T - 1 (pure noise), walks the grid one level at a time, ends clean (-1)
-    for kind, k in plan:
-        if kind == "denoise":  # level k -> k - 1
-            assert k == level
-            level = k - 1
-        else:  # ("renoise", k): level k - 1 -> k
-            assert k == level + 1
-            level = k
-    assert plan[-1] == ("denoise", 0) and level == -1
-    fast = count_unet_calls(FAST.t_T, FAST.jump_length, FAST.jump_n_sample)
-    assert fast * 10 <= count_unet_calls(DEFAULT.t_T, DEFAULT.jump_length, DEFAULT.jump_n_sample)
+    assert DEFAULT.unet_calls == 2410  # the paper's default: t_T = 250, j = 10, r = 10
+    for cfg in (RePaintConfig(t_T=10, jump_length=3, jump_n_sample=2), FAST):
+        level = cfg.t_T - 1  # starts at level t_T - 1 (pure noise), walks the grid one level at a time, ends clean
+        for kind, k in jump_schedule(cfg):
+            if kind == "denoise":  # level k -> k - 1
+                assert k == level
+                level = k - 1
+            else:  # ("renoise", k): level k - 1 -> k
+                assert k == level + 1
+                level = k
+        assert level == -1
+    assert FAST.unet_calls * 10 <= DEFAULT.unet_calls
     unet = CountingUNet(tiny_unet())
     image, mask = batch(1)
     repaint(unet, NoiseSchedule(), image, mask, FAST, generator=torch.Generator().manual_seed(0))
-    assert unet.calls == fast
+    assert unet.calls == FAST.unet_calls
+
+
+def test_resample_levels_put_every_jump_at_the_named_levels():
+    cfg = RePaintConfig(t_T=12, jump_length=3, jump_n_sample=4, resample_levels=(2, 5))
+    plan = jump_schedule(cfg)
+    jumps_from = [k for (kind, k), (prev_kind, _) in zip(plan[1:], plan) if kind == "renoise" and prev_kind == "denoise"]
+    assert sorted(jumps_from) == [2] * 3 + [5] * 3  # r - 1 jumps back from each named level
+    assert cfg.unet_calls == 12 + 2 * 3 * 3
+    with pytest.raises(ValueError, match="resample levels"):
+        jump_schedule(RePaintConfig(t_T=12, jump_length=3, resample_levels=(9,)))  # 9 + 3 > t_T - 1
 
 
 @pytest.mark.parametrize("t_T", [1000, 250, 50, 7])
@@ -191,7 +200,7 @@ def test_from_pretrained_inpainter_on_rgb_image(tmp_path):
     gen = run_job(inp, req)
     previews = []
     result = drive(gen, previews.append)
-    assert len(previews) == count_unet_calls(10, 2, 2) == result.unet_calls
+    assert len(previews) == RePaintConfig(t_T=10, jump_length=2, jump_n_sample=2).unet_calls == result.unet_calls
     assert previews[-1].box is not None and previews[-1].image.shape == (16, 16, 3)
     assert np.array_equal(result.image[~mask], image[~mask])
     assert not np.array_equal(result.image[mask], image[mask])

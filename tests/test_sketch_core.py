@@ -312,7 +312,7 @@ def test_guidance_hook_in_project_repaint_sampler():
     mask[..., 4:12, 4:12] = 1
     target = torch.zeros(1, 1, 16, 16)
     target[..., 8, 4:12] = 1
-    n_calls = repaint_mod.count_unet_calls(6, 2, 2)
+    n_calls = cfg.unet_calls
     outs = {}
     for beta in (0.0, 2.0):
         hook = make_guidance_hook(u, SketchGuide(lgp, target, beta=beta, share=1.0, weight=mask),

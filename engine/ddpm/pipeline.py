@@ -19,7 +19,7 @@ import torch
 
 from engine.api import CancelToken, InpaintError, JobGen, ModelInfo, Preview, Request, map_yields
 from engine.crop import CropPlan
-from engine.ddpm.repaint import DEFAULT, FAST, RePaintConfig, count_unet_calls, repaint_steps
+from engine.ddpm.repaint import DEFAULT, FAST, RePaintConfig, repaint_steps
 
 
 def pick_device() -> torch.device:
@@ -89,7 +89,7 @@ class RePaintInpainter:
         steps = repaint_steps(unet, schedule, image, mask, cfg, generator=generator, cancel=cancel)
         x = yield from map_yields(steps, lambda step: Preview(
             step=step.index, total=step.total, image=to_rgb_uint8(step.x0), box=plan.box, message=f"t = {step.t}"))
-        self.last_unet_calls = count_unet_calls(cfg.t_T, cfg.jump_length, cfg.jump_n_sample)
+        self.last_unet_calls = cfg.unet_calls
         return plan.paste(request.image, to_rgb_uint8(x), request.mask)
 
 
