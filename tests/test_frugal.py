@@ -223,4 +223,4 @@ def test_timesteps_span_T_to_zero():
 
     s = DiffusionSchedule()
     assert timesteps(s, 4) == [1000, 750, 500, 250, 0]
-    assert timesteps(s, 4, t_min=100) == [1000, 700, 400, 100, 0]
+    assert timesteps(s, 10_000) == list(range(1000, -1, -1))  # capped at T steps

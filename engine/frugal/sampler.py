@@ -23,26 +23,22 @@ from engine.api import drive
 from engine.frugal.model import DiffusionSchedule, FrugalUNet
 
 
-def timesteps(sched: DiffusionSchedule, steps: int, t_min: int = 0) -> list[int]:
-    """``steps`` + 1 decreasing noise indices from T to 0, evenly spaced down to ``t_min``, then 0: with
-    ``t_min`` > 0 the last network call is at noise level t_min and its x0 estimate is the result."""
+def timesteps(sched: DiffusionSchedule, steps: int) -> list[int]:
+    """``steps`` + 1 evenly spaced, decreasing noise indices from T to 0."""
     steps = max(1, min(int(steps), sched.T))
-    t_min = max(0, min(int(t_min), sched.T - 1))
-    if t_min == 0:
-        return torch.linspace(sched.T, 0, steps + 1).round().long().tolist()
-    return torch.linspace(sched.T, t_min, steps).round().long().tolist() + [0]
+    return torch.linspace(sched.T, 0, steps + 1).round().long().tolist()
 
 
 def sample_inpaint_iter(net: FrugalUNet, sched: DiffusionSchedule, y: torch.Tensor, mask: torch.Tensor,
-                        steps: int = 25, eta: float = 1.0, gen: torch.Generator | None = None,
-                        t_min: int = 0) -> Generator[tuple[int, int, torch.Tensor], None, torch.Tensor]:
+                        steps: int = 25, eta: float = 1.0, gen: torch.Generator | None = None
+                        ) -> Generator[tuple[int, int, torch.Tensor], None, torch.Tensor]:
     """The sampler as a generator: yields (step, steps, x0_hat) after every network call, returns x_0.
 
     y: (B, 3, H, W) in [-1, 1] (any values in the hole), mask: (B, 1, H, W), 1 = hole."""
     with torch.inference_mode():
         y = y * (1 - mask)
         b = y.shape[0]
-        ts = timesteps(sched, steps, t_min)
+        ts = timesteps(sched, steps)
         x = torch.randn(y.shape, generator=gen)
         x = mask * x + (1 - mask) * sched.q_sample(y, torch.full((b,), ts[0]), torch.randn(y.shape, generator=gen))
         n = len(ts) - 1
