@@ -7,11 +7,14 @@ learning, paper Fig. 2) and a 128x128 **hole** in its middle is filled by
 - Diffusion  : the frugal UNet learned on the known region with the diffusion objective (``--minutes``), sampled
                with ``--eta`` (1 = ancestral)
 - Diffusion-DDIM : the same learned weights sampled deterministically (eta = 0, Song et al. 2021); no extra learning
+- EDM / EDM-DDIM : with ``--precond``, the diffusion rows of a net learned with EDM preconditioning and loss weights
+               (Karras et al. 2022); a separate run, combined with ``--merge``
 - Regression : the same UNet learned for the same time by L2 regression on the hole (the paper's baseline)
 - Patch      : multi-scale PatchMatch EM (Newson et al.), no learning
 - Telea      : OpenCV fast marching, no learning
 
-and measured on the hole: PSNR, SSIM (engine.metrics), and the detail ratio (high-frequency energy of the fill
+and measured on the hole, averaged over ``--samples`` sampling seeds for the stochastic methods: PSNR, SSIM
+(engine.metrics), and the detail ratio (high-frequency energy of the fill
 over that of the truth; 1.0 = as detailed). LPIPS is **not** reported: its VGG/AlexNet backbones cannot be
 downloaded here, and no substitute is passed off as LPIPS.
 
@@ -19,9 +22,10 @@ Table 2 (frugality): CPU-core-hours for learning and for one fill (process CPU t
 loaded the shared machine was) and an energy estimate = core-hours x ``--watts-per-core`` (stated assumption).
 
     python benchmarks/frugal_textures.py --minutes 3            # about 7 x 2 x 3 min of learning
-    python benchmarks/frugal_textures.py --minutes 0.2 --textures brick,grass   # a smoke run
+    python benchmarks/frugal_textures.py --minutes 0.2 --textures brick,grass --samples 2   # a smoke run
 
-Prints the tables and writes ``benchmarks/results/frugal_textures.json`` (and a montage PNG next to it).
+Prints the tables and writes ``benchmarks/results/frugal_textures.json`` (and per texture a montage PNG next to it:
+truth, then one fill per method, of the test region).
 """
 from __future__ import annotations
 
@@ -83,8 +87,9 @@ def regions(shape: tuple[int, ...], test: int = 160, hole: int = 128, margin: in
 
 
 def run_learned(objective: str, img: np.ndarray, test: np.ndarray, hole: np.ndarray, args
-                ) -> tuple[np.ndarray, dict, np.ndarray | None]:
-    """(fill, info, the eta = 0 fill of the same weights for diffusion, else None)."""
+                ) -> tuple[list[np.ndarray], dict, list[np.ndarray]]:
+    """(fills, info, the eta = 0 fills of the same weights) with ``args.samples`` sampling seeds for diffusion
+    (one learned net; sampling is cheap), one fill for regression (deterministic, no DDIM fills)."""
     from engine.frugal import train as tr
     from engine.frugal.pipeline import fill
 
@@ -96,41 +101,58 @@ def run_learned(objective: str, img: np.ndarray, test: np.ndarray, hole: np.ndar
     w0, c0 = time.perf_counter(), time.process_time()
     net, stats = drive(tr.train([img], [test], cfg))
     train_wall, train_cpu = time.perf_counter() - w0, time.process_time() - c0
+    seeds = [args.seed + k for k in range(args.samples if objective == "diffusion" else 1)]
     w0, c0 = time.perf_counter(), time.process_time()
-    out = drive(fill(net, cfg, img, hole, img, hole, 1.0, args.steps, args.eta, args.seed))
-    info = {"train_wall_s": train_wall, "train_cpu_s": train_cpu, "infer_wall_s": time.perf_counter() - w0,
-            "infer_cpu_s": time.process_time() - c0, "iterations": stats["iterations"],
-            "final_loss": stats["loss"], "params": stats["parameters"], "train_loop_s": stats["seconds"]}
-    ddim = None
-    if objective == "diffusion":
-        ddim = drive(fill(net, cfg, img, hole, img, hole, 1.0, args.steps, 0.0, args.seed))
-        ddim = np.where(hole[..., None], ddim, img)
-    return np.where(hole[..., None], out, img), info, ddim
+    fills = [drive(fill(net, cfg, img, hole, img, hole, 1.0, args.steps, args.eta, s)) for s in seeds]
+    info = {"train_wall_s": train_wall, "train_cpu_s": train_cpu,
+            "infer_wall_s": (time.perf_counter() - w0) / len(seeds), "infer_cpu_s": (time.process_time() - c0) / len(seeds),
+            "iterations": stats["iterations"], "final_loss": stats["loss"], "params": stats["parameters"],
+            "train_loop_s": stats["seconds"]}
+    ddim = [drive(fill(net, cfg, img, hole, img, hole, 1.0, args.steps, 0.0, s)) for s in seeds] \
+        if objective == "diffusion" else []
+    keep = lambda f: np.where(hole[..., None], f, img)  # noqa: E731
+    return [keep(f) for f in fills], info, [keep(f) for f in ddim]
 
 
-def run_classical(kind: str, img: np.ndarray, hole: np.ndarray, args) -> tuple[np.ndarray, dict]:
+def run_classical(kind: str, img: np.ndarray, hole: np.ndarray, args) -> tuple[list[np.ndarray], dict]:
+    """Patch: ``args.samples`` seeds of its random search; Telea: one (deterministic)."""
     w0, c0 = time.perf_counter(), time.process_time()
     if kind == "patch":
-        out = patch_inpaint(img, hole, PatchConfig(patch=args.patch, seed=args.seed))
+        outs = [patch_inpaint(img, hole, PatchConfig(patch=args.patch, seed=args.seed + k))
+                for k in range(args.samples)]
     else:
-        out = opencv_inpaint(img, hole, 5, "telea")
-    return out, {"train_wall_s": 0.0, "train_cpu_s": 0.0, "infer_wall_s": time.perf_counter() - w0,
-                 "infer_cpu_s": time.process_time() - c0, "params": 0}
+        outs = [opencv_inpaint(img, hole, 5, "telea")]
+    return outs, {"train_wall_s": 0.0, "train_cpu_s": 0.0, "infer_wall_s": (time.perf_counter() - w0) / len(outs),
+                  "infer_cpu_s": (time.process_time() - c0) / len(outs), "params": 0}
 
 
-METHODS = ("Diffusion", "Diffusion-DDIM", "Regression", "Patch", "Telea")
+def sample_metrics(fills: list[np.ndarray], img: np.ndarray, hole: np.ndarray) -> dict:
+    """Hole metrics averaged over the fills of several sampling seeds, with their per-seed values and sd."""
+    per = [hole_metrics(f, img, hole) for f in fills]
+    out: dict = {"samples": len(per)}
+    for k in per[0]:
+        vals = [p[k] for p in per]
+        out[k] = float(np.mean(vals))
+        out[f"{k}_sd"] = float(np.std(vals))
+        out[f"{k}_per_seed"] = vals
+    return out
+
+
+METHODS = ("Diffusion", "Diffusion-DDIM", "EDM", "EDM-DDIM", "Regression", "Patch", "Telea")  # table rows
+RUN_METHODS = ("Diffusion", "Regression", "Patch", "Telea")  # --methods; Diffusion brings its DDIM row, as EDM with --precond
 PSNR_CAP = 60.0  # an exact copy (periodic texture) has infinite PSNR; means use 60 dB for it
 
 
 def table1(rows: dict) -> str:
-    lines = [f"{'texture':<11}{'method':<15}{'PSNR':>7}{'SSIM':>7}{'detail':>8}{'params':>8}{'iters':>7}"
-             f"{'train s':>9}{'infer s':>9}"]
+    lines = [f"{'texture':<11}{'method':<15}{'PSNR':>7}{'SSIM':>7}{'+-sd':>6}{'detail':>8}{'+-sd':>6}{'n':>3}"
+             f"{'params':>8}{'iters':>7}{'train s':>9}{'infer s':>9}"]
     for tex, per in rows.items():
         for m in METHODS:
             if m not in per:
                 continue
             r = per[m]
-            lines.append(f"{tex:<11}{m:<15}{r['psnr']:7.2f}{r['ssim']:7.3f}{r['detail']:8.2f}{r['params']:>8}"
+            lines.append(f"{tex:<11}{m:<15}{r['psnr']:7.2f}{r['ssim']:7.3f}{r.get('ssim_sd', 0):6.3f}"
+                         f"{r['detail']:8.2f}{r.get('detail_sd', 0):6.2f}{r.get('samples', 1):>3}{r['params']:>8}"
                          f"{r.get('iterations', '-'):>7}{r['train_wall_s']:9.1f}{r['infer_wall_s']:9.2f}")
     lines.append("-" * len(lines[0]))
     for m in METHODS:
@@ -140,8 +162,8 @@ def table1(rows: dict) -> str:
                     for k in ("psnr", "ssim", "detail", "train_wall_s", "infer_wall_s")}
             its = [r["iterations"] for r in rs if "iterations" in r]
             its_s = f"{np.mean(its):.0f}" if its else ""
-            lines.append(f"{'MEAN':<11}{m:<15}{mean['psnr']:7.2f}{mean['ssim']:7.3f}{mean['detail']:8.2f}"
-                         f"{rs[0]['params']:>8}{its_s:>7}{mean['train_wall_s']:9.1f}{mean['infer_wall_s']:9.2f}")
+            lines.append(f"{'MEAN':<11}{m:<15}{mean['psnr']:7.2f}{mean['ssim']:7.3f}{'':6}{mean['detail']:8.2f}"
+                         f"{'':9}{rs[0]['params']:>8}{its_s:>7}{mean['train_wall_s']:9.1f}{mean['infer_wall_s']:9.2f}")
     lines.append(f"(PSNR of an exact copy is inf; means count it as {PSNR_CAP:g} dB)")
     return "\n".join(lines)
 
@@ -174,7 +196,8 @@ def merge(paths: list[str], out_path: Path, watts: float) -> int:
     rows, metas = {}, []
     for p in paths:
         d = json.loads(Path(p).read_text())
-        rows.update(d["textures"])
+        for tex, per in d["textures"].items():  # parts may hold other methods of the same texture
+            rows.setdefault(tex, {}).update(per)
         metas.append(d["meta"])
     t2, energy = table2(rows, watts)
     out_path.write_text(json.dumps({"meta": {"parts": metas}, "textures": rows, "table2": energy}, indent=1,
@@ -192,16 +215,19 @@ def main(argv=None) -> int:
     ap.add_argument("--minutes", type=float, default=3.0, help="learning time per learned model and texture")
     ap.add_argument("--iterations", type=int, default=0, help="cap on learning iterations (0 = time only)")
     ap.add_argument("--textures", default=",".join(TEXTURES))
-    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--methods", default=",".join(RUN_METHODS))
     ap.add_argument("--crop", type=int, default=64)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--ema", type=float, default=0.0)
-    ap.add_argument("--precond", action="store_true", help="EDM preconditioning + EDM loss weighting (ablation)")
+    ap.add_argument("--precond", action="store_true", help="EDM preconditioning + EDM loss weighting: the diffusion "
+                    "rows are labelled EDM / EDM-DDIM")
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--eta", type=float, default=1.0)
     ap.add_argument("--patch", type=int, default=7)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--samples", type=int, default=5, help="sampling seeds averaged per learned diffusion model "
+                    "and for the patch method's random search (one seed's hole SSIM varies by sd ~0.05)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared, loaded CPU)")
     ap.add_argument("--watts-per-core", type=float, default=15.0)
     ap.add_argument("--out", default=str(RESULTS / "frugal_textures.json"))
@@ -214,10 +240,10 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     asked = {m.strip().lower() for m in args.methods.split(",") if m.strip()}
-    unknown = asked - {m.lower() for m in METHODS}
+    unknown = asked - {m.lower() for m in RUN_METHODS}
     if unknown:
-        sys.exit(f"error: unknown --methods {', '.join(sorted(unknown))}; choose from {', '.join(METHODS)}")
-    methods = [m for m in METHODS if m.lower() in asked and m != "Diffusion-DDIM"]  # DDIM comes with Diffusion
+        sys.exit(f"error: unknown --methods {', '.join(sorted(unknown))}; choose from {', '.join(RUN_METHODS)}")
+    methods = [m for m in RUN_METHODS if m.lower() in asked]
     out_path = Path(args.out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     rows: dict = {}
@@ -230,24 +256,23 @@ def main(argv=None) -> int:
         test, hole = regions(img.shape)
         per, fills = {}, {}
         for m in methods:
-            ddim = None
+            ddim: list = []
             if m in ("Diffusion", "Regression"):
-                fill_img, info, ddim = run_learned(m.lower(), img, test, hole, args)
+                outs, info, ddim = run_learned(m.lower(), img, test, hole, args)
             else:
-                fill_img, info = run_classical(m.lower(), img, hole, args)
-            results = [(m, fill_img, info)]
-            if ddim is not None:
-                results.append(("Diffusion-DDIM", ddim, dict(info)))
-            for label, f, inf in results:
-                assert np.array_equal(f[~hole], img[~hole])
-                inf.update(hole_metrics(f, img, hole))
+                outs, info = run_classical(m.lower(), img, hole, args)
+            label = "EDM" if m == "Diffusion" and args.precond else m
+            results = [(label, outs, info)] + ([(f"{label}-DDIM", ddim, dict(info))] if ddim else [])
+            for label, fs, inf in results:
+                assert all(np.array_equal(f[~hole], img[~hole]) for f in fs)
+                inf.update(sample_metrics(fs, img, hole))
                 inf["load"] = os.getloadavg()[0]
-                per[label], fills[label] = inf, f
-                print(f"{name:<10} {label:<15} PSNR {inf['psnr']:6.2f} SSIM {inf['ssim']:.3f} detail "
-                      f"{inf['detail']:.2f} train {inf['train_wall_s']:.0f}s infer {inf['infer_wall_s']:.2f}s "
-                      f"load {inf['load']:.1f}", flush=True)
+                per[label], fills[label] = inf, fs[0]
+                print(f"{name:<10} {label:<15} PSNR {inf['psnr']:6.2f} SSIM {inf['ssim']:.3f}+-{inf['ssim_sd']:.3f} "
+                      f"detail {inf['detail']:.2f}+-{inf['detail_sd']:.2f} (n={inf['samples']}) train "
+                      f"{inf['train_wall_s']:.0f}s infer {inf['infer_wall_s']:.2f}s load {inf['load']:.1f}", flush=True)
         rows[name] = per
-        montage(img, fills, test, out_path.with_name(f"frugal_textures_{name}.png"))
+        montage(img, fills, test, out_path.with_name(f"{out_path.stem}_{name}.png"))
         meta["load_after"] = os.getloadavg()
         t2, energy = table2(rows, args.watts_per_core)
         out_path.write_text(json.dumps({"meta": meta, "textures": rows, "table2": energy}, indent=1, default=float))
