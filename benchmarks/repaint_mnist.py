@@ -233,8 +233,12 @@ def merge(paths: list[str], out: str) -> dict:
         for name, entry in part["methods"].items():
             if entry.get("images_per_mask", 0) >= results["methods"].get(name, {}).get("images_per_mask", 0):
                 results["methods"][name] = entry
+    for part in parts:  # a ratio measured earlier (e.g. in a merged side-by-side pair) carries over ...
+        if "time_ratio_diffusers_over_ours" in part:
+            results["time_ratio_diffusers_over_ours"] = part["time_ratio_diffusers_over_ours"]
     ours, theirs = results["methods"].get("repaint-default"), results["methods"].get("diffusers-repaint")
-    if ours and theirs:  # parts run side by side (one core each, same images and batch) time each other fairly
+    if ours and theirs and ours["images_per_mask"] == theirs["images_per_mask"]:
+        # ... unless these two ran side by side (one core each, same images and batch): they time each other fairly
         results["time_ratio_diffusers_over_ours"] = theirs["wall_s_per_image"] / ours["wall_s_per_image"]
     print_table(results)
     Path(out).write_text(json.dumps(results, indent=2))
