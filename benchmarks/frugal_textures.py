@@ -104,10 +104,10 @@ def run_learned(objective: str, img: np.ndarray, test: np.ndarray, hole: np.ndar
     seeds = [args.seed + k for k in range(args.samples if objective == "diffusion" else 1)]
     w0, c0 = time.perf_counter(), time.process_time()
     fills = [drive(fill(net, cfg, img, hole, img, hole, 1.0, args.steps, args.eta, s)) for s in seeds]
-    info = {"train_wall_s": train_wall, "train_cpu_s": train_cpu,
-            "infer_wall_s": (time.perf_counter() - w0) / len(seeds), "infer_cpu_s": (time.process_time() - c0) / len(seeds),
-            "iterations": stats["iterations"], "final_loss": stats["loss"], "params": stats["parameters"],
-            "train_loop_s": stats["seconds"]}
+    n = len(seeds)
+    info = {"train_wall_s": train_wall, "train_cpu_s": train_cpu, "infer_wall_s": (time.perf_counter() - w0) / n,
+            "infer_cpu_s": (time.process_time() - c0) / n, "iterations": stats["iterations"],
+            "final_loss": stats["loss"], "params": stats["parameters"], "train_loop_s": stats["seconds"]}
     ddim = [drive(fill(net, cfg, img, hole, img, hole, 1.0, args.steps, 0.0, s)) for s in seeds] \
         if objective == "diffusion" else []
     keep = lambda f: np.where(hole[..., None], f, img)  # noqa: E731
@@ -139,7 +139,8 @@ def sample_metrics(fills: list[np.ndarray], img: np.ndarray, hole: np.ndarray) -
 
 
 METHODS = ("Diffusion", "Diffusion-DDIM", "EDM", "EDM-DDIM", "Regression", "Patch", "Telea")  # table rows
-RUN_METHODS = ("Diffusion", "Regression", "Patch", "Telea")  # --methods; Diffusion brings its DDIM row, as EDM with --precond
+# --methods: Diffusion brings its DDIM row (EDM / EDM-DDIM with --precond)
+RUN_METHODS = ("Diffusion", "Regression", "Patch", "Telea")
 PSNR_CAP = 60.0  # an exact copy (periodic texture) has infinite PSNR; means use 60 dB for it
 
 
@@ -261,9 +262,8 @@ def main(argv=None) -> int:
                 outs, info, ddim = run_learned(m.lower(), img, test, hole, args)
             else:
                 outs, info = run_classical(m.lower(), img, hole, args)
-            label = "EDM" if m == "Diffusion" and args.precond else m
-            results = [(label, outs, info)] + ([(f"{label}-DDIM", ddim, dict(info))] if ddim else [])
-            for label, fs, inf in results:
+            row = "EDM" if m == "Diffusion" and args.precond else m
+            for label, fs, inf in [(row, outs, info)] + ([(f"{row}-DDIM", ddim, dict(info))] if ddim else []):
                 assert all(np.array_equal(f[~hole], img[~hole]) for f in fs)
                 inf.update(sample_metrics(fs, img, hole))
                 inf["load"] = os.getloadavg()[0]

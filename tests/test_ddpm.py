@@ -93,7 +93,7 @@ def test_schedule_and_call_counts():
 def test_resample_levels_put_every_jump_at_the_named_levels():
     cfg = RePaintConfig(t_T=12, jump_length=3, jump_n_sample=4, resample_levels=(2, 5))
     plan = jump_schedule(cfg)
-    jumps_from = [k for (kind, k), (prev_kind, _) in zip(plan[1:], plan) if kind == "renoise" and prev_kind == "denoise"]
+    jumps_from = [k for (kind, k), (prev, _) in zip(plan[1:], plan) if kind == "renoise" and prev == "denoise"]
     assert sorted(jumps_from) == [2] * 3 + [5] * 3  # r - 1 jumps back from each named level
     assert cfg.unet_calls == 12 + 2 * 3 * 3
     with pytest.raises(ValueError, match="resample levels"):
