@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from engine.classical.pipeline import opencv_inpaint  # noqa: E402
 from engine.datasets import load_mnist  # noqa: E402
-from engine.ddpm import MNIST_DIR  # noqa: E402
+from engine.ddpm import MCG_DEFAULT, MNIST_DIR  # noqa: E402
 from engine.ddpm.classifier import DEFAULT_DIR as CLASSIFIER_DIR, load_classifier, predict  # noqa: E402
 from engine.ddpm.model import load_ddpm  # noqa: E402
 from engine.ddpm.repaint import DEFAULT, FAST, CountingUNet, RePaintConfig, repaint  # noqa: E402
@@ -76,6 +76,7 @@ def stacked(images: np.ndarray, masks: dict[str, np.ndarray]) -> tuple[np.ndarra
 
 
 def run_ours(unet, schedule, images: np.ndarray, masks: np.ndarray, cfg: RePaintConfig, seed: int, batch: int):
+    """Fill in batches; timing with UNet forward calls and backward passes (MCG) per image."""
     counter = CountingUNet(unet)
     out, t0 = [], time.perf_counter()
     for i in range(0, len(images), batch):
@@ -86,8 +87,16 @@ def run_ours(unet, schedule, images: np.ndarray, masks: np.ndarray, cfg: RePaint
     wall = time.perf_counter() - t0
     filled = np.concatenate(out)
     filled = np.where(masks, filled, images)
-    return filled, {"unet_calls_per_image": counter.calls // max(1, -(-len(images) // batch)),
-                    "wall_s_per_image": wall / len(images), "wall_s": wall, "batch": batch}
+    calls = counter.calls // max(1, -(-len(images) // batch))
+    return filled, {"unet_calls_per_image": calls, "unet_backward_per_image": calls if cfg.mcg > 0 else 0,
+                    "wall_s_per_image": wall / len(images), "wall_s": wall, "batch": batch, "config": str(cfg)}
+
+
+def row(mode: str, mcg: float) -> str:
+    """Our sampler's result row: "repaint-default" / "repaint-fast" at the editor's MCG step, else labelled."""
+    if mcg == MCG_DEFAULT:
+        return f"repaint-{mode}"
+    return f"repaint-{mode}, no MCG (plain RePaint)" if mcg == 0 else f"repaint-{mode}, mcg={mcg:g}"
 
 
 def run_diffusers(unet, images: np.ndarray, masks: np.ndarray, cfg: RePaintConfig, seed: int, batch: int,
@@ -109,8 +118,8 @@ def run_diffusers(unet, images: np.ndarray, masks: np.ndarray, cfg: RePaintConfi
     wall = time.perf_counter() - t0
     hook.remove()
     filled = np.where(masks, np.concatenate(out), images)
-    return filled, {"unet_calls_per_image": calls[0] // max(1, -(-len(images) // batch)), "wall_s_per_image": wall / len(images), "wall_s": wall,
-                    "batch": batch}
+    return filled, {"unet_calls_per_image": calls[0] // max(1, -(-len(images) // batch)),
+                    "wall_s_per_image": wall / len(images), "wall_s": wall, "batch": batch}
 
 
 def neighbour_fills(train_x: np.ndarray, images: np.ndarray, masks: np.ndarray, k: int = 10) -> np.ndarray:
@@ -152,6 +161,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--skip-default", action="store_true")
     p.add_argument("--skip-fast", action="store_true")
     p.add_argument("--default-t-T", type=int, default=DEFAULT.t_T, help="t_T of the default run (smoke tests only)")
+    p.add_argument("--mcg", type=float, default=MCG_DEFAULT,
+                   help="manifold-constraint step of our default and fast runs (0 = plain RePaint, as diffusers)")
     p.add_argument("--merge", nargs="+", metavar="JSON",
                    help="combine the JSON files of partial runs (e.g. fast and default run as two processes)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "repaint_mnist.json"))
@@ -159,7 +170,8 @@ def main(argv: list[str] | None = None) -> dict:
     if a.merge:
         return merge(a.merge, a.out)
     torch.set_num_threads(a.threads)
-    default = replace(DEFAULT, t_T=a.default_t_T)
+    default = replace(DEFAULT, t_T=a.default_t_T, mcg=a.mcg)
+    fast = replace(FAST, mcg=a.mcg)
 
     unet, schedule = load_ddpm(a.model)
     clf = load_classifier(a.classifier)
@@ -169,7 +181,7 @@ def main(argv: list[str] | None = None) -> dict:
         "model": str(Path(a.model).relative_to(ROOT)) if Path(a.model).is_relative_to(ROOT) else a.model,
         "images_per_mask": a.n, "images_per_mask_default_and_diffusers": a.n_default,
         "masks": list(masks), "threads": a.threads, "cpu": platform.processor() or platform.machine(),
-        "torch": torch.__version__, "fast": str(FAST), "seed": a.seed}, "methods": {}}
+        "torch": torch.__version__, "fast": str(fast), "seed": a.seed}, "methods": {}}
     results["setup"]["default"] = str(default)
 
     def report(name: str, filled, labels, names, timing: dict | None = None, n: int = 0) -> None:
@@ -197,26 +209,26 @@ def main(argv: list[str] | None = None) -> dict:
     sub_labels = np.tile(test_y[:a.n_default], len(masks))
     if not a.skip_fast:
         print(f"fast mode: {3 * a.n} images ...", flush=True)
-        filled, timing = run_ours(unet, schedule, imgs, ms, FAST, a.seed, a.batch)
-        report("repaint-fast", filled, labels, names, timing, a.n)
+        filled, timing = run_ours(unet, schedule, imgs, ms, fast, a.seed, a.batch)
+        report(row("fast", a.mcg), filled, labels, names, timing, a.n)
     if not a.skip_fast and a.n_default < a.n:  # fast mode on exactly the default's images, for a paired comparison
         names_arr = np.array(names)
         idx = np.concatenate([np.nonzero(names_arr == m)[0][:a.n_default] for m in masks])
-        report("repaint-fast (default's subset)", filled[idx], sub_labels, sub_names,
+        report(row("fast", a.mcg) + " (default's subset)", filled[idx], sub_labels, sub_names,
                {"unet_calls_per_image": timing["unet_calls_per_image"]}, a.n_default)
         report("telea (default's subset)", telea[idx], sub_labels, sub_names, {}, a.n_default)
     if not a.skip_default:
         print(f"default RePaint: {3 * a.n_default} images ...", flush=True)
         filled, timing = run_ours(unet, schedule, sub_imgs, sub_ms, default, a.seed, a.batch)
-        report("repaint-default", filled, sub_labels, sub_names, timing, a.n_default)
+        report(row("default", a.mcg), filled, sub_labels, sub_names, timing, a.n_default)
     if not a.skip_diffusers:
         print(f"diffusers RePaintPipeline: {3 * a.n_default} images ...", flush=True)
         filled, timing = run_diffusers(unet, sub_imgs, sub_ms, default, a.seed, a.batch,
                                        schedule.num_train_timesteps, schedule.cfg.beta_schedule)
         report("diffusers-repaint", filled, sub_labels, sub_names, timing, a.n_default)
-        if "repaint-default" in results["methods"]:
-            results["time_ratio_diffusers_over_ours"] = (timing["wall_s_per_image"] /
-                                                         results["methods"]["repaint-default"]["wall_s_per_image"])
+        plain = results["methods"].get(row("default", 0.0))  # diffusers has no MCG: time it against plain RePaint
+        if plain:
+            results["time_ratio_diffusers_over_ours"] = timing["wall_s_per_image"] / plain["wall_s_per_image"]
 
     print_table(results)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
@@ -236,7 +248,7 @@ def merge(paths: list[str], out: str) -> dict:
     for part in parts:  # a ratio measured earlier (e.g. in a merged side-by-side pair) carries over ...
         if "time_ratio_diffusers_over_ours" in part:
             results["time_ratio_diffusers_over_ours"] = part["time_ratio_diffusers_over_ours"]
-    ours, theirs = results["methods"].get("repaint-default"), results["methods"].get("diffusers-repaint")
+    ours, theirs = results["methods"].get(row("default", 0.0)), results["methods"].get("diffusers-repaint")
     if ours and theirs and ours["images_per_mask"] == theirs["images_per_mask"]:
         # ... unless these two ran side by side (one core each, same images and batch): they time each other fairly
         results["time_ratio_diffusers_over_ours"] = theirs["wall_s_per_image"] / ours["wall_s_per_image"]
@@ -253,6 +265,8 @@ def print_table(results: dict) -> None:
     for name, r in results["methods"].items():
         acc = r["accuracy"]
         calls = r.get("unet_calls_per_image", "")
+        if r.get("unet_backward_per_image"):
+            calls = f"{calls} + {r['unet_backward_per_image']} backward"
         sec = f"{r['wall_s_per_image']:.3f}" if "wall_s_per_image" in r else ""
         print(f"| {name} | {r['images_per_mask']} | {acc['left_half']:.3f} | {acc['bottom_half']:.3f} | "
               f"{acc['centre_14']:.3f} | **{acc['mean']:.3f}** | {calls} | {sec} |")

@@ -61,6 +61,7 @@ class Param:
     max: float | None = None
     step: float | None = None
     choices: tuple[str, ...] = ()
+    disables: tuple[str, ...] = ()  # a bool's: the parameters it makes irrelevant while on (the editor greys them)
 
     def parse(self, value: Any) -> Any:
         """Coerce a value (e.g. the string of ``--param k=v``) to this parameter's type; InpaintError if invalid."""

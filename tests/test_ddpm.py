@@ -112,11 +112,12 @@ def test_renoise_matches_the_level_gap(t_T):
         assert abs(gain.item() - want.item()) < 1e-5
 
 
-def test_known_pixels_unchanged_and_deterministic():
+@pytest.mark.parametrize("mcg", [0.0, 1.0])
+def test_known_pixels_unchanged_and_deterministic(mcg):
     unet = tiny_unet()
     image, mask = batch()
     schedule = NoiseSchedule(ScheduleConfig(100))
-    cfg = RePaintConfig(t_T=10, jump_length=2, jump_n_sample=2)
+    cfg = RePaintConfig(t_T=10, jump_length=2, jump_n_sample=2, mcg=mcg)
     a = repaint(unet, schedule, image, mask, cfg, generator=torch.Generator().manual_seed(1))
     b = repaint(unet, schedule, image, mask, cfg, generator=torch.Generator().manual_seed(1))
     c = repaint(unet, schedule, image, mask, cfg, generator=torch.Generator().manual_seed(2))
@@ -124,6 +125,29 @@ def test_known_pixels_unchanged_and_deterministic():
     assert torch.equal(a[keep], image[keep])  # exact: at the last step the known part is x_0 itself
     assert torch.equal(a, b)
     assert not torch.allclose(a[~keep], c[~keep])
+
+
+def test_mcg_moves_the_unknown_part_down_the_residual_gradient():
+    """One step with mcg = zeta differs from the plain step (same noise) by exactly -zeta * grad_x ||(1-m)(y - x0_hat)||
+    in the hole, and not at all outside it. The model mixes neighbouring pixels, so the gradient reaches the hole."""
+    kernel = torch.full((1, 1, 3, 3), 0.1)
+    model_fn = lambda x, t: torch.nn.functional.conv2d(x, kernel, padding=1)  # noqa: E731
+    image, mask = batch(2)
+    schedule = NoiseSchedule(ScheduleConfig(100))
+    x_T = torch.randn(image.shape, generator=torch.Generator().manual_seed(5))
+    first = {}
+    for zeta in (0.0, 0.7):
+        steps = repaint_steps(None, schedule, image, mask, RePaintConfig(t_T=4, jump_length=1, jump_n_sample=1,
+                                                                          mcg=zeta),
+                              generator=torch.Generator().manual_seed(9), x_T=x_T, model_fn=model_fn)
+        first[zeta] = next(steps)
+    t = first[0.0].t
+    x = x_T.clone().requires_grad_(True)
+    residual = ((1 - mask) * (image - schedule.predict_x0(x, t, model_fn(x, t)))).flatten(1).norm(dim=1)
+    grad = torch.autograd.grad(residual.sum(), x)[0]
+    assert (grad * mask).abs().max() > 1e-3  # the test is not vacuous
+    torch.testing.assert_close(first[0.7].x_t - first[0.0].x_t, -0.7 * mask * grad)
+    assert first[0.7].index == first[0.0].index == 1 and RePaintConfig(mcg=0.7).unet_backward == DEFAULT.unet_calls
 
 
 def test_guidance_and_model_fn_hooks():

@@ -206,7 +206,18 @@ class ModelPanel(QWidget):
             label.setToolTip(p.help)
             self.params_form.addRow(label, f)
             self.fields[p.name] = f
+        for p in info.params:
+            if p.disables:
+                box = self.fields[p.name].editor
+                box.toggled.connect(lambda on, names=p.disables: self._set_enabled(names, not on))
+                self._set_enabled(p.disables, not box.isChecked())
         self.params_box.setVisible(bool(info.params))
+
+    def _set_enabled(self, names: tuple[str, ...], enabled: bool) -> None:
+        for name in names:
+            if name in self.fields:
+                self.fields[name].setEnabled(enabled)
+                self.params_form.labelForField(self.fields[name]).setEnabled(enabled)
 
     def _build_attributes(self, info: ModelInfo) -> None:
         for cb in self.toggles.values():

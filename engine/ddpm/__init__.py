@@ -11,6 +11,8 @@ from engine.registry import ModelSpec
 MODELS_DIR = Path(__file__).resolve().parents[2] / "resources" / "models"
 MNIST_DIR = MODELS_DIR / "ddpm-mnist"
 
+MCG_DEFAULT = 1.0  # the manifold-constraint step the editor starts with (docs/ddpm.md: +5 points on held-out digits)
+
 PARAMS = (
     Param("steps", "int", 250, "Steps (t_T)", "Reverse diffusion steps (the schedule is strided to this many)",
           min=10, max=1000, step=10),
@@ -20,7 +22,10 @@ PARAMS = (
           min=1, max=20, step=1),
     Param("fast", "bool", False, "Fast mode",
           "20 strided steps, resampling on the band t = 200-400 (j=4, r=40): 176 instead of 2,410 UNet calls; "
-          "ignores the three above"),
+          "ignores the three above", disables=("steps", "jump_length", "resamples")),
+    Param("mcg", "float", MCG_DEFAULT, "Manifold constraint",
+          "Gradient step that makes the fill agree with the known pixels (MCG, Chung et al. 2022); 0 = plain "
+          "RePaint. Each step then also runs the network backwards (about 2x the time)", min=0.0, max=5.0, step=0.1),
 )
 
 MODELS = [

@@ -19,6 +19,7 @@ import torch
 
 from engine.api import CancelToken, InpaintError, JobGen, ModelInfo, Preview, Request, map_yields
 from engine.crop import CropPlan
+from engine.ddpm import MCG_DEFAULT
 from engine.ddpm.repaint import DEFAULT, FAST, RePaintConfig, repaint_steps
 
 
@@ -28,11 +29,12 @@ def pick_device() -> torch.device:
 
 def config_from_params(params: dict) -> RePaintConfig:
     """The sampler settings a job asks for: fast mode overrides the three schedule parameters."""
+    mcg = float(params.get("mcg", MCG_DEFAULT))
     if params.get("fast", False):
-        return FAST
+        return replace(FAST, mcg=mcg)
     return replace(DEFAULT, t_T=int(params.get("steps", DEFAULT.t_T)),
                    jump_length=int(params.get("jump_length", DEFAULT.jump_length)),
-                   jump_n_sample=int(params.get("resamples", DEFAULT.jump_n_sample)))
+                   jump_n_sample=int(params.get("resamples", DEFAULT.jump_n_sample)), mcg=mcg)
 
 
 def to_model_space(patch: np.ndarray, channels: int) -> torch.Tensor:

@@ -244,6 +244,19 @@ def test_parameter_panel_built_from_schema(window):
     assert "weights missing" in window.model_panel.picker.itemText(window.model_panel.picker.findData("test-noweights"))
 
 
+def test_fast_mode_greys_out_the_schedule_it_overrides(window):
+    select_model(window, "repaint-mnist")
+    panel = window.model_panel
+    schedule = [panel.fields[n] for n in ("steps", "jump_length", "resamples")]
+    assert all(f.isEnabled() for f in schedule) and panel.fields["mcg"].isEnabled()
+    panel.fields["fast"].editor.setChecked(True)
+    assert not any(f.isEnabled() for f in schedule)
+    assert not panel.params_form.labelForField(schedule[0]).isEnabled()
+    assert panel.fields["mcg"].isEnabled(), "fast mode keeps the manifold constraint"
+    panel.fields["fast"].editor.setChecked(False)
+    assert all(f.isEnabled() for f in schedule)
+
+
 def test_switching_model_cancels_the_running_job(window, qtbot):
     select_model(window, "test-slow")
     set_param(window, "steps", 2000)
