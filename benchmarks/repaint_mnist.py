@@ -92,11 +92,13 @@ def run_ours(unet, schedule, images: np.ndarray, masks: np.ndarray, cfg: RePaint
                     "wall_s_per_image": wall / len(images), "wall_s": wall, "batch": batch, "config": str(cfg)}
 
 
-def row(mode: str, mcg: float) -> str:
-    """Our sampler's result row: "repaint-default" / "repaint-fast" at the editor's MCG step, else labelled."""
-    if mcg == MCG_DEFAULT:
-        return f"repaint-{mode}"
-    return f"repaint-{mode}, no MCG (plain RePaint)" if mcg == 0 else f"repaint-{mode}, mcg={mcg:g}"
+def row(mode: str, mcg: float, seed: int = 0) -> str:
+    """Our sampler's result row: "repaint-default" / "repaint-fast" at the editor's MCG step and noise seed 0, else
+    labelled (so that merged runs with other settings sit side by side)."""
+    name = f"repaint-{mode}"
+    if mcg != MCG_DEFAULT:
+        name += ", no MCG (plain RePaint)" if mcg == 0 else f", mcg={mcg:g}"
+    return name + (f", noise seed {seed}" if seed else "")
 
 
 def run_diffusers(unet, images: np.ndarray, masks: np.ndarray, cfg: RePaintConfig, seed: int, batch: int,
@@ -210,17 +212,17 @@ def main(argv: list[str] | None = None) -> dict:
     if not a.skip_fast:
         print(f"fast mode: {3 * a.n} images ...", flush=True)
         filled, timing = run_ours(unet, schedule, imgs, ms, fast, a.seed, a.batch)
-        report(row("fast", a.mcg), filled, labels, names, timing, a.n)
+        report(row("fast", a.mcg, a.seed), filled, labels, names, timing, a.n)
     if not a.skip_fast and a.n_default < a.n:  # fast mode on exactly the default's images, for a paired comparison
         names_arr = np.array(names)
         idx = np.concatenate([np.nonzero(names_arr == m)[0][:a.n_default] for m in masks])
-        report(row("fast", a.mcg) + " (default's subset)", filled[idx], sub_labels, sub_names,
+        report(row("fast", a.mcg, a.seed) + " (default's subset)", filled[idx], sub_labels, sub_names,
                {"unet_calls_per_image": timing["unet_calls_per_image"]}, a.n_default)
         report("telea (default's subset)", telea[idx], sub_labels, sub_names, {}, a.n_default)
     if not a.skip_default:
         print(f"default RePaint: {3 * a.n_default} images ...", flush=True)
         filled, timing = run_ours(unet, schedule, sub_imgs, sub_ms, default, a.seed, a.batch)
-        report(row("default", a.mcg), filled, sub_labels, sub_names, timing, a.n_default)
+        report(row("default", a.mcg, a.seed), filled, sub_labels, sub_names, timing, a.n_default)
     if not a.skip_diffusers:
         print(f"diffusers RePaintPipeline: {3 * a.n_default} images ...", flush=True)
         filled, timing = run_diffusers(unet, sub_imgs, sub_ms, default, a.seed, a.batch,
