@@ -11,7 +11,7 @@ from engine.registry import ModelSpec
 MODELS_DIR = Path(__file__).resolve().parents[2] / "resources" / "models"
 MNIST_DIR = MODELS_DIR / "ddpm-mnist"
 
-MCG_DEFAULT = 1.0  # the manifold-constraint step the editor starts with (docs/ddpm.md: +5 points on held-out digits)
+MCG_DEFAULT = 1.0  # manifold-constraint step the editor starts with (docs/ddpm.md: fast mode 82.7 -> 88.3 %)
 
 PARAMS = (
     Param("steps", "int", 250, "Steps (t_T)", "Reverse diffusion steps (the schedule is strided to this many)",
