@@ -88,7 +88,7 @@ def run_ours(unet, schedule, images: np.ndarray, masks: np.ndarray, cfg: RePaint
     filled = np.concatenate(out)
     filled = np.where(masks, filled, images)
     calls = counter.calls // max(1, -(-len(images) // batch))
-    return filled, {"unet_calls_per_image": calls, "unet_backward_per_image": calls if cfg.mcg > 0 else 0,
+    return filled, {"unet_calls_per_image": calls, "unet_backward_per_image": cfg.unet_backward,
                     "wall_s_per_image": wall / len(images), "wall_s": wall, "batch": batch, "config": str(cfg)}
 
 
