@@ -70,12 +70,12 @@ def test_frugal_benchmark_targets_read_detail_as_energy_and_rms():
     def row(ssim, per_seed):
         return {"ssim": ssim, "detail": float(np.mean(per_seed)), "detail_per_seed": per_seed}
 
-    rows = {"brick": {"Patch": row(0.65, [0.64]), "Diffusion": row(0.64, [0.49, 0.49]),  # rms 0.7, energy 0.49
+    rows = {"brick": {"Patch": row(0.65, [0.64]), "Diffusion": row(0.64, [0.5, 0.5]),  # rms 0.71, energy 0.5
                       "EDM": row(0.62, [0.9, 0.9])},  # detail met, SSIM 0.03 below the patch method's
             "grass": {"Diffusion": row(0.1, [0.9])}}  # no patch row: not judged
     text, met = targets(rows)
     assert set(met) == {"brick"}
     d = met["brick"]["Diffusion"]
-    assert d["detail_rms"] == pytest.approx(0.7) and d["rms"] and not d["energy"]
+    assert d["detail_rms"] == pytest.approx(0.5 ** 0.5) and d["rms"] and not d["energy"]
     assert not met["brick"]["EDM"]["energy"] and not met["brick"]["EDM"]["rms"]
     assert "(rms): 1/1 brick" in text and "(energy): 0/1" in text
