@@ -315,8 +315,8 @@ def main(argv=None) -> int:
         rows[name] = per
         montage(img, fills, test, out_path.with_name(f"{out_path.stem}_{name}.png"))
         meta["load_after"] = os.getloadavg()
-        _, energy = table2(rows, args.watts_per_core)
-        out_path.write_text(json.dumps({"meta": meta, "textures": rows, "table2": energy}, indent=1, default=float))
+        # after each texture, so that a killed run keeps its rows (--merge derives the tables from them)
+        out_path.write_text(json.dumps({"meta": meta, "textures": rows}, indent=1, default=float))
     extra = print_tables(rows, args.watts_per_core)
     out_path.write_text(json.dumps({"meta": meta, "textures": rows, **extra}, indent=1, default=float))
     print(f"\nwrote {out_path}")
