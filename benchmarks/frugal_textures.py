@@ -5,8 +5,9 @@ patch of coffee's wooden table): a 160x160 **test region** at the bottom right i
 learning, paper Fig. 2) and a 128x128 **hole** in its middle is filled by
 
 - Diffusion  : the frugal UNet learned on the known region with the diffusion objective (``--minutes``), sampled
-               with ``--eta`` (1 = ancestral)
+               with ``--eta`` (1 = ancestral) and autoguidance at weight ``--guidance`` (the app's default 1.5)
 - Diffusion-DDIM : the same learned weights sampled deterministically (eta = 0, Song et al. 2021); no extra learning
+- Diffusion-w1 : the same learned weights without guidance (w = 1): the paper's plain sampler
 - EDM / EDM-DDIM : with ``--precond``, the diffusion rows of a net learned with EDM preconditioning and loss weights
                (Karras et al. 2022); a separate run, combined with ``--merge``
 - Regression : the same UNet learned for the same time by L2 regression on the hole (the paper's baseline)
@@ -87,19 +88,24 @@ def regions(shape: tuple[int, ...], test: int = 160, hole: int = 128, margin: in
 
 
 def run_learned(objective: str, img: np.ndarray, test: np.ndarray, hole: np.ndarray, args
-                ) -> tuple[list[np.ndarray], dict, list[np.ndarray]]:
-    """(fills, info, the eta = 0 fills of the same weights) with ``args.samples`` sampling seeds for diffusion
-    (one learned net; sampling is cheap), one fill for regression (deterministic, no DDIM fills)."""
+                ) -> tuple[list[np.ndarray], dict, dict[str, tuple[list[np.ndarray], dict]]]:
+    """(fills, info, {row suffix: (fills, info)}) with ``args.samples`` sampling seeds for diffusion (one learned net;
+    sampling is cheap): the extra rows are the eta = 0 fills ("-DDIM") and the unguided ones ("-w1"); one fill for
+    regression (deterministic, no extra rows)."""
     from engine.frugal import train as tr
+    from engine.frugal.guidance import AutoGuided
     from engine.frugal.pipeline import fill
 
     cfg = tr.TrainConfig(objective=objective, minutes=args.minutes, iterations=args.iterations, crop=args.crop,
-                         batch=args.batch, seed=args.seed, lr=args.lr, ema=args.ema,
+                         batch=args.batch, seed=args.seed, lr=args.lr, ema=args.ema, guide_at=args.guide_at,
                          weighting="edm" if args.precond else "uniform")
     if args.precond and objective == "diffusion":
         cfg.unet.precond = True
     w0, c0 = time.perf_counter(), time.process_time()
     net, stats = drive(tr.train([img], [test], cfg))
+    guided = isinstance(net, AutoGuided)
+    if guided:
+        net.w = args.guidance
     train_wall, train_cpu = time.perf_counter() - w0, time.process_time() - c0
     seeds = [args.seed + k for k in range(args.samples if objective == "diffusion" else 1)]
     w0, c0 = time.perf_counter(), time.process_time()
@@ -107,11 +113,20 @@ def run_learned(objective: str, img: np.ndarray, test: np.ndarray, hole: np.ndar
     n = len(seeds)
     info = {"train_wall_s": train_wall, "train_cpu_s": train_cpu, "infer_wall_s": (time.perf_counter() - w0) / n,
             "infer_cpu_s": (time.process_time() - c0) / n, "iterations": stats["iterations"],
-            "final_loss": stats["loss"], "params": stats["parameters"], "train_loop_s": stats["seconds"]}
-    ddim = [drive(fill(net, cfg, img, hole, img, hole, 1.0, args.steps, 0.0, s)) for s in seeds] \
-        if objective == "diffusion" else []
+            "final_loss": stats["loss"], "params": stats["parameters"], "train_loop_s": stats["seconds"],
+            "guidance": net.w if guided else None}
     keep = lambda f: np.where(hole[..., None], f, img)  # noqa: E731
-    return [keep(f) for f in fills], info, [keep(f) for f in ddim]
+    extra = {}
+    if objective == "diffusion":
+        extra["-DDIM"] = ([keep(drive(fill(net, cfg, img, hole, img, hole, 1.0, args.steps, 0.0, s)))
+                           for s in seeds], dict(info))
+        if guided and net.w != 1.0:
+            net.w = 1.0
+            w0, c0 = time.perf_counter(), time.process_time()
+            fs = [keep(drive(fill(net, cfg, img, hole, img, hole, 1.0, args.steps, args.eta, s))) for s in seeds]
+            extra["-w1"] = (fs, dict(info, infer_wall_s=(time.perf_counter() - w0) / n,
+                                     infer_cpu_s=(time.process_time() - c0) / n))
+    return [keep(f) for f in fills], info, extra
 
 
 def run_classical(kind: str, img: np.ndarray, hole: np.ndarray, args) -> tuple[list[np.ndarray], dict]:
@@ -138,15 +153,23 @@ def sample_metrics(fills: list[np.ndarray], img: np.ndarray, hole: np.ndarray) -
     return out
 
 
-METHODS = ("Diffusion", "Diffusion-DDIM", "EDM", "EDM-DDIM", "Regression", "Patch", "Telea")  # table rows
-# --methods: Diffusion brings its DDIM row (EDM / EDM-DDIM with --precond)
+METHODS = ("Diffusion", "Diffusion-DDIM", "Diffusion-w1", "EDM", "EDM-DDIM", "EDM-w1", "Regression", "Patch",
+           "Telea")  # table rows
+# --methods: Diffusion brings its DDIM and unguided rows (EDM, EDM-DDIM, EDM-w1 with --precond)
 RUN_METHODS = ("Diffusion", "Regression", "Patch", "Telea")
 PSNR_CAP = 60.0  # an exact copy (periodic texture) has infinite PSNR; means use 60 dB for it
 
 
+def _w(row: dict, method: str) -> str:
+    """The guidance weight a learned diffusion row was sampled with ('' for the other methods)."""
+    if row.get("guidance") is None:
+        return ""
+    return "1" if method.endswith("-w1") else f"{row['guidance']:g}"
+
+
 def table1(rows: dict) -> str:
     lines = [f"{'texture':<11}{'method':<15}{'PSNR':>7}{'SSIM':>7}{'+-sd':>6}{'detail':>8}{'+-sd':>6}{'n':>3}"
-             f"{'params':>8}{'iters':>7}{'train s':>9}{'infer s':>9}"]
+             f"{'params':>8}{'iters':>7}{'train s':>9}{'infer s':>9}{'w':>6}"]
     for tex, per in rows.items():
         for m in METHODS:
             if m not in per:
@@ -154,7 +177,8 @@ def table1(rows: dict) -> str:
             r = per[m]
             lines.append(f"{tex:<11}{m:<15}{r['psnr']:7.2f}{r['ssim']:7.3f}{r.get('ssim_sd', 0):6.3f}"
                          f"{r['detail']:8.2f}{r.get('detail_sd', 0):6.2f}{r.get('samples', 1):>3}{r['params']:>8}"
-                         f"{r.get('iterations', '-'):>7}{r['train_wall_s']:9.1f}{r['infer_wall_s']:9.2f}")
+                         f"{r.get('iterations', '-'):>7}{r['train_wall_s']:9.1f}{r['infer_wall_s']:9.2f}"
+                         f"{_w(r, m):>6}")
     lines.append("-" * len(lines[0]))
     for m in METHODS:
         rs = [per[m] for per in rows.values() if m in per]
@@ -169,7 +193,8 @@ def table1(rows: dict) -> str:
     return "\n".join(lines)
 
 
-LEARNED = ("Diffusion", "Diffusion-DDIM", "EDM", "EDM-DDIM")  # the rows the issue's targets are about
+# the rows the issue's targets are about
+LEARNED = ("Diffusion", "Diffusion-DDIM", "Diffusion-w1", "EDM", "EDM-DDIM", "EDM-w1")
 DETAIL_TARGET, SSIM_SLACK = 0.7, 0.02
 
 
@@ -264,6 +289,9 @@ def main(argv=None) -> int:
     ap.add_argument("--ema", type=float, default=0.0)
     ap.add_argument("--precond", action="store_true", help="EDM preconditioning + EDM loss weighting: the diffusion "
                     "rows are labelled EDM / EDM-DDIM")
+    ap.add_argument("--guide-at", type=float, default=0.1, help="autoguidance snapshot as a share of the budget "
+                    "(0 = no guidance)")
+    ap.add_argument("--guidance", type=float, default=1.5, help="autoguidance weight w (1 = off)")
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--eta", type=float, default=1.0)
     ap.add_argument("--patch", type=int, default=7)
@@ -298,20 +326,21 @@ def main(argv=None) -> int:
         test, hole = regions(img.shape)
         per, fills = {}, {}
         for m in methods:
-            ddim: list = []
+            extra: dict = {}
             if m in ("Diffusion", "Regression"):
-                outs, info, ddim = run_learned(m.lower(), img, test, hole, args)
+                outs, info, extra = run_learned(m.lower(), img, test, hole, args)
             else:
                 outs, info = run_classical(m.lower(), img, hole, args)
             row = "EDM" if m == "Diffusion" and args.precond else m
-            for label, fs, inf in [(row, outs, info)] + ([(f"{row}-DDIM", ddim, dict(info))] if ddim else []):
+            for label, fs, inf in [(row, outs, info)] + [(row + k, fs, inf) for k, (fs, inf) in extra.items()]:
                 assert all(np.array_equal(f[~hole], img[~hole]) for f in fs)
                 inf.update(sample_metrics(fs, img, hole))
                 inf["load"] = os.getloadavg()[0]
                 per[label], fills[label] = inf, fs[0]
                 print(f"{name:<10} {label:<15} PSNR {inf['psnr']:6.2f} SSIM {inf['ssim']:.3f}+-{inf['ssim_sd']:.3f} "
                       f"detail {inf['detail']:.2f}+-{inf['detail_sd']:.2f} (n={inf['samples']}) train "
-                      f"{inf['train_wall_s']:.0f}s infer {inf['infer_wall_s']:.2f}s load {inf['load']:.1f}", flush=True)
+                      f"{inf['train_wall_s']:.0f}s infer {inf['infer_wall_s']:.2f}s load {inf['load']:.1f}"
+                      + (f" w {inf['guidance']:g}" if inf.get("guidance") else ""), flush=True)
         rows[name] = per
         montage(img, fills, test, out_path.with_name(f"{out_path.stem}_{name}.png"))
         meta["load_after"] = os.getloadavg()

@@ -224,3 +224,63 @@ def test_timesteps_span_T_to_zero():
     s = DiffusionSchedule()
     assert timesteps(s, 4) == [1000, 750, 500, 250, 0]
     assert timesteps(s, 10_000) == list(range(1000, -1, -1))  # capped at T steps
+
+
+def test_autoguidance_extrapolates_away_from_the_early_snapshot_inside_its_noise_interval():
+    from engine.frugal.guidance import INTERVAL, AutoGuided
+    from engine.frugal.model import FrugalUNet
+
+    torch.manual_seed(0)
+    good, bad = FrugalUNet().eval(), FrugalUNet().eval()
+    x, y = torch.rand(2, 3, 16, 16) * 2 - 1, torch.rand(2, 3, 16, 16) * 2 - 1
+    m = torch.ones(2, 1, 16, 16)
+    s2 = torch.tensor([0.3, 0.9])  # sigma 0.55 (inside the interval) and 0.95 (outside)
+    assert INTERVAL[0] < 0.3 ** 0.5 <= INTERVAL[1] < 0.9 ** 0.5
+    guided = AutoGuided(good, bad, 2.0)
+    with torch.no_grad():
+        d_good, d_bad = good(x, y, m, s2), bad(x, y, m, s2)
+        out = guided(x, y, m, s2)
+        assert torch.allclose(out[0], d_bad[0] + 2.0 * (d_good[0] - d_bad[0]), atol=1e-5)
+        assert torch.equal(out[1], d_good[1])
+        guided.w = 1.0
+        bad.forward = None  # w = 1 is the plain model: the snapshot is not even called
+        assert torch.equal(guided(x, y, m, s2), d_good)
+
+
+def test_learning_keeps_an_early_snapshot_and_caches_the_guided_pair(rng, tmp_path):
+    from engine.frugal import train as tr
+    from engine.frugal.guidance import AutoGuided
+    from engine.frugal.model import UNetConfig
+
+    img = _texture(rng, 96, 96)
+    test = np.zeros((96, 96), bool)
+    test[60:, 60:] = True
+    cfg = tr.TrainConfig(iterations=10, crop=16, batch=2, unet=UNetConfig(base=8, groups=4, emb_dim=8))
+    model, stats = drive(tr.train([img], [test], cfg))
+    assert isinstance(model, AutoGuided)
+    good, bad = model.good.state_dict(), model.bad.state_dict()
+    assert any(not torch.equal(good[k], bad[k]) for k in good)  # the snapshot is an earlier net
+    path = tmp_path / "w.safetensors"
+    tr.save(model, cfg, stats, path)
+    again, cfg2, _ = tr.load(path)
+    assert isinstance(again, AutoGuided) and cfg2.guide_at == cfg.guide_at
+    x, m, s2 = torch.rand(1, 3, 16, 16), torch.ones(1, 1, 16, 16), torch.full((1,), 0.3)
+    with torch.no_grad():
+        assert torch.equal(model(x, x, m, s2), again(x, x, m, s2))
+    # the regression baseline has nothing to guide
+    reg, _ = drive(tr.train([img], [test], tr.TrainConfig(objective="regression", iterations=2, crop=16, batch=2)))
+    assert not isinstance(reg, AutoGuided)
+
+
+def test_guidance_parameter_sets_the_weight_without_relearning(rng):
+    img, hole = _texture(rng), _hole()
+    inp = registry.load("frugal")
+    params = dict(TINY, iterations=20)
+    default = run_to_end(inp, Request(image=img, mask=hole, params=params, seed=1))
+    same = run_to_end(inp, Request(image=img, mask=hole, params=dict(params, guidance=1.5), seed=1))
+    plain = run_to_end(inp, Request(image=img, mask=hole, params=dict(params, guidance=1.0), seed=1))
+    strong = run_to_end(inp, Request(image=img, mask=hole, params=dict(params, guidance=3.0), seed=1))
+    assert inp.last_stats["cached"] is True  # a sampling setting: the weights are reused
+    assert np.array_equal(default.image, same.image)  # the default is w = 1.5
+    assert not np.array_equal(default.image, plain.image) and not np.array_equal(strong.image, default.image)
+    assert np.array_equal(strong.image[~hole], img[~hole])

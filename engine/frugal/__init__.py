@@ -27,6 +27,9 @@ _SAMPLE = (
     Param("edm", "bool", False, "EDM preconditioning",
           "Learn with Karras et al.'s skip preconditioning and loss weights: more texture after ~1000 "
           "iterations, residual noise when learning is short"),
+    Param("guidance", "float", 1.5, "Autoguidance (w)",
+          "Guide the learned net away from its early, blurrier self (Karras et al. 2024): 1 = off (the paper's "
+          "sampler), higher = more texture, too high = noise", min=1.0, max=4.0, step=0.25),
     Param("eta", "float", 1.0, "Stochasticity (eta)", "1 = ancestral DDPM-like steps, 0 = deterministic DDIM",
           min=0.0, max=1.0, step=0.1),
 )
@@ -36,7 +39,8 @@ MODELS = [
     ModelSpec(ModelInfo(
         name="frugal", title="Frugal diffusion (learn this image)", family="frugal",
         description="A 160k-parameter UNet (no attention) learned on crops of this image's known region with the "
-                    "diffusion objective, then sampled with known-pixel replacement (Cherel et al. 2023). "
+                    "diffusion objective, then sampled with known-pixel replacement (Cherel et al. 2023) and "
+                    "autoguided by its own early snapshot (Karras et al. 2024). "
                     "Keeps texture; needs minutes of learning on a CPU, cached per image.",
         domain=_DOMAIN, params=_LEARN + _SAMPLE, learns_on_image=True),
         factory="engine.frugal.pipeline:FrugalInpainter", kwargs={"objective": "diffusion"}, order=40),

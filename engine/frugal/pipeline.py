@@ -2,8 +2,9 @@
 
 One job = (1) pick a working scale (big holes are learned and filled downscaled, ``max_hole``), (2) load the
 weights cached for this image and training config, or train them on crops of the known region, streaming
-``Preview(stage="train", loss=...)``, and cache them, (3) fill: diffusion sampling with known-pixel replacement
-(streaming ``Preview(stage="denoise")`` of the predicted x_0 at every step), or the regression net's single pass.
+``Preview(stage="train", loss=...)``, and cache them (with the autoguidance snapshot), (3) fill: diffusion
+sampling with known-pixel replacement and autoguidance (``guidance``), streaming ``Preview(stage="denoise")`` of
+the predicted x_0 at every step, or the regression net's single pass.
 The network is fully convolutional, so it fills a box around the hole at the working resolution.
 """
 from __future__ import annotations
@@ -13,12 +14,14 @@ import math
 import cv2
 import numpy as np
 import torch
+from torch import nn
 
 from engine.api import CancelToken, InpaintError, JobGen, ModelInfo, Preview, Request, map_yields
 from engine.crop import mask_bbox
 from engine.frugal import train as tr
 from engine.frugal.data import load_folder
-from engine.frugal.model import DiffusionSchedule, FrugalUNet
+from engine.frugal.guidance import DEFAULT_W, AutoGuided
+from engine.frugal.model import DiffusionSchedule
 from engine.frugal.sampler import regress, sample_inpaint_iter
 
 PREVIEW_SIDE = 256
@@ -127,8 +130,10 @@ class FrugalInpainter:
         scale = working_scale(mask, int(p["max_hole"]))
         work, work_mask = resize_pair(image, mask, scale)
         cfg = self.train_config(p, scale)
-        net: FrugalUNet = yield from self.learn(work, work_mask, cfg, str(p.get("folder", "")).strip(),
-                                                bool(p.get("relearn", False)), cancel, image)
+        net: nn.Module = yield from self.learn(work, work_mask, cfg, str(p.get("folder", "")).strip(),
+                                               bool(p.get("relearn", False)), cancel, image)
+        if isinstance(net, AutoGuided):
+            net.w = float(p.get("guidance", DEFAULT_W))
         job = fill(net, cfg, image, mask, work, work_mask, scale, int(p.get("steps", 1)), float(p.get("eta", 1.0)),
                    int(request.seed), cancel)
         return (yield from map_yields(job, self._count_calls))
@@ -139,7 +144,7 @@ class FrugalInpainter:
         return preview
 
 
-def fill(net: FrugalUNet, cfg: tr.TrainConfig, image: np.ndarray, mask: np.ndarray, work: np.ndarray,
+def fill(net: nn.Module, cfg: tr.TrainConfig, image: np.ndarray, mask: np.ndarray, work: np.ndarray,
          work_mask: np.ndarray, scale: float, steps: int, eta: float, seed: int,
          cancel: CancelToken | None = None) -> JobGen:
     """Fill ``mask`` of ``image`` with a learned net, working on ``work`` / ``work_mask`` (``image`` at ``scale``).

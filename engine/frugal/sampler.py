@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Callable, Generator
 
 import torch
+from torch import nn
 
 from engine.api import drive
 from engine.frugal.model import DiffusionSchedule, FrugalUNet
@@ -29,11 +30,12 @@ def timesteps(sched: DiffusionSchedule, steps: int) -> list[int]:
     return torch.linspace(sched.T, 0, steps + 1).round().long().tolist()
 
 
-def sample_inpaint_iter(net: FrugalUNet, sched: DiffusionSchedule, y: torch.Tensor, mask: torch.Tensor,
+def sample_inpaint_iter(net: nn.Module, sched: DiffusionSchedule, y: torch.Tensor, mask: torch.Tensor,
                         steps: int = 25, eta: float = 1.0, gen: torch.Generator | None = None
                         ) -> Generator[tuple[int, int, torch.Tensor], None, torch.Tensor]:
     """The sampler as a generator: yields (step, steps, x0_hat) after every network call, returns x_0.
 
+    net: a FrugalUNet or any x_0 predictor with its signature (an AutoGuided pair);
     y: (B, 3, H, W) in [-1, 1] (any values in the hole), mask: (B, 1, H, W), 1 = hole."""
     with torch.inference_mode():
         y = y * (1 - mask)
@@ -62,7 +64,7 @@ def sample_inpaint_iter(net: FrugalUNet, sched: DiffusionSchedule, y: torch.Tens
     return x
 
 
-def sample_inpaint(net: FrugalUNet, sched: DiffusionSchedule, y: torch.Tensor, mask: torch.Tensor, steps: int = 25,
+def sample_inpaint(net: nn.Module, sched: DiffusionSchedule, y: torch.Tensor, mask: torch.Tensor, steps: int = 25,
                    eta: float = 1.0, gen: torch.Generator | None = None,
                    callback: Callable[[int, int, torch.Tensor], None] | None = None) -> torch.Tensor:
     """k-diffusion-style wrapper: ``callback(step, steps, x0_hat)`` every step (it may raise to cancel)."""

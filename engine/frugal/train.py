@@ -10,6 +10,9 @@ CPU choices (measured in docs/frugal.md): small crops (64 px) and batch 8 instea
 space-to-depth input (``UNetConfig.unshuffle``), Adam at 2e-3 with a time-based cosine decay instead of 1e-4
 for 15k iterations, and a wall-clock budget (``minutes``) rather than an iteration count.
 
+Autoguidance (``engine.frugal.guidance``): a diffusion Learn keeps its weights at ``guide_at`` of the budget as
+the guiding "bad" net; the returned model is then an ``AutoGuided`` pair.
+
 ``train`` is a generator: it yields ``(iteration, total_estimate, loss)`` every few iterations, checks the
 cancel token every iteration, and returns the trained network. ``save`` / ``load`` keep the weights with their
 config in safetensors (metadata), and ``cache_path`` names the per-image cache file.
@@ -27,8 +30,10 @@ from typing import Callable, Generator
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from engine.frugal.data import CropSampler
+from engine.frugal.guidance import AutoGuided
 from engine.frugal.model import DiffusionSchedule, FrugalUNet, ScheduleConfig, UNetConfig, count_parameters
 
 
@@ -46,6 +51,7 @@ class TrainConfig:
     p_full: float = 0.15  # share of fully masked training crops
     weighting: str = "uniform"  # "uniform": Eq. 1 as in the paper; "edm": 1 / c_out^2; "min-snr": clamp(SNR_t, .05, 5)
     ema: float = 0.0  # decay of an exponential moving average of the weights (0 = off); the EMA is what is kept
+    guide_at: float = 0.1  # autoguidance: keep the weights at this share of the budget as the "bad" net (0 = off)
     seed: int = 0
     scale: float = 1.0  # working scale of the image (< 1 when a big hole is learned and filled downscaled)
     unet: UNetConfig = field(default_factory=UNetConfig)
@@ -54,6 +60,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.objective == "regression":  # no noise input: the x_t skip of the preconditioning would copy y
             self.unet.precond = False
+            self.guide_at = 0.0  # one-shot fill: nothing to guide
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -63,6 +70,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         d = dict(d)
+        d.setdefault("guide_at", 0.0)  # weights cached before autoguidance
         d["unet"] = UNetConfig.from_dict(d["unet"])
         d["schedule"] = ScheduleConfig(**d["schedule"])
         return cls(**d)
@@ -117,16 +125,18 @@ def hole_mse(pred: torch.Tensor, x0: torch.Tensor, mask: torch.Tensor) -> torch.
 
 def train(images: list[np.ndarray], excludes: list[np.ndarray | None], cfg: TrainConfig,
           check: Callable[[], None] = lambda: None, report_every: float = 0.5,
-          ) -> Generator[tuple[int, int, float], None, tuple[FrugalUNet, dict]]:
+          ) -> Generator[tuple[int, int, float], None, tuple[nn.Module, dict]]:
     """Train a FrugalUNet on crops of ``images`` avoiding ``excludes``; yields (it, total_estimate, loss_ema).
 
-    Returns (network in eval mode, stats dict). ``check`` is called every iteration (cancel.check)."""
+    Returns (model in eval mode: a FrugalUNet, or an AutoGuided pair when ``cfg.guide_at`` > 0, stats dict).
+    ``check`` is called every iteration (cancel.check)."""
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     if cfg.unet.precond and cfg.unet.sigma_data <= 0:  # <= 0: measure it on the known pixels of the images
         known = np.concatenate([im[~ex] if ex is not None else im.reshape(-1, 3) for im, ex in zip(images, excludes)])
         cfg.unet.sigma_data = round(max(float(known.std()) / 127.5, 0.05), 4)
     net = FrugalUNet(cfg.unet)
+    bad_state = None
     sched = DiffusionSchedule(cfg.schedule)
     sampler = CropSampler(images, excludes, cfg.crop, seed=cfg.seed, multiple=net.multiple, p_full=cfg.p_full)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
@@ -145,6 +155,8 @@ def train(images: list[np.ndarray], excludes: list[np.ndarray | None], cfg: Trai
         progress = elapsed / budget
         if cap is not None:
             progress = max(progress, it / cap)
+        if cfg.guide_at > 0 and bad_state is None and progress >= cfg.guide_at:
+            bad_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
         if progress >= 1.0:
             break
         # time-based schedule: linear warm-up, then cosine from lr down to lr / 20 at the end of the budget
@@ -183,8 +195,13 @@ def train(images: list[np.ndarray], excludes: list[np.ndarray | None], cfg: Trai
     net.eval()
     stats = {"iterations": it, "seconds": time.perf_counter() - t0, "loss": ema if ema is not None else float("nan"),
              "crop": sampler.crop, "parameters": count_parameters(net)}
+    model: nn.Module = net
+    if cfg.guide_at > 0:
+        bad = FrugalUNet(cfg.unet)
+        bad.load_state_dict(bad_state)
+        model = AutoGuided(net, bad.eval())
     yield it, it, stats["loss"]
-    return net, stats
+    return model, stats
 
 
 def cache_key(image: np.ndarray, cfg: TrainConfig, extra: str = "") -> str:
@@ -203,22 +220,22 @@ def cache_path(key: str) -> Path:
     return CACHE / "frugal" / f"{key}.safetensors"
 
 
-def save(net: FrugalUNet, cfg: TrainConfig, stats: dict, path: Path) -> None:
+def save(net: nn.Module, cfg: TrainConfig, stats: dict, path: Path) -> None:
     """Weights in safetensors, the TrainConfig (with the UNetConfig) and training stats in its metadata."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    meta = {"config": json.dumps(cfg.to_dict()), "stats": json.dumps(stats), "format": "inpaint-studio-frugal-1"}
+    meta = {"config": json.dumps(cfg.to_dict()), "stats": json.dumps(stats), "format": "inpaint-studio-frugal-2"}
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp), metadata=meta)
     tmp.replace(path)  # atomic: a cancelled or crashed run never leaves a half-written cache file
 
 
-def load(path: Path) -> tuple[FrugalUNet, TrainConfig, dict]:
+def load(path: Path) -> tuple[nn.Module, TrainConfig, dict]:
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
     cfg = TrainConfig.from_dict(json.loads(meta["config"]))
-    net = FrugalUNet(cfg.unet)
+    net = AutoGuided(FrugalUNet(cfg.unet), FrugalUNet(cfg.unet)) if cfg.guide_at > 0 else FrugalUNet(cfg.unet)
     net.load_state_dict(load_file(str(path)))
     net.eval()
     return net, cfg, json.loads(meta.get("stats", "{}"))
