@@ -124,7 +124,7 @@ def run_learned(objective: str, img: np.ndarray, test: np.ndarray, hole: np.ndar
             net.w = 1.0
             w0, c0 = time.perf_counter(), time.process_time()
             fs = [keep(drive(fill(net, cfg, img, hole, img, hole, 1.0, args.steps, args.eta, s))) for s in seeds]
-            extra["-w1"] = (fs, dict(info, infer_wall_s=(time.perf_counter() - w0) / n,
+            extra["-w1"] = (fs, dict(info, guidance=1.0, infer_wall_s=(time.perf_counter() - w0) / n,
                                      infer_cpu_s=(time.process_time() - c0) / n))
     return [keep(f) for f in fills], info, extra
 
@@ -160,11 +160,9 @@ RUN_METHODS = ("Diffusion", "Regression", "Patch", "Telea")
 PSNR_CAP = 60.0  # an exact copy (periodic texture) has infinite PSNR; means use 60 dB for it
 
 
-def _w(row: dict, method: str) -> str:
+def _w(row: dict) -> str:
     """The guidance weight a learned diffusion row was sampled with ('' for the other methods)."""
-    if row.get("guidance") is None:
-        return ""
-    return "1" if method.endswith("-w1") else f"{row['guidance']:g}"
+    return "" if row.get("guidance") is None else f"{row['guidance']:g}"
 
 
 def table1(rows: dict) -> str:
@@ -178,7 +176,7 @@ def table1(rows: dict) -> str:
             lines.append(f"{tex:<11}{m:<15}{r['psnr']:7.2f}{r['ssim']:7.3f}{r.get('ssim_sd', 0):6.3f}"
                          f"{r['detail']:8.2f}{r.get('detail_sd', 0):6.2f}{r.get('samples', 1):>3}{r['params']:>8}"
                          f"{r.get('iterations', '-'):>7}{r['train_wall_s']:9.1f}{r['infer_wall_s']:9.2f}"
-                         f"{_w(r, m):>6}")
+                         f"{_w(r):>6}")
     lines.append("-" * len(lines[0]))
     for m in METHODS:
         rs = [per[m] for per in rows.values() if m in per]
