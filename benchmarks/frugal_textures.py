@@ -108,25 +108,27 @@ def run_learned(objective: str, img: np.ndarray, test: np.ndarray, hole: np.ndar
         net.w = args.guidance
     train_wall, train_cpu = time.perf_counter() - w0, time.process_time() - c0
     seeds = [args.seed + k for k in range(args.samples if objective == "diffusion" else 1)]
-    w0, c0 = time.perf_counter(), time.process_time()
-    fills = [drive(fill(net, cfg, img, hole, img, hole, 1.0, args.steps, args.eta, s)) for s in seeds]
     n = len(seeds)
-    info = {"train_wall_s": train_wall, "train_cpu_s": train_cpu, "infer_wall_s": (time.perf_counter() - w0) / n,
-            "infer_cpu_s": (time.process_time() - c0) / n, "iterations": stats["iterations"],
+
+    def timed_fills(eta: float) -> tuple[list[np.ndarray], dict]:
+        """One fill per seed (the hole only; the rest of the image kept) and their mean wall / CPU time."""
+        w0, c0 = time.perf_counter(), time.process_time()
+        fs = [np.where(hole[..., None], drive(fill(net, cfg, img, hole, img, hole, 1.0, args.steps, eta, s)), img)
+              for s in seeds]
+        return fs, {"infer_wall_s": (time.perf_counter() - w0) / n, "infer_cpu_s": (time.process_time() - c0) / n}
+
+    fills, timing = timed_fills(args.eta)
+    info = {"train_wall_s": train_wall, "train_cpu_s": train_cpu, **timing, "iterations": stats["iterations"],
             "final_loss": stats["loss"], "params": stats["parameters"], "train_loop_s": stats["seconds"],
             "guidance": net.w if guided else None}
-    keep = lambda f: np.where(hole[..., None], f, img)  # noqa: E731
     extra = {}
     if objective == "diffusion":
-        extra["-DDIM"] = ([keep(drive(fill(net, cfg, img, hole, img, hole, 1.0, args.steps, 0.0, s)))
-                           for s in seeds], dict(info))
+        extra["-DDIM"] = (timed_fills(0.0)[0], dict(info))  # same cost per fill as the row above
         if guided and net.w != 1.0:
             net.w = 1.0
-            w0, c0 = time.perf_counter(), time.process_time()
-            fs = [keep(drive(fill(net, cfg, img, hole, img, hole, 1.0, args.steps, args.eta, s))) for s in seeds]
-            extra["-w1"] = (fs, dict(info, guidance=1.0, infer_wall_s=(time.perf_counter() - w0) / n,
-                                     infer_cpu_s=(time.process_time() - c0) / n))
-    return [keep(f) for f in fills], info, extra
+            fs, timing = timed_fills(args.eta)
+            extra["-w1"] = (fs, dict(info, guidance=1.0, **timing))
+    return fills, info, extra
 
 
 def run_classical(kind: str, img: np.ndarray, hole: np.ndarray, args) -> tuple[list[np.ndarray], dict]:
