@@ -5,7 +5,7 @@ so a brush stroke on a 12-megapixel photo costs kilobytes of undo memory, not me
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +39,14 @@ class HistoryItem:
     timings: dict[str, float]
     prompt: str = ""
     accepted: bool = False
+    chosen: dict[str, float] = field(default_factory=dict)  # settings the model picked itself (Result.chosen)
 
     @classmethod
     def from_result(cls, result: Result, request: Request) -> "HistoryItem":
         x0, y0, x1, y1 = box = mask_bbox(request.mask)
         return cls(image=result.image, mask=request.mask, base_patch=request.image[y0:y1, x0:x1].copy(), box=box,
                    model=result.model, seed=result.seed, params=result.params, attributes=result.attributes,
-                   timings=result.timings, prompt=request.prompt)
+                   timings=result.timings, prompt=request.prompt, chosen=result.chosen)
 
     def base(self) -> np.ndarray:
         """The image the job ran on."""
@@ -60,6 +61,8 @@ class HistoryItem:
                 "parameters": ", ".join(f"{k}={v}" for k, v in sorted(self.params.items()))}
         if self.attributes:
             meta["attributes"] = ", ".join(f"{k}={v:g}" for k, v in sorted(self.attributes.items()))
+        if self.chosen:
+            meta["chosen"] = ", ".join(f"{k}={v:g}" for k, v in sorted(self.chosen.items()))
         if self.prompt:
             meta["prompt"] = self.prompt
         return meta

@@ -202,6 +202,7 @@ class Result:
     attributes: dict[str, float]
     timings: dict[str, float]  # seconds: "total", "first_preview", "model_load", ...
     unet_calls: int | None = None
+    chosen: dict[str, float] = field(default_factory=dict)  # settings the model picked itself, e.g. its guidance w
 
 
 JobGen = Generator[Preview, None, np.ndarray]

@@ -153,16 +153,17 @@ def cmd_inpaint(args) -> int:
             print(file=sys.stderr)
         meta = {"Software": "Inpaint Studio", "model": result.model, "seed": str(result.seed),
                 "params": json.dumps(result.params), "attributes": json.dumps(result.attributes),
-                "source": src.name}
+                "chosen": json.dumps(result.chosen), "source": src.name}
         if args.prompt:
             meta["prompt"] = args.prompt
         save_image(out, result.image, loaded.alpha, metadata=meta)
         if args.json:
             print(json.dumps({"image": str(src), "out": str(out), "model": result.model, "seed": result.seed,
-                              "timings": result.timings, "unet_calls": result.unet_calls,
+                              "timings": result.timings, "unet_calls": result.unet_calls, "chosen": result.chosen,
                               "hole_pixels": int(mask.sum())}))
         else:
-            print(f"{out}  ({result.timings['total']:.2f} s)")
+            chosen = "".join(f", {k} = {v:g} chosen" for k, v in sorted(result.chosen.items()))
+            print(f"{out}  ({result.timings['total']:.2f} s{chosen})")
     return 0
 
 

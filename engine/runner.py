@@ -56,8 +56,9 @@ def run_job(inpainter: Inpainter, request: Request, cancel: CancelToken | None =
     image = composite(req.image, np.asarray(filled), req.mask)
     timings["total"] = now() - t0
     unet_calls = getattr(inpainter, "last_unet_calls", None)
+    chosen = dict(getattr(inpainter, "last_chosen", None) or {})
     return Result(image=image, model=info.name, seed=req.seed, params=req.params, attributes=req.attributes,
-                  timings=timings, unet_calls=unet_calls)
+                  timings=timings, unet_calls=unet_calls, chosen=chosen)
 
 
 def run_to_end(inpainter: Inpainter, request: Request, cancel: CancelToken | None = None) -> Result:

@@ -148,7 +148,9 @@ def test_fill_keeps_pixels_outside_the_mask(model, edm, rng):
     assert train[-1].step == train[-1].total == 3
     if model == "frugal":
         den = [p for p in previews if p.stage == "denoise"]
-        assert [p.step for p in den] == [1, 2, 3] and den[-1].image is not None
+        # one preview per step, then the candidate that automatic guidance kept
+        assert [p.step for p in den] == [1, 2, 3, 3] and den[-1].image is not None
+        assert "automatic guidance: w =" in den[-1].message
 
 
 def test_cancel_during_training_stops_promptly_and_caches_nothing(rng, one_thread_and_scratch_cache):
@@ -273,14 +275,40 @@ def test_learning_keeps_an_early_snapshot_and_caches_the_guided_pair(rng, tmp_pa
 
 
 def test_guidance_parameter_sets_the_weight_without_relearning(rng):
+    from engine.frugal.guidance import AUTO_WS
+
     img, hole = _texture(rng), _hole()
     inp = registry.load("frugal")
     params = dict(TINY, iterations=20)
-    default = run_to_end(inp, Request(image=img, mask=hole, params=params, seed=1))
-    same = run_to_end(inp, Request(image=img, mask=hole, params=dict(params, guidance=1.5), seed=1))
-    plain = run_to_end(inp, Request(image=img, mask=hole, params=dict(params, guidance=1.0), seed=1))
-    strong = run_to_end(inp, Request(image=img, mask=hole, params=dict(params, guidance=3.0), seed=1))
-    assert inp.last_stats["cached"] is True  # a sampling setting: the weights are reused
-    assert np.array_equal(default.image, same.image)  # the default is w = 1.5
-    assert not np.array_equal(default.image, plain.image) and not np.array_equal(strong.image, default.image)
-    assert np.array_equal(strong.image[~hole], img[~hole])
+    auto = run_to_end(inp, Request(image=img, mask=hole, params=params, seed=1))  # the default: automatic w
+    chosen = inp.last_stats["guidance"]
+    assert chosen in AUTO_WS and auto.chosen == {"guidance": chosen}  # the result says which w was kept
+    fixed = {w: run_to_end(inp, Request(image=img, mask=hole, params=dict(params, auto_guidance=False, guidance=w),
+                                        seed=1)) for w in (chosen, 1.0, 3.0)}
+    assert all(r.chosen == {} for r in fixed.values())
+    fixed = {w: r.image for w, r in fixed.items()}
+    assert inp.last_stats["cached"] is True and inp.last_stats["guidance"] == 3.0  # a sampling setting: no relearning
+    # the kept candidate is the fill sampled with its w alone (same noise; batched convolutions may round apart)
+    assert np.abs(auto.image.astype(int) - fixed[chosen]).max() <= 1
+    assert not np.array_equal(fixed[1.0], fixed[3.0])
+    assert np.array_equal(fixed[3.0][~hole], img[~hole])
+
+
+def test_automatic_guidance_keeps_the_candidate_as_detailed_as_the_surroundings(rng):
+    from engine.frugal.guidance import match_surroundings
+
+    hole = np.zeros((96, 96), bool)
+    hole[32:64, 32:64] = True
+    base = np.full((96, 96, 3), 120.0)
+    grain = rng.normal(0, 10, (96, 96, 1))
+    surroundings = base + grain
+
+    def candidate(amp, tone=0.0):
+        inside = base + tone + rng.normal(0, amp, (96, 96, 1))
+        return np.clip(np.where(hole[..., None], inside, surroundings), 0, 255).astype(np.uint8)
+
+    blurry, matched, noisy = candidate(2), candidate(10), candidate(30)
+    assert match_surroundings(np.stack([blurry, matched, noisy]), hole) == 1
+    # as detailed, but its tone moved by 4 standard deviations of the surroundings: not kept
+    assert match_surroundings(np.stack([blurry, candidate(10, tone=40.0), noisy]), hole) == 2
+    assert match_surroundings(np.stack([blurry, matched]), np.ones((96, 96), bool)) is None  # nothing around it

@@ -102,6 +102,7 @@ class HistoryPanel(QWidget):
         it.setToolTip(f"{r.model}, seed {r.seed}, {r.timings.get('total', 0):.1f} s\n"
                       + "\n".join(f"{k} = {v}" for k, v in sorted(r.params.items()))
                       + "".join(f"\n{k} = {v:g}" for k, v in sorted(r.attributes.items()))
+                      + "".join(f"\n{k} = {v:g} (chosen by the model)" for k, v in sorted(r.chosen.items()))
                       + ("\naccepted" if r.accepted else ""))
         it.setTextAlignment(Qt.AlignHCenter)
         return it

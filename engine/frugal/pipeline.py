@@ -20,7 +20,7 @@ from engine.api import CancelToken, InpaintError, JobGen, ModelInfo, Preview, Re
 from engine.crop import mask_bbox
 from engine.frugal import train as tr
 from engine.frugal.data import load_folder
-from engine.frugal.guidance import DEFAULT_W, AutoGuided
+from engine.frugal.guidance import AUTO_WS, DEFAULT_W, AutoGuided, match_surroundings
 from engine.frugal.model import DiffusionSchedule
 from engine.frugal.sampler import regress, sample_inpaint_iter
 
@@ -86,6 +86,7 @@ class FrugalInpainter:
         self.objective = objective
         self.last_unet_calls: int | None = None
         self.last_stats: dict = {}
+        self.last_chosen: dict = {}  # what the model picked itself: automatic guidance's w
 
     def train_config(self, params: dict, scale: float) -> tr.TrainConfig:
         edm = bool(params.get("edm", False)) and self.objective == "diffusion"
@@ -126,17 +127,24 @@ class FrugalInpainter:
 
     def run(self, request: Request, cancel: CancelToken) -> JobGen:
         p = request.params
+        self.last_chosen = {}
         image, mask = request.image, request.mask.astype(bool)
         scale = working_scale(mask, int(p["max_hole"]))
         work, work_mask = resize_pair(image, mask, scale)
         cfg = self.train_config(p, scale)
         net: nn.Module = yield from self.learn(work, work_mask, cfg, str(p.get("folder", "")).strip(),
                                                bool(p.get("relearn", False)), cancel, image)
+        auto = isinstance(net, AutoGuided) and bool(p.get("auto_guidance", True))
         if isinstance(net, AutoGuided):
-            net.w = float(p.get("guidance", DEFAULT_W))
+            net.w = AUTO_WS if auto else float(p.get("guidance", DEFAULT_W))
+        info: dict = {}
         job = fill(net, cfg, image, mask, work, work_mask, scale, int(p.get("steps", 1)), float(p.get("eta", 1.0)),
-                   int(request.seed), cancel)
-        return (yield from map_yields(job, self._count_calls))
+                   int(request.seed), cancel, info)
+        result = yield from map_yields(job, self._count_calls)
+        self.last_stats.update(info)
+        if auto:
+            self.last_chosen = {"guidance": info["guidance"]}
+        return result
 
     def _count_calls(self, preview: Preview) -> Preview:
         """One denoise preview per network call (one in all for regression): the last total is the call count."""
@@ -146,14 +154,18 @@ class FrugalInpainter:
 
 def fill(net: nn.Module, cfg: tr.TrainConfig, image: np.ndarray, mask: np.ndarray, work: np.ndarray,
          work_mask: np.ndarray, scale: float, steps: int, eta: float, seed: int,
-         cancel: CancelToken | None = None) -> JobGen:
+         cancel: CancelToken | None = None, info: dict | None = None) -> JobGen:
     """Fill ``mask`` of ``image`` with a learned net, working on ``work`` / ``work_mask`` (``image`` at ``scale``).
 
-    Diffusion: ``steps`` sampling steps, each yielding a denoise Preview of x0_hat in the hole's box; regression:
-    one pass. Returns the full-size image (the hole filled; the runner enforces the pixels outside it)."""
+    Diffusion: ``steps`` sampling steps, each yielding a denoise Preview of x0_hat in the hole's box; with a tuple of
+    guidance weights (automatic w) the candidates are sampled together, the preview shows the one nearest the default
+    w, and the fill keeps the one that matches the surroundings (its w goes to ``info["guidance"]``). Regression: one
+    pass. Returns the full-size image (the hole filled; the runner enforces the pixels outside it)."""
     cancel = cancel or CancelToken()
+    info = {} if info is None else info
     m = net.multiple
     bx0, by0, bx1, by1 = fill_box(work_mask, m)
+    h, w = by1 - by0, bx1 - bx0
     crop = pad_to_multiple(work[by0:by1, bx0:bx1], m)
     crop_mask = pad_to_multiple(work_mask[by0:by1, bx0:bx1].astype(np.uint8), m).astype(bool)
     y = tr.to_tensor(crop[None])
@@ -165,15 +177,25 @@ def fill(net: nn.Module, cfg: tr.TrainConfig, image: np.ndarray, mask: np.ndarra
         fx0, fy0, fx1, fy1 = bx0, by0, bx1, by1
     box = (fx0, fy0, fx1, fy1)
     if cfg.objective == "diffusion":
+        ws = tuple(np.atleast_1d(getattr(net, "w", 1.0)).tolist())
+        shown = int(np.argmin([abs(v - DEFAULT_W) for v in ws]))
         sched = DiffusionSchedule(cfg.schedule)
         it = sample_inpaint_iter(net, sched, y, mt, steps=steps, eta=eta, gen=torch.Generator().manual_seed(seed))
         out = yield from map_yields(it, lambda s: Preview(
-            step=s[0], total=s[1], image=small_preview(tr.to_uint8(s[2])[0][: by1 - by0, : bx1 - bx0]), box=box,
-            stage="denoise"))  # the runner checks cancellation between previews
+            step=s[0], total=s[1], image=small_preview(tr.to_uint8(s[2][min(shown, len(s[2]) - 1)][None])[0][:h, :w]),
+            box=box, stage="denoise"))  # the runner checks cancellation between previews
+        candidates = tr.to_uint8(out)[:, :h, :w]
+        pick = 0
+        if len(candidates) > 1:
+            found = match_surroundings(candidates, crop_mask[:h, :w])
+            pick = shown if found is None else found
+            yield Preview(step=steps, total=steps, image=small_preview(candidates[pick]), box=box, stage="denoise",
+                          message=f"automatic guidance: w = {ws[pick]:g} matches the detail around the hole")
+        info["guidance"] = ws[pick] if len(candidates) == len(ws) else 1.0  # 1.0: sampling never reached the interval
+        filled = candidates[pick]
     else:
         cancel.check()
-        out = regress(net, y, mt)
-    filled = tr.to_uint8(out)[0][: by1 - by0, : bx1 - bx0]
+        filled = tr.to_uint8(regress(net, y, mt))[0][:h, :w]
     if scale != 1.0:
         filled = cv2.resize(filled, (fx1 - fx0, fy1 - fy0), interpolation=cv2.INTER_CUBIC)
     if cfg.objective != "diffusion":

@@ -36,7 +36,9 @@ def sample_inpaint_iter(net: nn.Module, sched: DiffusionSchedule, y: torch.Tenso
     """The sampler as a generator: yields (step, steps, x0_hat) after every network call, returns x_0.
 
     net: a FrugalUNet or any x_0 predictor with its signature (an AutoGuided pair);
-    y: (B, 3, H, W) in [-1, 1] (any values in the hole), mask: (B, 1, H, W), 1 = hole."""
+    y: (B, 3, H, W) in [-1, 1] (any values in the hole), mask: (B, 1, H, W), 1 = hole.
+    A net may answer a batch-1 call with K samples (AutoGuided with K values of w): the arithmetic broadcasts, so
+    from there on the K samples are carried together and share each step's noise."""
     with torch.inference_mode():
         y = y * (1 - mask)
         b = y.shape[0]
