@@ -5,8 +5,10 @@ patch of coffee's wooden table): a 160x160 **test region** at the bottom right i
 learning, paper Fig. 2) and a 128x128 **hole** in its middle is filled by
 
 - Diffusion  : the frugal UNet learned on the known region with the diffusion objective (``--minutes``), sampled
-               with ``--eta`` (1 = ancestral) and autoguidance at weight ``--guidance`` (the app's default 1.5)
+               with ``--eta`` (1 = ancestral) and autoguidance ``--guidance`` (the app's default "auto": w chosen per
+               fill to match the detail around the hole; or a fixed weight)
 - Diffusion-DDIM : the same learned weights sampled deterministically (eta = 0, Song et al. 2021); no extra learning
+- Diffusion-w1.5 : the same learned weights with the fixed w = 1.5 (the default before automatic w)
 - Diffusion-w1 : the same learned weights without guidance (w = 1): the paper's plain sampler
 - EDM / EDM-DDIM : with ``--precond``, the diffusion rows of a net learned with EDM preconditioning and loss weights
                (Karras et al. 2022); a separate run, combined with ``--merge``
@@ -93,7 +95,7 @@ def run_learned(objective: str, img: np.ndarray, test: np.ndarray, hole: np.ndar
     sampling is cheap): the extra rows are the eta = 0 fills ("-DDIM") and the unguided ones ("-w1"); one fill for
     regression (deterministic, no extra rows)."""
     from engine.frugal import train as tr
-    from engine.frugal.guidance import AutoGuided
+    from engine.frugal.guidance import AUTO_WS, DEFAULT_W, AutoGuided
     from engine.frugal.pipeline import fill
 
     cfg = tr.TrainConfig(objective=objective, minutes=args.minutes, iterations=args.iterations, crop=args.crop,
@@ -104,30 +106,39 @@ def run_learned(objective: str, img: np.ndarray, test: np.ndarray, hole: np.ndar
     w0, c0 = time.perf_counter(), time.process_time()
     net, stats = drive(tr.train([img], [test], cfg))
     guided = isinstance(net, AutoGuided)
+    auto = args.guidance == "auto"
     if guided:
-        net.w = args.guidance
+        net.w = AUTO_WS if auto else float(args.guidance)
     train_wall, train_cpu = time.perf_counter() - w0, time.process_time() - c0
     seeds = [args.seed + k for k in range(args.samples if objective == "diffusion" else 1)]
     n = len(seeds)
 
     def timed_fills(eta: float) -> tuple[list[np.ndarray], dict]:
-        """One fill per seed (the hole only; the rest of the image kept) and their mean wall / CPU time."""
+        """One fill per seed (the hole only; the rest of the image kept), their mean wall / CPU time and the
+        guidance weight of each (chosen per fill with automatic w)."""
         w0, c0 = time.perf_counter(), time.process_time()
-        fs = [np.where(hole[..., None], drive(fill(net, cfg, img, hole, img, hole, 1.0, args.steps, eta, s)), img)
-              for s in seeds]
-        return fs, {"infer_wall_s": (time.perf_counter() - w0) / n, "infer_cpu_s": (time.process_time() - c0) / n}
+        fs, ws = [], []
+        for s in seeds:
+            chosen: dict = {}
+            fs.append(np.where(hole[..., None], drive(fill(net, cfg, img, hole, img, hole, 1.0, args.steps, eta, s,
+                                                           None, chosen)), img))
+            ws.append(chosen.get("guidance"))
+        return fs, {"infer_wall_s": (time.perf_counter() - w0) / n, "infer_cpu_s": (time.process_time() - c0) / n,
+                    "guidance": float(np.mean(ws)) if guided else None, "guidance_per_seed": ws}
 
     fills, timing = timed_fills(args.eta)
     info = {"train_wall_s": train_wall, "train_cpu_s": train_cpu, **timing, "iterations": stats["iterations"],
             "final_loss": stats["loss"], "params": stats["parameters"], "train_loop_s": stats["seconds"],
-            "guidance": net.w if guided else None}
+            "auto_guidance": guided and auto}
     extra = {}
     if objective == "diffusion":
-        extra["-DDIM"] = (timed_fills(0.0)[0], dict(info))  # same cost per fill as the row above
-        if guided and net.w != 1.0:
-            net.w = 1.0
+        fs, timing = timed_fills(0.0)
+        extra["-DDIM"] = (fs, dict(info, **timing))
+        fixed = ([DEFAULT_W] if auto else []) + ([1.0] if net.w != 1.0 else []) if guided else []
+        for w in fixed:
+            net.w = w
             fs, timing = timed_fills(args.eta)
-            extra["-w1"] = (fs, dict(info, guidance=1.0, **timing))
+            extra[f"-w{w:g}"] = (fs, dict(info, auto_guidance=False, **timing))
     return fills, info, extra
 
 
@@ -155,16 +166,19 @@ def sample_metrics(fills: list[np.ndarray], img: np.ndarray, hole: np.ndarray) -
     return out
 
 
-METHODS = ("Diffusion", "Diffusion-DDIM", "Diffusion-w1", "EDM", "EDM-DDIM", "EDM-w1", "Regression", "Patch",
-           "Telea")  # table rows
-# --methods: Diffusion brings its DDIM and unguided rows (EDM, EDM-DDIM, EDM-w1 with --precond)
+METHODS = ("Diffusion", "Diffusion-DDIM", "Diffusion-w1.5", "Diffusion-w1", "EDM", "EDM-DDIM", "EDM-w1.5", "EDM-w1",
+           "Regression", "Patch", "Telea")  # table rows
+# --methods: Diffusion brings its DDIM, fixed-w and unguided rows (EDM... with --precond)
 RUN_METHODS = ("Diffusion", "Regression", "Patch", "Telea")
 PSNR_CAP = 60.0  # an exact copy (periodic texture) has infinite PSNR; means use 60 dB for it
 
 
 def _w(row: dict) -> str:
-    """The guidance weight a learned diffusion row was sampled with ('' for the other methods)."""
-    return "" if row.get("guidance") is None else f"{row['guidance']:g}"
+    """The guidance weight a learned diffusion row was sampled with ('' for the other methods); automatic w: the
+    mean of the weights chosen per fill, marked with a leading 'a'."""
+    if row.get("guidance") is None:
+        return ""
+    return f"a{row['guidance']:.2f}" if row.get("auto_guidance") else f"{row['guidance']:g}"
 
 
 def table1(rows: dict) -> str:
@@ -194,7 +208,7 @@ def table1(rows: dict) -> str:
 
 
 # the rows the issue's targets are about
-LEARNED = ("Diffusion", "Diffusion-DDIM", "Diffusion-w1", "EDM", "EDM-DDIM", "EDM-w1")
+LEARNED = METHODS[:8]
 DETAIL_TARGET, SSIM_SLACK = 0.7, 0.02
 
 
@@ -291,7 +305,8 @@ def main(argv=None) -> int:
                     "rows are labelled EDM / EDM-DDIM")
     ap.add_argument("--guide-at", type=float, default=0.1, help="autoguidance snapshot as a share of the budget "
                     "(0 = no guidance)")
-    ap.add_argument("--guidance", type=float, default=1.5, help="autoguidance weight w (1 = off)")
+    ap.add_argument("--guidance", default="auto", type=lambda v: v if v == "auto" else float(v), help="autoguidance: 'auto' (w chosen per fill, the app's "
+                    "default) or a fixed weight w (1 = off)")
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--eta", type=float, default=1.0)
     ap.add_argument("--patch", type=int, default=7)
@@ -340,7 +355,7 @@ def main(argv=None) -> int:
                 print(f"{name:<10} {label:<15} PSNR {inf['psnr']:6.2f} SSIM {inf['ssim']:.3f}+-{inf['ssim_sd']:.3f} "
                       f"detail {inf['detail']:.2f}+-{inf['detail_sd']:.2f} (n={inf['samples']}) train "
                       f"{inf['train_wall_s']:.0f}s infer {inf['infer_wall_s']:.2f}s load {inf['load']:.1f}"
-                      + (f" w {inf['guidance']:g}" if inf.get("guidance") else ""), flush=True)
+                      + (f" w {_w(inf)}" if inf.get("guidance") else ""), flush=True)
         rows[name] = per
         montage(img, fills, test, out_path.with_name(f"{out_path.stem}_{name}.png"))
         meta["load_after"] = os.getloadavg()
