@@ -312,3 +312,30 @@ def test_automatic_guidance_keeps_the_candidate_as_detailed_as_the_surroundings(
     # as detailed, but its tone moved by 4 standard deviations of the surroundings: not kept
     assert match_surroundings(np.stack([blurry, candidate(10, tone=40.0), noisy]), hole) == 2
     assert match_surroundings(np.stack([blurry, matched]), np.ones((96, 96), bool)) is None  # nothing around it
+
+
+def test_a_patch_draft_starts_sampling_at_its_strength_and_keeps_the_known_pixels(rng):
+    from engine.frugal.model import DiffusionSchedule, FrugalUNet, UNetConfig
+    from engine.frugal.sampler import sample_inpaint, timesteps
+
+    torch.manual_seed(0)
+    sched, net = DiffusionSchedule(), FrugalUNet(UNetConfig(base=8, groups=4, emb_dim=8)).eval()
+    y, m = torch.rand(1, 3, 16, 16) * 2 - 1, torch.zeros(1, 1, 16, 16)
+    m[..., 4:12, 4:12] = 1
+    low = [t for t in timesteps(sched, 10) if float(sched.sigma2[t].sqrt()) <= 0.6]
+    seen = []
+    out = sample_inpaint(net, sched, y, m, steps=10, draft=-y, strength=0.6,
+                         callback=lambda i, n, x0: seen.append((i, n)))
+    assert seen == [(i + 1, len(low) - 1) for i in range(len(low) - 1)] and len(low) - 1 < 10  # only sigma <= 0.6
+    assert torch.equal(out * (1 - m), y * (1 - m))
+    # through the editor's model: the patch method drafts first, then the learned net denoises from it
+    img, hole = _texture(rng), _hole()
+    inp = registry.load("frugal")
+    previews = []
+    drafted = drive(run_job(inp, Request(image=img, mask=hole, params=dict(TINY, draft_strength=0.5), seed=2)),
+                    previews.append)
+    stages = [p.stage for p in previews]
+    assert "draft" in stages and stages.index("train") < stages.index("draft") < stages.index("denoise")
+    assert stages[-1] == "denoise" and np.array_equal(drafted.image[~hole], img[~hole])
+    plain = run_to_end(inp, Request(image=img, mask=hole, params=TINY, seed=2))
+    assert not np.array_equal(drafted.image, plain.image)

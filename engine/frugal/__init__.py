@@ -33,6 +33,10 @@ _SAMPLE = (
     Param("guidance", "float", 1.5, "Autoguidance (w)",
           "Guide the learned net away from its early, blurrier self (Karras et al. 2024): 1 = off (the paper's "
           "sampler), higher = more texture, too high = noise", min=1.0, max=4.0, step=0.25),
+    Param("draft_strength", "float", 0.0, "Patch draft strength",
+          "0 = denoise from pure noise (the paper). Otherwise start from the patch method's fill, noised to this "
+          "level: lower keeps more of its layout, higher lets the learned net redraw more", min=0.0, max=1.0,
+          step=0.05),
     Param("eta", "float", 1.0, "Stochasticity (eta)", "1 = ancestral DDPM-like steps, 0 = deterministic DDIM",
           min=0.0, max=1.0, step=0.1),
 )

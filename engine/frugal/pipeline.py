@@ -23,6 +23,7 @@ from engine.frugal.data import load_folder
 from engine.frugal.guidance import AUTO_WS, DEFAULT_W, AutoGuided, match_surroundings
 from engine.frugal.model import DiffusionSchedule
 from engine.frugal.sampler import regress, sample_inpaint_iter
+from engine.patch.patchmatch import PatchConfig, inpaint_iter
 
 PREVIEW_SIDE = 256
 
@@ -139,7 +140,7 @@ class FrugalInpainter:
             net.w = AUTO_WS if auto else float(p.get("guidance", DEFAULT_W))
         info: dict = {}
         job = fill(net, cfg, image, mask, work, work_mask, scale, int(p.get("steps", 1)), float(p.get("eta", 1.0)),
-                   int(request.seed), cancel, info)
+                   int(request.seed), cancel, info, draft=float(p.get("draft_strength", 0.0)))
         result = yield from map_yields(job, self._count_calls)
         self.last_stats.update(info)
         if auto:
@@ -154,10 +155,12 @@ class FrugalInpainter:
 
 def fill(net: nn.Module, cfg: tr.TrainConfig, image: np.ndarray, mask: np.ndarray, work: np.ndarray,
          work_mask: np.ndarray, scale: float, steps: int, eta: float, seed: int,
-         cancel: CancelToken | None = None, info: dict | None = None) -> JobGen:
+         cancel: CancelToken | None = None, info: dict | None = None, draft: float = 0.0) -> JobGen:
     """Fill ``mask`` of ``image`` with a learned net, working on ``work`` / ``work_mask`` (``image`` at ``scale``).
 
-    Diffusion: ``steps`` sampling steps, each yielding a denoise Preview of x0_hat in the hole's box; with a tuple of
+    Diffusion: ``steps`` sampling steps, each yielding a denoise Preview of x0_hat in the hole's box (``draft`` > 0:
+    first the patch method's fill, previewed as stage "draft", then only the steps from sigma = ``draft`` down,
+    starting from that fill noised to it); with a tuple of
     guidance weights (automatic w) the candidates are sampled together, the preview shows the one nearest the default
     w, and the fill keeps the one that matches the surroundings (its w goes to ``info["guidance"]``). Regression: one
     pass. Returns the full-size image (the hole filled; the runner enforces the pixels outside it)."""
@@ -179,17 +182,32 @@ def fill(net: nn.Module, cfg: tr.TrainConfig, image: np.ndarray, mask: np.ndarra
     if cfg.objective == "diffusion":
         ws = tuple(np.atleast_1d(getattr(net, "w", 1.0)).tolist())
         shown = int(np.argmin([abs(v - DEFAULT_W) for v in ws]))
+        start = None
+        if draft > 0:
+            est = work
+            for k, total, est in inpaint_iter(work, work_mask, PatchConfig(seed=seed), check=cancel.check):
+                # coarse-to-fine: est is the whole image at the current pyramid level
+                yield Preview(step=k, total=total, image=small_preview(est), box=(0, 0, image.shape[1], image.shape[0]),
+                              stage="draft", message="drafting the fill with the patch method")
+            start = tr.to_tensor(pad_to_multiple(est[by0:by1, bx0:bx1], m)[None])
         sched = DiffusionSchedule(cfg.schedule)
-        it = sample_inpaint_iter(net, sched, y, mt, steps=steps, eta=eta, gen=torch.Generator().manual_seed(seed))
-        out = yield from map_yields(it, lambda s: Preview(
-            step=s[0], total=s[1], image=small_preview(tr.to_uint8(s[2][min(shown, len(s[2]) - 1)][None])[0][:h, :w]),
-            box=box, stage="denoise"))  # the runner checks cancellation between previews
+        it = sample_inpaint_iter(net, sched, y, mt, steps=steps, eta=eta, gen=torch.Generator().manual_seed(seed),
+                                 draft=start, strength=draft)
+        n = [steps]
+
+        def preview(s: tuple[int, int, torch.Tensor]) -> Preview:  # the runner checks cancellation between previews
+            n[0] = s[1]
+            x0 = s[2][min(shown, len(s[2]) - 1)]
+            return Preview(step=s[0], total=s[1], image=small_preview(tr.to_uint8(x0[None])[0][:h, :w]), box=box,
+                           stage="denoise")
+
+        out = yield from map_yields(it, preview)
         candidates = tr.to_uint8(out)[:, :h, :w]
         pick = 0
         if len(candidates) > 1:
             found = match_surroundings(candidates, crop_mask[:h, :w])
             pick = shown if found is None else found
-            yield Preview(step=steps, total=steps, image=small_preview(candidates[pick]), box=box, stage="denoise",
+            yield Preview(step=n[0], total=n[0], image=small_preview(candidates[pick]), box=box, stage="denoise",
                           message=f"automatic guidance: w = {ws[pick]:g} matches the detail around the hole")
         info["guidance"] = ws[pick] if len(candidates) == len(ws) else 1.0  # 1.0: sampling never reached the interval
         filled = candidates[pick]

@@ -31,20 +31,29 @@ def timesteps(sched: DiffusionSchedule, steps: int) -> list[int]:
 
 
 def sample_inpaint_iter(net: nn.Module, sched: DiffusionSchedule, y: torch.Tensor, mask: torch.Tensor,
-                        steps: int = 25, eta: float = 1.0, gen: torch.Generator | None = None
+                        steps: int = 25, eta: float = 1.0, gen: torch.Generator | None = None,
+                        draft: torch.Tensor | None = None, strength: float = 1.0
                         ) -> Generator[tuple[int, int, torch.Tensor], None, torch.Tensor]:
-    """The sampler as a generator: yields (step, steps, x0_hat) after every network call, returns x_0.
+    """The sampler as a generator: yields (step, n, x0_hat) after every network call, returns x_0.
 
     net: a FrugalUNet or any x_0 predictor with its signature (an AutoGuided pair);
     y: (B, 3, H, W) in [-1, 1] (any values in the hole), mask: (B, 1, H, W), 1 = hole.
     A net may answer a batch-1 call with K samples (AutoGuided with K values of w): the arithmetic broadcasts, so
-    from there on the K samples are carried together and share each step's noise."""
+    from there on the K samples are carried together and share each step's noise.
+    draft: a first fill of the hole (e.g. the patch method's); sampling then starts from it, forward-noised to the
+    first step whose sigma <= ``strength`` (SDEdit, Meng et al. 2022), and runs only the steps below: n <= steps."""
     with torch.inference_mode():
         y = y * (1 - mask)
         b = y.shape[0]
         ts = timesteps(sched, steps)
-        x = torch.randn(y.shape, generator=gen)
-        x = mask * x + (1 - mask) * sched.q_sample(y, torch.full((b,), ts[0]), torch.randn(y.shape, generator=gen))
+        if draft is not None:
+            below = [t for t in ts if float(sched.sigma2[t].sqrt()) <= strength]
+            ts = below if len(below) >= 2 else ts[-2:]
+            start = mask * draft + (1 - mask) * y
+            x = sched.q_sample(start, torch.full((b,), ts[0]), torch.randn(y.shape, generator=gen))
+        else:
+            x = torch.randn(y.shape, generator=gen)
+            x = mask * x + (1 - mask) * sched.q_sample(y, torch.full((b,), ts[0]), torch.randn(y.shape, generator=gen))
         n = len(ts) - 1
     for i, (t, s) in enumerate(zip(ts[:-1], ts[1:])):
         with torch.inference_mode():
@@ -68,9 +77,10 @@ def sample_inpaint_iter(net: nn.Module, sched: DiffusionSchedule, y: torch.Tenso
 
 def sample_inpaint(net: nn.Module, sched: DiffusionSchedule, y: torch.Tensor, mask: torch.Tensor, steps: int = 25,
                    eta: float = 1.0, gen: torch.Generator | None = None,
-                   callback: Callable[[int, int, torch.Tensor], None] | None = None) -> torch.Tensor:
-    """k-diffusion-style wrapper: ``callback(step, steps, x0_hat)`` every step (it may raise to cancel)."""
-    it = sample_inpaint_iter(net, sched, y, mask, steps, eta, gen)
+                   callback: Callable[[int, int, torch.Tensor], None] | None = None,
+                   draft: torch.Tensor | None = None, strength: float = 1.0) -> torch.Tensor:
+    """k-diffusion-style wrapper: ``callback(step, n, x0_hat)`` every step (it may raise to cancel)."""
+    it = sample_inpaint_iter(net, sched, y, mask, steps, eta, gen, draft, strength)
     return drive(it, None if callback is None else lambda step: callback(*step))
 
 
