@@ -339,3 +339,7 @@ def test_a_patch_draft_starts_sampling_at_its_strength_and_keeps_the_known_pixel
     assert stages[-1] == "denoise" and np.array_equal(drafted.image[~hole], img[~hole])
     plain = run_to_end(inp, Request(image=img, mask=hole, params=TINY, seed=2))
     assert not np.array_equal(drafted.image, plain.image)
+    big, big_hole = _texture(rng, 96, 96), np.zeros((96, 96), bool)
+    big_hole[20:76, 30:60] = True
+    small = run_to_end(inp, Request(image=big, mask=big_hole, params=dict(TINY, draft_strength=0.5, max_hole=32)))
+    assert np.array_equal(small.image[~big_hole], big[~big_hole])  # drafted and filled at a smaller working scale

@@ -153,17 +153,35 @@ class FrugalInpainter:
         return preview
 
 
+def patch_draft(work: np.ndarray, work_mask: np.ndarray, seed: int, cancel: CancelToken, scale: float,
+                full_shape: tuple[int, ...]) -> JobGen:
+    """``work`` with its hole filled by the patch method, which draws on the hole's neighbourhood only (two hole sizes
+    around it: a big photo costs what a small one does); previewed as stage "draft"."""
+    rx0, ry0, rx1, ry1 = fill_box(work_mask, 1, context=2.0)
+    region, region_mask = work[ry0:ry1, rx0:rx1], work_mask[ry0:ry1, rx0:rx1]
+    h, w = full_shape[:2]
+    box = (int(rx0 / scale), int(ry0 / scale), min(w, int(round(rx1 / scale))), min(h, int(round(ry1 / scale))))
+    est = region
+    for k, total, est in inpaint_iter(region, region_mask, PatchConfig(seed=seed), check=cancel.check):
+        # coarse to fine: est is the whole region at the current pyramid level; the editor scales it into the box
+        yield Preview(step=k, total=total, image=small_preview(est), box=box, stage="draft",
+                      message="drafting the fill with the patch method")
+    out = work.copy()
+    out[ry0:ry1, rx0:rx1] = est
+    return out
+
+
 def fill(net: nn.Module, cfg: tr.TrainConfig, image: np.ndarray, mask: np.ndarray, work: np.ndarray,
          work_mask: np.ndarray, scale: float, steps: int, eta: float, seed: int,
          cancel: CancelToken | None = None, info: dict | None = None, draft: float = 0.0) -> JobGen:
     """Fill ``mask`` of ``image`` with a learned net, working on ``work`` / ``work_mask`` (``image`` at ``scale``).
 
-    Diffusion: ``steps`` sampling steps, each yielding a denoise Preview of x0_hat in the hole's box (``draft`` > 0:
-    first the patch method's fill, previewed as stage "draft", then only the steps from sigma = ``draft`` down,
-    starting from that fill noised to it); with a tuple of
-    guidance weights (automatic w) the candidates are sampled together, the preview shows the one nearest the default
-    w, and the fill keeps the one that matches the surroundings (its w goes to ``info["guidance"]``). Regression: one
-    pass. Returns the full-size image (the hole filled; the runner enforces the pixels outside it)."""
+    Diffusion: ``steps`` sampling steps, each yielding a denoise Preview of x0_hat in the hole's box. ``draft`` > 0:
+    first the patch method's fill (``patch_draft``), then only the steps from sigma = ``draft`` down, starting from
+    that fill noised to it. With a tuple of guidance weights (automatic w) the candidates are sampled together, the
+    preview shows the one nearest the default w, and the fill keeps the one that matches the surroundings (its w goes
+    to ``info["guidance"]``). Regression: one pass. Returns the full-size image (the hole filled; the runner enforces
+    the pixels outside it)."""
     cancel = cancel or CancelToken()
     info = {} if info is None else info
     m = net.multiple
@@ -184,12 +202,8 @@ def fill(net: nn.Module, cfg: tr.TrainConfig, image: np.ndarray, mask: np.ndarra
         shown = int(np.argmin([abs(v - DEFAULT_W) for v in ws]))
         start = None
         if draft > 0:
-            est = work
-            for k, total, est in inpaint_iter(work, work_mask, PatchConfig(seed=seed), check=cancel.check):
-                # coarse-to-fine: est is the whole image at the current pyramid level
-                yield Preview(step=k, total=total, image=small_preview(est), box=(0, 0, image.shape[1], image.shape[0]),
-                              stage="draft", message="drafting the fill with the patch method")
-            start = tr.to_tensor(pad_to_multiple(est[by0:by1, bx0:bx1], m)[None])
+            drafted = yield from patch_draft(work, work_mask, seed, cancel, scale, image.shape)
+            start = tr.to_tensor(pad_to_multiple(drafted[by0:by1, bx0:bx1], m)[None])
         sched = DiffusionSchedule(cfg.schedule)
         it = sample_inpaint_iter(net, sched, y, mt, steps=steps, eta=eta, gen=torch.Generator().manual_seed(seed),
                                  draft=start, strength=draft)
