@@ -94,8 +94,9 @@ def regions(shape: tuple[int, ...], test: int = 160, hole: int = 128, margin: in
 def run_learned(objective: str, img: np.ndarray, test: np.ndarray, hole: np.ndarray, args
                 ) -> tuple[list[np.ndarray], dict, dict[str, tuple[list[np.ndarray], dict]]]:
     """(fills, info, {row suffix: (fills, info)}) with ``args.samples`` sampling seeds for diffusion (one learned net;
-    sampling is cheap): the extra rows are the eta = 0 fills ("-DDIM") and the unguided ones ("-w1"); one fill for
-    regression (deterministic, no extra rows)."""
+    sampling is cheap): the extra rows are the eta = 0 fills ("-DDIM"), with ``--draft`` the patch-draft fills
+    ("-draft"), with automatic w the fixed-w fills ("-w1.5"), and the unguided ones ("-w1"); one fill for regression
+    (deterministic, no extra rows)."""
     from engine.frugal import train as tr
     from engine.frugal.guidance import AUTO_WS, DEFAULT_W, AutoGuided
     from engine.frugal.pipeline import fill
@@ -310,8 +311,8 @@ def main(argv=None) -> int:
                     "rows are labelled EDM / EDM-DDIM")
     ap.add_argument("--guide-at", type=float, default=0.1, help="autoguidance snapshot as a share of the budget "
                     "(0 = no guidance)")
-    ap.add_argument("--guidance", default="auto", type=lambda v: v if v == "auto" else float(v), help="autoguidance: 'auto' (w chosen per fill, the app's "
-                    "default) or a fixed weight w (1 = off)")
+    ap.add_argument("--guidance", default="auto", type=lambda v: v if v == "auto" else float(v),
+                    help="autoguidance: 'auto' (w chosen per fill, the app's default) or a fixed weight w (1 = off)")
     ap.add_argument("--draft", type=float, default=0.0, help="also a Diffusion-draft row: sampling started from the "
                     "patch method's fill noised to this sigma (0 = no such row)")
     ap.add_argument("--steps", type=int, default=25)

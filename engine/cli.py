@@ -153,7 +153,9 @@ def cmd_inpaint(args) -> int:
             print(file=sys.stderr)
         meta = {"Software": "Inpaint Studio", "model": result.model, "seed": str(result.seed),
                 "params": json.dumps(result.params), "attributes": json.dumps(result.attributes),
-                "chosen": json.dumps(result.chosen), "source": src.name}
+                "source": src.name}
+        if result.chosen:
+            meta["chosen"] = json.dumps(result.chosen)
         if args.prompt:
             meta["prompt"] = args.prompt
         save_image(out, result.image, loaded.alpha, metadata=meta)
