@@ -64,8 +64,7 @@ def ssim(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray | None = None, da
     return float(smap[m].mean())
 
 
-def luminance(a: np.ndarray) -> np.ndarray:
-    """Rec. 601 luma of RGB (a 2-D image passes through), float64."""
+def _luma(a: np.ndarray) -> np.ndarray:
     a = a.astype(np.float64)
     if a.ndim == 3:
         return a[..., 0] * 0.299 + a[..., 1] * 0.587 + a[..., 2] * 0.114
@@ -74,7 +73,7 @@ def luminance(a: np.ndarray) -> np.ndarray:
 
 def high_pass(a: np.ndarray, sigma: float = 1.0) -> np.ndarray:
     """Luminance minus its Gaussian blur: the fine detail that blur removes."""
-    g = luminance(a)
+    g = _luma(a)
     return g - cv2.GaussianBlur(g, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
 
 

@@ -309,8 +309,12 @@ def test_automatic_guidance_keeps_the_candidate_as_detailed_as_the_surroundings(
 
     blurry, matched, noisy = candidate(2), candidate(10), candidate(30)
     assert match_surroundings(np.stack([blurry, matched, noisy]), hole) == 1
-    # as detailed, but its tone moved by 4 standard deviations of the surroundings: not kept
-    assert match_surroundings(np.stack([blurry, candidate(10, tone=40.0), noisy]), hole) == 2
+    assert match_surroundings(np.stack([blurry, candidate(8), noisy]), hole) == 1  # within a factor 2 of the ring
+    # as detailed, but its tone moved by 4 standard deviations of the surroundings: not kept; the rest are too far
+    # from the ring's detail (1/25 and 9x its energy) for guidance to be worth it: the unguided fill stays
+    assert match_surroundings(np.stack([blurry, candidate(10, tone=40.0), noisy]), hole) == 0
+    reddened = np.where(hole[..., None], np.clip(matched.astype(int) + [60, -20, -20], 0, 255), matched).astype(np.uint8)
+    assert match_surroundings(np.stack([blurry, reddened]), hole) == 0  # a colour shift is drift too
     assert match_surroundings(np.stack([blurry, matched]), np.ones((96, 96), bool)) is None  # nothing around it
 
 

@@ -21,7 +21,8 @@ Automatic w (``AUTO_WS``, ``match_surroundings``): no single w suits every image
 share the sampling path down to the guidance interval (same noise) and branch there, so they differ only in how far
 each extrapolates. The fill keeps the candidate whose fine detail (high-pass energy) best matches the known pixels
 around the hole, a statistic of the image itself, not of a held-out truth, unless guidance moved that candidate's
-low frequencies (tone, shapes) away from the unguided one's (``MAX_DRIFT``): then it is making artefacts, not detail.
+low frequencies (tone, colour, shapes) away from the unguided one's (``MAX_DRIFT``): then it is making artefacts,
+not detail. When no candidate comes within a factor ``REACH`` of the surroundings' detail, the unguided fill is kept.
 """
 
 from __future__ import annotations
@@ -34,12 +35,13 @@ import torch
 from torch import nn
 
 from engine.frugal.model import FrugalUNet
-from engine.metrics import high_pass, luminance
+from engine.metrics import high_pass
 
 INTERVAL = (0.1, 0.6)  # sigma range (VP, sigma^2 = 1 - abar) where the guidance acts
 DEFAULT_W = 1.5
 AUTO_WS = (1.0, 1.5, 1.75, 2.0, 2.5)  # candidates of the automatic w; the first, unguided, is the reference
 MAX_DRIFT = 0.5  # how far guidance may move a fill's low frequencies, in standard deviations of its surroundings
+REACH = 2.0  # guidance must bring the fill's detail within this factor of its surroundings', or it is not used
 
 
 def _batch(n: int, *ts: torch.Tensor) -> list[torch.Tensor]:
@@ -80,15 +82,17 @@ class AutoGuided(nn.Module):
 
 
 def match_surroundings(fills: np.ndarray, hole: np.ndarray, ring: int = 32, target: float = 1.0,
-                       max_drift: float = MAX_DRIFT) -> int | None:
+                       max_drift: float = MAX_DRIFT, reach_factor: float = REACH) -> int | None:
     """Index of the candidate fill (K, H, W, 3), ``fills[0]`` unguided, whose high-pass energy inside ``hole`` is
     closest (in log ratio) to ``target`` times that of the known pixels within ``ring`` px around it.
 
     Pixels closer than the high-pass kernel's reach to the hole's edge are left out on both sides, so the known side
-    never sees the fill. A candidate whose low-pass (sigma 3) luminance in the hole strays from the unguided fill's by
-    more than ``max_drift`` times the surroundings' standard deviation (RMS) is out: guidance should add detail, not
-    change the fill's tone and shapes (on a smooth, grainy photo it does, and SSIM drops). None when there is too
-    little of the hole or its surroundings to compare."""
+    never sees the fill. A candidate whose low-pass (sigma 3) colour in the hole strays from the unguided fill's by
+    more than ``max_drift`` times the surroundings' standard deviation (RMS over pixels and channels) is out:
+    guidance should add detail, not change the fill's tone, colour and shapes. If even the best candidate stays
+    more than ``reach_factor`` away from the target, the missing detail is not what guidance adds (the hole holds
+    something other than its ring, or the net never learned that texture) and extrapolating further only moves
+    colours: the unguided fill (0) is kept. None when there is too little of the hole or its surroundings."""
     def grow(m: np.ndarray, r: int, op) -> np.ndarray:
         return op(m.astype(np.uint8), np.ones((2 * r + 1, 2 * r + 1), np.uint8)).astype(bool)
 
@@ -97,13 +101,13 @@ def match_surroundings(fills: np.ndarray, hole: np.ndarray, ring: int = 32, targ
     inner = grow(hole, reach, cv2.erode)
     if known.sum() < 64 or inner.sum() < 64:
         return None
-    luma = [luminance(f) for f in fills]
-    spread = max(float(luma[0][known].std()), 1e-6)
-    low = [cv2.GaussianBlur(g, (0, 0), 3) for g in luma]
+    spread = max(float(np.sqrt(fills[0][known].astype(np.float64).var(axis=0).mean())), 1e-6)
+    low = [cv2.GaussianBlur(f.astype(np.float64), (0, 0), 3) for f in fills]
     score = []
-    for g, lo in zip(luma, low):
+    for f, lo in zip(fills, low):
         drift = float(np.sqrt(np.mean((lo - low[0])[hole] ** 2))) / spread
-        e = high_pass(g) ** 2
+        e = high_pass(f) ** 2
         ratio = float(e[inner].mean()) / max(float(e[known].mean()), 1e-12)
         score.append(math.inf if drift > max_drift else abs(math.log(max(ratio, 1e-12) / target)))
-    return int(np.argmin(score))
+    best = int(np.argmin(score))
+    return best if score[best] <= math.log(reach_factor) else 0
