@@ -29,7 +29,7 @@ _SAMPLE = (
           "iterations, residual noise when learning is short"),
     Param("auto_guidance", "bool", True, "Automatic guidance",
           "Sample with several autoguidance weights at once and keep the fill whose fine detail matches the pixels "
-          "around the hole (about 3x the sampling time)", disables=("guidance",)),
+          "around the hole (about 4x the sampling time)", disables=("guidance",)),
     Param("guidance", "float", 1.5, "Autoguidance (w)",
           "Guide the learned net away from its early, blurrier self (Karras et al. 2024): 1 = off (the paper's "
           "sampler), higher = more texture, too high = noise", min=1.0, max=4.0, step=0.25),
