@@ -150,7 +150,7 @@ def test_fill_keeps_pixels_outside_the_mask(model, edm, rng):
         den = [p for p in previews if p.stage == "denoise"]
         # one preview per step, then the candidate that automatic guidance kept
         assert [p.step for p in den] == [1, 2, 3, 3] and den[-1].image is not None
-        assert "automatic guidance: w =" in den[-1].message
+        assert den[-1].message.startswith("automatic guidance: ")
 
 
 def test_cancel_during_training_stops_promptly_and_caches_nothing(rng, one_thread_and_scratch_cache):

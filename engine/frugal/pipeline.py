@@ -221,8 +221,10 @@ def fill(net: nn.Module, cfg: tr.TrainConfig, image: np.ndarray, mask: np.ndarra
         if len(candidates) > 1:
             found = match_surroundings(candidates, crop_mask[:h, :w])
             pick = shown if found is None else found
+            said = ("the unguided fill kept (w = 1)" if ws[pick] == 1.0 else
+                    f"w = {ws[pick]:g} matches the detail around the hole")
             yield Preview(step=n[0], total=n[0], image=small_preview(candidates[pick]), box=box, stage="denoise",
-                          message=f"automatic guidance: w = {ws[pick]:g} matches the detail around the hole")
+                          message=f"automatic guidance: {said}")
         info["guidance"] = ws[pick] if len(candidates) == len(ws) else 1.0  # 1.0: sampling never reached the interval
         filled = candidates[pick]
     else:
