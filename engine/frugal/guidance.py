@@ -101,13 +101,14 @@ def match_surroundings(fills: np.ndarray, hole: np.ndarray, ring: int = 32, targ
     inner = grow(hole, reach, cv2.erode)
     if known.sum() < 64 or inner.sum() < 64:
         return None
+    # the known ring is the same pixels in every candidate: its spread and detail are measured once
     spread = max(float(np.sqrt(fills[0][known].astype(np.float64).var(axis=0).mean())), 1e-6)
+    e_known = max(float((high_pass(fills[0]) ** 2)[known].mean()), 1e-12)
     low = [cv2.GaussianBlur(f.astype(np.float64), (0, 0), 3) for f in fills]
     score = []
     for f, lo in zip(fills, low):
         drift = float(np.sqrt(np.mean((lo - low[0])[hole] ** 2))) / spread
-        e = high_pass(f) ** 2
-        ratio = float(e[inner].mean()) / max(float(e[known].mean()), 1e-12)
+        ratio = float((high_pass(f) ** 2)[inner].mean()) / e_known
         score.append(math.inf if drift > max_drift else abs(math.log(max(ratio, 1e-12) / target)))
     best = int(np.argmin(score))
     return best if score[best] <= math.log(reach_factor) else 0
