@@ -6,12 +6,11 @@ learning, paper Fig. 2) and a 128x128 **hole** in its middle is filled by
 
 - Diffusion  : the frugal UNet learned on the known region with the diffusion objective (``--minutes``), sampled
                with ``--eta`` (1 = ancestral) and autoguidance ``--guidance`` (the app's default "auto": w chosen per
-               fill to match the detail around the hole; or a fixed weight)
+               fill to match the detail around the hole; or a fixed weight), started from the patch method's fill noised to sigma = ``--draft`` (the app's default "Patch draft
+               strength"; 0 = from pure noise)
 - Diffusion-DDIM : the same learned weights sampled deterministically (eta = 0, Song et al. 2021); no extra learning
-- Diffusion-w1.5 : the same learned weights with the fixed w = 1.5 (the default before automatic w)
-- Diffusion-w1 : the same learned weights without guidance (w = 1): the paper's plain sampler
-- Diffusion-draft : with ``--draft S``, the same learned weights started from the patch method's fill noised to
-               sigma = S (the editor's "Patch draft strength"), guided as the Diffusion row
+- Diffusion-noise : the same learned weights and guidance, sampled from pure noise (no draft)
+- Diffusion-w1 : the same learned weights from pure noise without guidance (w = 1): the paper's plain sampler
 - EDM / EDM-DDIM : with ``--precond``, the diffusion rows of a net learned with EDM preconditioning and loss weights
                (Karras et al. 2022); a separate run, combined with ``--merge``
 - Regression : the same UNet learned for the same time by L2 regression on the hole (the paper's baseline)
@@ -94,11 +93,11 @@ def regions(shape: tuple[int, ...], test: int = 160, hole: int = 128, margin: in
 def run_learned(objective: str, img: np.ndarray, test: np.ndarray, hole: np.ndarray, args
                 ) -> tuple[list[np.ndarray], dict, dict[str, tuple[list[np.ndarray], dict]]]:
     """(fills, info, {row suffix: (fills, info)}) with ``args.samples`` sampling seeds for diffusion (one learned net;
-    sampling is cheap): the extra rows are the eta = 0 fills ("-DDIM"), with ``--draft`` the patch-draft fills
-    ("-draft"), with automatic w the fixed-w fills ("-w1.5"), and the unguided ones ("-w1"); one fill for regression
-    (deterministic, no extra rows)."""
+    sampling is cheap): the extra rows are the eta = 0 fills ("-DDIM"), with a draft the fills from pure noise
+    ("-noise"), and the paper's sampler (from noise, unguided: "-w1"); one fill for regression (deterministic, no extra
+    rows)."""
     from engine.frugal import train as tr
-    from engine.frugal.guidance import AUTO_WS, DEFAULT_W, AutoGuided
+    from engine.frugal.guidance import AUTO_WS, AutoGuided
     from engine.frugal.pipeline import fill
 
     cfg = tr.TrainConfig(objective=objective, minutes=args.minutes, iterations=args.iterations, crop=args.crop,
@@ -129,22 +128,21 @@ def run_learned(objective: str, img: np.ndarray, test: np.ndarray, hole: np.ndar
         return fs, {"infer_wall_s": (time.perf_counter() - w0) / n, "infer_cpu_s": (time.process_time() - c0) / n,
                     "guidance": float(np.mean(ws)) if guided else None, "guidance_per_seed": ws}
 
-    fills, timing = timed_fills(args.eta)
+    fills, timing = timed_fills(args.eta, args.draft)
     info = {"train_wall_s": train_wall, "train_cpu_s": train_cpu, **timing, "iterations": stats["iterations"],
             "final_loss": stats["loss"], "params": stats["parameters"], "train_loop_s": stats["seconds"],
-            "auto_guidance": guided and auto}
+            "auto_guidance": guided and auto, "draft": args.draft if objective == "diffusion" else None}
     extra = {}
     if objective == "diffusion":
-        fs, timing = timed_fills(0.0)
+        fs, timing = timed_fills(0.0, args.draft)
         extra["-DDIM"] = (fs, dict(info, **timing))
         if args.draft > 0:
-            fs, timing = timed_fills(args.eta, args.draft)
-            extra["-draft"] = (fs, dict(info, draft=args.draft, **timing))
-        fixed = ([DEFAULT_W] if auto else []) + ([1.0] if net.w != 1.0 else []) if guided else []
-        for w in fixed:
-            net.w = w
             fs, timing = timed_fills(args.eta)
-            extra[f"-w{w:g}"] = (fs, dict(info, auto_guidance=False, **timing))
+            extra["-noise"] = (fs, dict(info, draft=0.0, **timing))
+        if guided and net.w != 1.0:
+            net.w = 1.0
+            fs, timing = timed_fills(args.eta)
+            extra["-w1"] = (fs, dict(info, auto_guidance=False, draft=0.0, **timing))
     return fills, info, extra
 
 
@@ -172,9 +170,10 @@ def sample_metrics(fills: list[np.ndarray], img: np.ndarray, hole: np.ndarray) -
     return out
 
 
-METHODS = ("Diffusion", "Diffusion-DDIM", "Diffusion-w1.5", "Diffusion-w1", "Diffusion-draft", "EDM", "EDM-DDIM",
-           "EDM-w1.5", "EDM-w1", "EDM-draft", "Regression", "Patch", "Telea")  # table rows
-# --methods: Diffusion brings its DDIM, fixed-w and unguided rows (EDM... with --precond)
+# table rows; -w1.5 and -draft are rows of earlier results (before the draft was the default), kept for --merge
+METHODS = tuple(f"{m}{k}" for m in ("Diffusion", "EDM") for k in ("", "-DDIM", "-noise", "-w1.5", "-w1", "-draft")
+                ) + ("Regression", "Patch", "Telea")
+# --methods: Diffusion brings its DDIM, from-noise and unguided rows (EDM... with --precond)
 RUN_METHODS = ("Diffusion", "Regression", "Patch", "Telea")
 PSNR_CAP = 60.0  # an exact copy (periodic texture) has infinite PSNR; means use 60 dB for it
 
@@ -214,7 +213,7 @@ def table1(rows: dict) -> str:
 
 
 # the rows the issue's targets are about
-LEARNED = METHODS[:10]
+LEARNED = METHODS[:12]
 DETAIL_TARGET, SSIM_SLACK = 0.7, 0.02
 
 
@@ -313,8 +312,8 @@ def main(argv=None) -> int:
                     "(0 = no guidance)")
     ap.add_argument("--guidance", default="auto", type=lambda v: v if v == "auto" else float(v),
                     help="autoguidance: 'auto' (w chosen per fill, the app's default) or a fixed weight w (1 = off)")
-    ap.add_argument("--draft", type=float, default=0.0, help="also a Diffusion-draft row: sampling started from the "
-                    "patch method's fill noised to this sigma (0 = no such row)")
+    ap.add_argument("--draft", type=float, default=None, help="sampling started from the patch method's fill noised "
+                    "to this sigma (default: the app's; 0 = from pure noise, and no Diffusion-noise row)")
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--eta", type=float, default=1.0)
     ap.add_argument("--patch", type=int, default=7)
@@ -327,6 +326,9 @@ def main(argv=None) -> int:
     ap.add_argument("--merge", nargs="+", help="only merge these partial JSON results (e.g. two halves run in "
                     "parallel with --textures) into --out and print the tables")
     args = ap.parse_args(argv)
+    if args.draft is None:
+        from engine.registry import get_info
+        args.draft = float(get_info("frugal").param("draft_strength").default)
     if args.merge:
         return merge(args.merge, Path(args.out), args.watts_per_core)
     import torch

@@ -148,8 +148,10 @@ def test_fill_keeps_pixels_outside_the_mask(model, edm, rng):
     assert train[-1].step == train[-1].total == 3
     if model == "frugal":
         den = [p for p in previews if p.stage == "denoise"]
+        n = den[0].total  # the default patch draft skips the noisiest steps
+        assert any(p.stage == "draft" for p in previews) and 1 <= n < 3
         # one preview per step, then the candidate that automatic guidance kept
-        assert [p.step for p in den] == [1, 2, 3, 3] and den[-1].image is not None
+        assert [p.step for p in den] == list(range(1, n + 1)) + [n] and den[-1].image is not None
         assert den[-1].message.startswith("automatic guidance: ")
 
 
@@ -341,9 +343,31 @@ def test_a_patch_draft_starts_sampling_at_its_strength_and_keeps_the_known_pixel
     stages = [p.stage for p in previews]
     assert "draft" in stages and stages.index("train") < stages.index("draft") < stages.index("denoise")
     assert stages[-1] == "denoise" and np.array_equal(drafted.image[~hole], img[~hole])
-    plain = run_to_end(inp, Request(image=img, mask=hole, params=TINY, seed=2))
+    plain = run_to_end(inp, Request(image=img, mask=hole, params=dict(TINY, draft_strength=0.0), seed=2))
     assert not np.array_equal(drafted.image, plain.image)
     big, big_hole = _texture(rng, 96, 96), np.zeros((96, 96), bool)
     big_hole[20:76, 30:60] = True
     small = run_to_end(inp, Request(image=big, mask=big_hole, params=dict(TINY, draft_strength=0.5, max_hole=32)))
     assert np.array_equal(small.image[~big_hole], big[~big_hole])  # drafted and filled at a smaller working scale
+
+
+def test_a_strongly_noised_draft_is_drafted_at_half_size(rng):
+    """At strength >= COARSE_DRAFT the patch method works on the region halved (its previews are half size); the draft
+    is brought back to full size in the hole only. A weak draft, whose detail survives the noise, stays full size."""
+    from engine.frugal.pipeline import COARSE_DRAFT, fill_box, patch_draft
+
+    img, hole = _texture(rng, 96, 96), np.zeros((96, 96), bool)
+    hole[30:66, 28:64] = True
+    rx0, ry0, rx1, ry1 = fill_box(hole, 1, context=2.0)
+    sides = {}
+    for strength in (COARSE_DRAFT, COARSE_DRAFT - 0.2):
+        previews = []
+        out = drive(patch_draft(img, hole, 0, CancelToken(), 1.0, img.shape, strength), previews.append)
+        assert np.array_equal(out[~hole], img[~hole]) and not np.array_equal(out[hole], img[hole])
+        assert all(p.stage == "draft" and p.box == (rx0, ry0, rx1, ry1) for p in previews)
+        sides[strength] = previews[-1].image.shape[:2]
+        # a draft, not a blur: the stripes (period 8 px) carry on through the hole
+        inside = out[hole].astype(float)[:, 0]
+        assert inside.std() > 25
+    assert sides[COARSE_DRAFT - 0.2] == (ry1 - ry0, rx1 - rx0)
+    assert sides[COARSE_DRAFT] == ((ry1 - ry0) // 2, (rx1 - rx0) // 2)

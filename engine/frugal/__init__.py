@@ -33,10 +33,10 @@ _SAMPLE = (
     Param("guidance", "float", 1.5, "Autoguidance (w)",
           "Guide the learned net away from its early, blurrier self (Karras et al. 2024): 1 = off (the paper's "
           "sampler), higher = more texture, too high = noise", min=1.0, max=4.0, step=0.25),
-    Param("draft_strength", "float", 0.0, "Patch draft strength",
-          "0 = denoise from pure noise (the paper). Otherwise start from the patch method's fill, noised to this "
-          "level: lower keeps more of its layout, higher lets the learned net redraw more", min=0.0, max=1.0,
-          step=0.05),
+    Param("draft_strength", "float", 0.8, "Patch draft strength",
+          "Start from the patch method's fill, noised to this level: it lays out the hole (brick rows line up), the "
+          "learned net redraws the detail; lower keeps more of the draft. 0 = denoise from pure noise (the paper)",
+          min=0.0, max=1.0, step=0.05),
     Param("eta", "float", 1.0, "Stochasticity (eta)", "1 = ancestral DDPM-like steps, 0 = deterministic DDIM",
           min=0.0, max=1.0, step=0.1),
 )
@@ -47,7 +47,7 @@ MODELS = [
         name="frugal", title="Frugal diffusion (learn this image)", family="frugal",
         description="A 160k-parameter UNet (no attention) learned on crops of this image's known region with the "
                     "diffusion objective, then sampled with known-pixel replacement (Cherel et al. 2023) and "
-                    "autoguided by its own early snapshot (Karras et al. 2024). "
+                    "autoguided by its own early snapshot (Karras et al. 2024), starting from a patch-method draft. "
                     "Keeps texture; needs minutes of learning on a CPU, cached per image.",
         domain=_DOMAIN, params=_LEARN + _SAMPLE, learns_on_image=True),
         factory="engine.frugal.pipeline:FrugalInpainter", kwargs={"objective": "diffusion"}, order=40),
