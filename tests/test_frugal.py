@@ -371,3 +371,13 @@ def test_a_strongly_noised_draft_is_drafted_at_half_size(rng):
         assert inside.std() > 25
     assert sides[COARSE_DRAFT - 0.2] == (ry1 - ry0, rx1 - rx0)
     assert sides[COARSE_DRAFT] == ((ry1 - ry0) // 2, (rx1 - rx0) // 2)
+
+
+def test_a_hole_too_big_to_draft_is_filled_from_noise_with_a_message(rng):
+    img, hole = _texture(rng, 128, 128), np.zeros((128, 128), bool)
+    hole[10:118, 10:118] = True  # a 10 px known band: 8 px crops to learn from, too thin for patches at coarse scales
+    previews = []
+    res = drive(run_job(registry.load("frugal"), Request(image=img, mask=hole, params=TINY)), previews.append)
+    said = [p.message for p in previews if p.stage == "draft"]
+    assert said and said[-1].startswith("no patch draft (") and previews[-1].stage == "denoise"
+    assert np.array_equal(res.image[~hole], img[~hole]) and not np.array_equal(res.image[hole], img[hole])

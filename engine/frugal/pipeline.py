@@ -158,7 +158,8 @@ class FrugalInpainter:
 def patch_draft(work: np.ndarray, work_mask: np.ndarray, seed: int, cancel: CancelToken, scale: float,
                 full_shape: tuple[int, ...], strength: float) -> JobGen:
     """``work`` with its hole filled by the patch method, which draws on the hole's neighbourhood only (two hole sizes
-    around it: a big photo costs what a small one does); previewed as stage "draft".
+    around it: a big photo costs what a small one does); previewed as stage "draft". None (and a message) when too
+    little of that neighbourhood is known to copy patches from.
 
     A draft noised to sigma >= ``COARSE_DRAFT`` keeps little of its finest octave (sqrt(abar) <= 0.87, and the net
     redraws it), so it is drafted at half size: a quarter of the PatchMatch work (128 px hole: 3.5 -> 0.9 s; SSIM and
@@ -172,10 +173,14 @@ def patch_draft(work: np.ndarray, work_mask: np.ndarray, seed: int, cancel: Canc
     h, w = full_shape[:2]
     box = (int(rx0 / scale), int(ry0 / scale), min(w, int(round(rx1 / scale))), min(h, int(round(ry1 / scale))))
     est = small
-    for i, total, est in inpaint_iter(small, small_mask, PatchConfig(seed=seed), check=cancel.check):
-        # coarse to fine: est is the whole region at the current pyramid level; the editor scales it into the box
-        yield Preview(step=i, total=total, image=small_preview(est), box=box, stage="draft",
-                      message="drafting the fill with the patch method")
+    try:
+        for i, total, est in inpaint_iter(small, small_mask, PatchConfig(seed=seed), check=cancel.check):
+            # coarse to fine: est is the whole region at the current pyramid level; the editor scales it into the box
+            yield Preview(step=i, total=total, image=small_preview(est), box=box, stage="draft",
+                          message="drafting the fill with the patch method")
+    except ValueError as exc:  # too few known patches around the hole: the learned net can still fill it
+        yield Preview(step=1, total=1, box=box, stage="draft", message=f"no patch draft ({exc}): denoising from noise")
+        return None
     if k > 1:
         est = cv2.resize(est, (rw, rh), interpolation=cv2.INTER_CUBIC)
     out = work.copy()
@@ -215,7 +220,8 @@ def fill(net: nn.Module, cfg: tr.TrainConfig, image: np.ndarray, mask: np.ndarra
         start = None
         if draft > 0:
             drafted = yield from patch_draft(work, work_mask, seed, cancel, scale, image.shape, draft)
-            start = tr.to_tensor(pad_to_multiple(drafted[by0:by1, bx0:bx1], m)[None])
+            if drafted is not None:
+                start = tr.to_tensor(pad_to_multiple(drafted[by0:by1, bx0:bx1], m)[None])
         sched = DiffusionSchedule(cfg.schedule)
         it = sample_inpaint_iter(net, sched, y, mt, steps=steps, eta=eta, gen=torch.Generator().manual_seed(seed),
                                  draft=start, strength=draft)
