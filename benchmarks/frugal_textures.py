@@ -6,8 +6,8 @@ learning, paper Fig. 2) and a 128x128 **hole** in its middle is filled by
 
 - Diffusion  : the frugal UNet learned on the known region with the diffusion objective (``--minutes``), sampled
                with ``--eta`` (1 = ancestral) and autoguidance ``--guidance`` (the app's default "auto": w chosen per
-               fill to match the detail around the hole; or a fixed weight), started from the patch method's fill noised to sigma = ``--draft`` (the app's default "Patch draft
-               strength"; 0 = from pure noise)
+               fill to match the detail around the hole; or a fixed weight), started from the patch method's fill
+               noised to sigma = ``--draft`` (the app's default "Patch draft strength"; 0 = from pure noise)
 - Diffusion-DDIM : the same learned weights sampled deterministically (eta = 0, Song et al. 2021); no extra learning
 - Diffusion-noise : the same learned weights and guidance, sampled from pure noise (no draft)
 - Diffusion-w1 : the same learned weights from pure noise without guidance (w = 1): the paper's plain sampler
