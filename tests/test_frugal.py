@@ -172,6 +172,19 @@ def test_cancel_during_training_stops_promptly_and_caches_nothing(rng, one_threa
     assert not cache.exists() or not list(cache.iterdir())
 
 
+def test_cancel_during_the_draft_stops_before_denoising(rng):
+    cancel = CancelToken()
+    gen = run_job(registry.load("frugal"), Request(image=_texture(rng, 96, 96), mask=_hole(96, 96), params=TINY),
+                  cancel)
+    stages = []
+    with pytest.raises(Cancelled):
+        while True:
+            stages.append(next(gen).stage)
+            if stages[-1] == "draft":
+                cancel.cancel()
+    assert stages.count("draft") == 1 and "denoise" not in stages
+
+
 def test_cache_hit_skips_training(rng, one_thread_and_scratch_cache):
     img, hole = _texture(rng), _hole()
     inp = registry.load("frugal")
