@@ -310,7 +310,7 @@ def test_guidance_parameter_sets_the_weight_without_relearning(rng):
 
 
 def test_automatic_guidance_keeps_the_candidate_as_detailed_as_the_surroundings(rng):
-    from engine.frugal.guidance import match_surroundings
+    from engine.frugal.guidance import describe, match_surroundings
 
     hole = np.zeros((96, 96), bool)
     hole[32:64, 32:64] = True
@@ -323,11 +323,16 @@ def test_automatic_guidance_keeps_the_candidate_as_detailed_as_the_surroundings(
         return np.clip(np.where(hole[..., None], inside, surroundings), 0, 255).astype(np.uint8)
 
     blurry, matched, noisy = candidate(2), candidate(10), candidate(30)
-    assert match_surroundings(np.stack([blurry, matched, noisy]), hole) == 1
+    report = {}
+    assert match_surroundings(np.stack([blurry, matched, noisy]), hole, report=report) == 1
+    assert 0.5 < report["ratio"] < 2  # the kept fill is about as detailed as its surroundings
     assert match_surroundings(np.stack([blurry, candidate(8), noisy]), hole) == 1  # within a factor 2 of the ring
     # as detailed, but its tone moved by 4 standard deviations of the surroundings: not kept; the rest are too far
     # from the ring's detail (1/25 and 9x its energy) for guidance to be worth it: the unguided fill stays
-    assert match_surroundings(np.stack([blurry, candidate(10, tone=40.0), noisy]), hole) == 0
+    assert match_surroundings(np.stack([blurry, candidate(10, tone=40.0), noisy]), hole, report=report) == 0
+    assert report["ratio"] < 0.1  # the blurry one: the status line then says what may help
+    assert "learning longer" in describe(1.0, report["ratio"]) and "learning" not in describe(1.0, 0.8)
+    assert describe(2.0, 1.1) == "automatic guidance: w = 2 matches the detail around the hole"
     reddened = np.where(hole[..., None], np.clip(matched.astype(int) + [60, -20, -20], 0, 255), matched).astype(np.uint8)
     assert match_surroundings(np.stack([blurry, reddened]), hole) == 0  # a colour shift is drift too
     assert match_surroundings(np.stack([blurry, matched]), np.ones((96, 96), bool)) is None  # nothing around it

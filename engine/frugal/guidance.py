@@ -82,7 +82,8 @@ class AutoGuided(nn.Module):
 
 
 def match_surroundings(fills: np.ndarray, hole: np.ndarray, ring: int = 32, target: float = 1.0,
-                       max_drift: float = MAX_DRIFT, reach_factor: float = REACH) -> int | None:
+                       max_drift: float = MAX_DRIFT, reach_factor: float = REACH, report: dict | None = None
+                       ) -> int | None:
     """Index of the candidate fill (K, H, W, 3), ``fills[0]`` unguided, whose high-pass energy inside ``hole`` is
     closest (in log ratio) to ``target`` times that of the known pixels within ``ring`` px around it.
 
@@ -92,7 +93,8 @@ def match_surroundings(fills: np.ndarray, hole: np.ndarray, ring: int = 32, targ
     guidance should add detail, not change the fill's tone, colour and shapes. If even the best candidate stays
     more than ``reach_factor`` away from the target, the missing detail is not what guidance adds (the hole holds
     something other than its ring, or the net never learned that texture) and extrapolating further only moves
-    colours: the unguided fill (0) is kept. None when there is too little of the hole or its surroundings."""
+    colours: the unguided fill (0) is kept. None when there is too little of the hole or its surroundings.
+    ``report`` receives ``ratio``: the kept fill's detail over its surroundings' (high-pass energy)."""
     def grow(m: np.ndarray, r: int, op) -> np.ndarray:
         return op(m.astype(np.uint8), np.ones((2 * r + 1, 2 * r + 1), np.uint8)).astype(bool)
 
@@ -105,10 +107,25 @@ def match_surroundings(fills: np.ndarray, hole: np.ndarray, ring: int = 32, targ
     spread = max(float(np.sqrt(fills[0][known].astype(np.float64).var(axis=0).mean())), 1e-6)
     e_known = max(float((high_pass(fills[0]) ** 2)[known].mean()), 1e-12)
     low = [cv2.GaussianBlur(f.astype(np.float64), (0, 0), 3) for f in fills]
-    score = []
+    score, ratios = [], []
     for f, lo in zip(fills, low):
         drift = float(np.sqrt(np.mean((lo - low[0])[hole] ** 2))) / spread
-        ratio = float((high_pass(f) ** 2)[inner].mean()) / e_known
-        score.append(math.inf if drift > max_drift else abs(math.log(max(ratio, 1e-12) / target)))
+        ratios.append(float((high_pass(f) ** 2)[inner].mean()) / e_known)
+        score.append(math.inf if drift > max_drift else abs(math.log(max(ratios[-1], 1e-12) / target)))
     best = int(np.argmin(score))
-    return best if score[best] <= math.log(reach_factor) else 0
+    kept = best if score[best] <= math.log(reach_factor) else 0
+    if report is not None:
+        report["ratio"] = ratios[kept]
+    return kept
+
+
+def describe(w: float, ratio: float | None) -> str:
+    """The status line of automatic guidance's choice; a fill far smoother than its surroundings (``ratio``: detail
+    over theirs) says what may help, since guidance could not."""
+    if w != 1.0:
+        return f"automatic guidance: w = {w:g} matches the detail around the hole"
+    said = "automatic guidance: the unguided fill kept (w = 1)"
+    if ratio is not None and ratio < 1 / REACH:
+        said += (f"; it has {ratio:.0%} of the fine detail around the hole: learning longer, or the Patch model, "
+                 "may do better")
+    return said

@@ -20,7 +20,7 @@ from engine.api import CancelToken, InpaintError, JobGen, ModelInfo, Preview, Re
 from engine.crop import mask_bbox
 from engine.frugal import train as tr
 from engine.frugal.data import load_folder
-from engine.frugal.guidance import AUTO_WS, DEFAULT_W, AutoGuided, match_surroundings
+from engine.frugal.guidance import AUTO_WS, DEFAULT_W, AutoGuided, describe, match_surroundings
 from engine.frugal.model import DiffusionSchedule
 from engine.frugal.sampler import regress, sample_inpaint_iter
 from engine.patch.patchmatch import PatchConfig, inpaint_iter
@@ -237,12 +237,11 @@ def fill(net: nn.Module, cfg: tr.TrainConfig, image: np.ndarray, mask: np.ndarra
         candidates = tr.to_uint8(out)[:, :h, :w]
         pick = 0
         if len(candidates) > 1:
-            found = match_surroundings(candidates, crop_mask[:h, :w])
+            report: dict = {}
+            found = match_surroundings(candidates, crop_mask[:h, :w], report=report)
             pick = shown if found is None else found
-            said = ("the unguided fill kept (w = 1)" if ws[pick] == 1.0 else
-                    f"w = {ws[pick]:g} matches the detail around the hole")
             yield Preview(step=n[0], total=n[0], image=small_preview(candidates[pick]), box=box, stage="denoise",
-                          message=f"automatic guidance: {said}")
+                          message=describe(ws[pick], report.get("ratio")))
         info["guidance"] = ws[pick] if len(candidates) == len(ws) else 1.0  # 1.0: sampling never reached the interval
         filled = candidates[pick]
     else:
