@@ -172,6 +172,51 @@ def test_cancel_during_training_stops_promptly_and_caches_nothing(rng, one_threa
     assert not cache.exists() or not list(cache.iterdir())
 
 
+def test_a_batch_learned_in_slices_gets_the_whole_batch_loss_and_gradients(rng):
+    from engine.frugal.model import FrugalUNet, UNetConfig
+    from engine.frugal.train import Shards, regression_loss, to_tensor
+
+    net = FrugalUNet(UNetConfig(base=8, groups=2))
+    for prm in net.parameters():  # zero-initialised convs would make most gradients trivially zero
+        torch.nn.init.normal_(prm, std=0.1)
+    params = list(net.parameters())
+    x0 = to_tensor(np.stack([_texture(rng, 16, 16) for _ in range(4)]))
+    m = torch.zeros(4, 1, 16, 16)
+    for k, side in enumerate((2, 4, 6, 12)):  # unequal holes: slices must be weighted by their hole pixels
+        m[k, :, 2:2 + side, 2:2 + side] = 1
+    whole = regression_loss(net, x0, m)
+    expected = torch.autograd.grad(whole, params)
+    shards = Shards(limit=2, seed=0)
+    try:
+        assert shards.n == 2  # the first iterations run at the largest slice count
+        loss = shards.step(lambda a, b, g: regression_loss(net, a, b), params, x0, m)
+    finally:
+        shards.close()
+    assert loss == pytest.approx(float(whole.detach()), rel=1e-5)
+    for prm, g in zip(params, expected):
+        torch.testing.assert_close(prm.grad, g, rtol=1e-4, atol=1e-6)
+
+
+def test_learning_keeps_the_faster_slice_count_and_restores_the_thread_count():
+    from engine.frugal.train import Shards
+
+    def slow(x0, m, gen):  # 5 ms per sample, GIL released: slices run in parallel like torch ops do
+        time.sleep(0.005 * x0.shape[0])
+        return (x0 * w).sum()
+
+    w = torch.ones((), requires_grad=True)
+    torch.set_num_threads(2)
+    shards = Shards(limit=2, seed=0, block=3, warmup=1)
+    assert torch.get_num_threads() == 1  # one intra-op thread per slice
+    for _ in range(1 + 4 * 3 + 2):
+        shards.step(slow, [w], torch.ones(4, 1, 2, 2), torch.ones(4, 1, 2, 2))
+    shards.close()
+    report = shards.report()
+    assert report["slices"] == 2 and shards.n == 2
+    assert report["seconds_per_iteration"]["2"] < report["seconds_per_iteration"]["1"]
+    assert torch.get_num_threads() == 2
+
+
 def test_cancel_during_the_draft_stops_before_denoising(rng):
     cancel = CancelToken()
     gen = run_job(registry.load("frugal"), Request(image=_texture(rng, 96, 96), mask=_hole(96, 96), params=TINY),
