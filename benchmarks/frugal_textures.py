@@ -25,7 +25,8 @@ downloaded here, and no substitute is passed off as LPIPS.
 Table 2 (frugality): CPU-core-hours for learning and for one fill (process CPU time, so it does not depend on how
 loaded the shared machine was) and an energy estimate = core-hours x ``--watts-per-core`` (stated assumption).
 
-    python benchmarks/frugal_textures.py --minutes 3            # about 7 x 2 x 3 min of learning
+    python benchmarks/frugal_textures.py --minutes 3            # about 7 x 2 x 3 min of learning, one core
+    python benchmarks/frugal_textures.py --minutes 3 --threads 2   # learning on both cores, as the editor does
     python benchmarks/frugal_textures.py --minutes 0.2 --textures brick,grass --samples 2   # a smoke run
 
 Prints the tables and writes ``benchmarks/results/frugal_textures.json`` (and per texture a montage PNG next to it:
@@ -320,7 +321,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--samples", type=int, default=5, help="sampling seeds averaged per learned diffusion model "
                     "and for the patch method's random search (one seed's hole SSIM varies by sd ~0.05)")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared, loaded CPU)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads; learning cuts batches into up to this many "
+                    "slices learned in parallel (the editor uses every core; 1: one process per core)")
     ap.add_argument("--watts-per-core", type=float, default=15.0)
     ap.add_argument("--out", default=str(RESULTS / "frugal_textures.json"))
     ap.add_argument("--merge", nargs="+", help="only merge these partial JSON results (e.g. two halves run in "

@@ -1,7 +1,6 @@
 """Application start-up: one QApplication, the main window, the files given on the command line."""
 from __future__ import annotations
 
-import os
 import sys
 import traceback
 from pathlib import Path
@@ -51,13 +50,6 @@ def install_excepthook() -> None:
         if QApplication.instance() is not None:
             QMessageBox.critical(None, "Unexpected error", f"{exc_type.__name__}: {first_line(exc)}")
     sys.excepthook = hook
-
-
-def set_torch_threads() -> None:
-    """Leave a core for the GUI thread (main.py does this before ``run_editor``; the self-test calls it)."""
-    import torch
-
-    torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
 
 
 def run_editor(paths: list[str]) -> int:

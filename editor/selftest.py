@@ -55,10 +55,9 @@ def _paint(win) -> None:
 
 def run_self_test() -> int:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    from editor.app import SAMPLE, make_app, set_torch_threads
+    from editor.app import SAMPLE, make_app
 
     app = make_app()
-    set_torch_threads()
     from editor.main_window import MainWindow
     from engine import registry
     from engine.imageio import load_image
