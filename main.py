@@ -25,8 +25,8 @@ def main(argv: list[str]) -> int:
         from editor.selftest import run_self_test
 
         return run_self_test()
-    # torch keeps its default, every core: the GUI stays responsive (benchmarks/responsiveness.py --threads 2,
-    # p99 event-loop lateness 7 ms while a job burns both cores) and the frugal Learn needs them (docs/frugal.md)
+    # torch keeps its default, every core: the GUI stays responsive (benchmarks/responsiveness.py: p99 event-loop
+    # lateness 7.5 ms while a job burns both cores) and the frugal Learn needs them (docs/frugal.md)
     from editor.app import run_editor
 
     return run_editor(argv)

@@ -15,7 +15,7 @@ the guiding "bad" net; the returned model is then an ``AutoGuided`` pair.
 
 Parallel learning (``Shards``): this net's tensors are too small for torch's intra-op threads to pay (2-core VM:
 1 thread 342 iterations in 30 s, 2 threads 313), so the batch is cut into slices whose forward and backward passes
-run on their own threads, one core each (torch ops release the GIL): 1.6x the iterations on 2 cores. The number of
+run on their own threads, one core each (torch ops release the GIL): 1.5x the iterations on 2 cores. The number of
 slices is timed at the start of every Learn and the fastest kept.
 
 ``train`` is a generator: it yields ``(iteration, total_estimate, loss)`` every few iterations, checks the
@@ -184,7 +184,7 @@ class Shards:
         return float(loss.detach())
 
     def report(self) -> dict:
-        """The kept slice count and the measured seconds per iteration of each (empty when nothing was timed)."""
+        """The kept slice count, and the measured seconds per iteration of each count once they were all timed."""
         if not self.order or self.it < self.warmup + len(self.order) * self.block:
             return {"slices": self.n}
         return {"slices": self.n,
