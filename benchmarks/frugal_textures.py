@@ -132,7 +132,8 @@ def run_learned(objective: str, img: np.ndarray, test: np.ndarray, hole: np.ndar
     fills, timing = timed_fills(args.eta, args.draft)
     info = {"train_wall_s": train_wall, "train_cpu_s": train_cpu, **timing, "iterations": stats["iterations"],
             "final_loss": stats["loss"], "params": stats["parameters"], "train_loop_s": stats["seconds"],
-            "auto_guidance": guided and auto, "draft": args.draft if objective == "diffusion" else None}
+            "auto_guidance": guided and auto, "draft": args.draft if objective == "diffusion" else None,
+            "slices": stats.get("slices"), "seconds_per_iteration": stats.get("seconds_per_iteration")}
     extra = {}
     if objective == "diffusion":
         fs, timing = timed_fills(0.0, args.draft)
