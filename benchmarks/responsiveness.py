@@ -172,8 +172,7 @@ def main() -> int:
     win.close()
 
     checks = {"lateness_p99_ms": max(results[k]["p99"] for k in ("during_job_painting", "during_learn_painting")),
-              "first_preview_ms":
-              results["first_preview_ms"]["p50"], "toggle_ms": results["toggle_ms"]["p50"]}
+              "first_preview_ms": results["first_preview_ms"]["p50"], "toggle_ms": results["toggle_ms"]["p50"]}
     report = {
         "results": results,
         "targets": TARGETS,
