@@ -93,9 +93,19 @@ def _arrow(p: QPainter, flip: bool) -> None:
     p.drawPolygon(QPolygonF([QPointF(4, 14), QPointF(12, 6), QPointF(13, 19)]))
 
 
+def _learn(p: QPainter) -> None:  # a falling loss curve on its axes, as the progress panel draws it
+    p.setPen(QPen(INK, 2, Qt.SolidLine, Qt.RoundCap))
+    p.drawLine(QPointF(5, 4), QPointF(5, 27))
+    p.drawLine(QPointF(5, 27), QPointF(28, 27))
+    path = QPainterPath(QPointF(8, 6))
+    path.cubicTo(QPointF(11, 20), QPointF(16, 22), QPointF(27, 22))
+    p.setPen(QPen(QColor(90, 200, 120), 3, Qt.SolidLine, Qt.RoundCap))
+    p.drawPath(path)
+
+
 _DRAW = {"undo": lambda p: _arrow(p, False), "redo": lambda p: _arrow(p, True), "brush": _brush,
          "eraser": _eraser, "rect": _rect, "sketch": _sketch, "region": _region, "fill": _fill, "cancel": _cancel,
-         "variation": _variation}
+         "variation": _variation, "learn": _learn}
 
 
 def icon(name: str) -> QIcon:

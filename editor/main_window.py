@@ -53,6 +53,8 @@ class MainWindow(QMainWindow):
         self._exported_clean = True  # no accepted fill since the last export
         self._region_source = "default"  # where the region box came from: "default" | "detected" | "user"
         self._replace: tuple[int, int] | None = None  # (job id, history index) an attribute refill replaces
+        self._fill_after: int | None = None  # id of the learn job that Fill waits for
+        self._doing = "Fill"  # what the latest job does, for its failure dialog and cancel message
         self._build_docks()
         self._build_actions()
         self._build_status_bar()
@@ -169,13 +171,17 @@ class MainWindow(QMainWindow):
                                      "Fill the masked area with the selected model", icon("fill"))
         self.act_variation = self._action("New &variation", self.fill_variation, "Ctrl+Shift+Return",
                                           "Random seed, fill again", icon("variation"))
-        self.act_cancel = self._action("&Cancel", self.jobs.cancel, "Esc", "Stop the running fill",
+        self.act_learn = self._action("&Learn this image", self.learn, "Ctrl+L",
+                                      "Learn the image now, in the background, while you paint the mask; Fill then "
+                                      "starts from what was learned (models that learn the image)", icon("learn"))
+        self.act_cancel = self._action("&Cancel", self.jobs.cancel, "Esc", "Stop the running fill or learning",
                                        icon("cancel"))
         self.act_cancel.setEnabled(False)
         self.act_accept = self._action("&Accept result", self._accept_shown, "Ctrl+Shift+A",
                                        "Apply the shown result to the image (one undo step)")
         self.act_discard = self._action("&Discard result", self._discard_shown, "Delete", "Remove the shown result")
-        for a in (self.act_fill, self.act_variation, self.act_cancel, self.act_accept, self.act_discard):
+        for a in (self.act_fill, self.act_variation, self.act_learn, self.act_cancel, self.act_accept,
+                  self.act_discard):
             fm.addAction(a)
 
         # Tools: a vertical bar on the left, one exclusive group.
@@ -227,7 +233,7 @@ class MainWindow(QMainWindow):
         top.addWidget(self.mask_color_btn)
         top.addWidget(self.sketch_color_btn)
         top.addSeparator()
-        for a in (self.act_fill, self.act_variation, self.act_cancel):
+        for a in (self.act_learn, self.act_fill, self.act_variation, self.act_cancel):
             top.addAction(a)
         top.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
         hm = mb.addMenu("&Help")
@@ -414,10 +420,22 @@ class MainWindow(QMainWindow):
     # ----- jobs ----------------------------------------------------------------------------------------------
     @Slot()
     def fill(self) -> int | None:
-        """Start a job with the panel's model and settings; returns its id, or None after an error dialog."""
+        """Start a job with the panel's model and settings; returns its id, or None after an error dialog.
+
+        While the same model learns this image (``learn``), Fill does not restart it: it is started when the
+        learning ends (and then finds the weights learned), and the learn job's id is returned."""
+        return self._fill()
+
+    def _fill(self, after_learn: bool = False) -> int | None:
         info = self.model_panel.info
         if info is None:
             return None
+        learning = self.jobs.job if self.jobs.busy and self.jobs.job.kind == "learn" else None
+        if learning is not None and learning.model == info.name and self.doc.mask.any():
+            self._fill_after = learning.id
+            self.progress.fill_button.setText("Fill when learned")
+            self.statusBar().showMessage("Fill starts when the learning ends; keep painting until then")
+            return learning.id
         if not self.doc.mask.any():
             self.error("Nothing to fill", "The mask is empty: paint the area to fill first (B = mask brush).")
             return None
@@ -426,13 +444,37 @@ class MainWindow(QMainWindow):
             return None
         if info.uses_region and self._region_source == "default":  # no face found, not moved: follow the mask
             self.doc.set_region(self.doc.default_region(self._region_side()))
-        req = self.doc.request(self.model_panel.seed.value(), self.model_panel.params(),
+        params = self.model_panel.params()
+        if after_learn and "relearn" in params:  # it has just learned: "Relearn" must not throw that away
+            params["relearn"] = False
+        req = self.doc.request(self.model_panel.seed.value(), params,
                                self.model_panel.attributes(), self.model_panel.prompt.text(), info.uses_region)
         job_id = self.jobs.start(info.name, req, info.instant)  # first, so the worker starts while the widgets update
+        self._doing = "Fill"
         if not info.instant:  # an instant refill keeps the old result up until the new one lands: no flicker
             self.doc.show_result(None)
         self.progress.set_busy(True, info.learns_on_image, info.instant)
         self.statusBar().showMessage(f"Filling with {info.title}, seed {req.seed}...")
+        return job_id
+
+    @Slot()
+    def learn(self) -> int | None:
+        """Learn the open image with the panel's model and settings, without filling, so the learning overlaps the
+        painting of the mask. The mask painted so far (possibly none) is kept out of learning, as a Fill would.
+        Returns the job id, or None when the model does not learn on the image."""
+        info = self.model_panel.info
+        if info is None or not info.learns_on_image:
+            return None
+        if self.jobs.busy and self.jobs.job.kind == "learn" and self.jobs.job.model == info.name:
+            self.statusBar().showMessage("Already learning this image", 4000)  # a restart would lose its progress
+            return self.jobs.job.id
+        req = self.doc.request(self.model_panel.seed.value(), self.model_panel.params(), {})
+        self._fill_after = None
+        job_id = self.jobs.start(info.name, req, kind="learn")
+        self._doing = "Learning"
+        self.progress.set_busy(True, learns=True)
+        self.progress.fill_button.setText("Fill when learned")
+        self.statusBar().showMessage(f"Learning the image with {info.title}: keep painting the mask, then Fill")
         return job_id
 
     @Slot()
@@ -445,8 +487,17 @@ class MainWindow(QMainWindow):
         self.doc.set_preview(p.image, p.box)
 
     @Slot(object, object)
-    def _on_job_finished(self, result: Result, job: Job) -> None:
+    def _on_job_finished(self, result: Result | dict, job: Job) -> None:
         self.doc.clear_preview()
+        if job.kind == "learn":
+            how = "loaded from the cache" if result.get("cached") else f"learned in {result.get('wall', 0.0):.0f} s"
+            self.progress.finish(f"done: {how}")
+            if self._fill_after == job.id:
+                self._fill_after = None
+                self._fill(after_learn=True)
+            else:
+                self.statusBar().showMessage(f"Image {how}: Fill starts from it", 8000)
+            return
         replace = self._replace[1] if self._replace is not None and self._replace[0] == job.id else None
         self._replace = None
         self.doc.add_result(HistoryItem.from_result(result, job.request), replace)
@@ -458,16 +509,18 @@ class MainWindow(QMainWindow):
     @Slot(str)
     def _on_job_failed(self, message: str) -> None:
         self._toggle_t0 = None
+        self._fill_after = None
         self.doc.clear_preview()
         self.progress.finish("failed")
-        self.error("Fill failed", message)
+        self.error(f"{self._doing} failed", message)
 
     @Slot()
     def _on_job_cancelled(self) -> None:
         self._toggle_t0 = None
+        self._fill_after = None
         self.doc.clear_preview()
         self.progress.finish("cancelled")
-        self.statusBar().showMessage("Fill cancelled", 4000)
+        self.statusBar().showMessage(f"{self._doing} cancelled", 4000)
 
     @Slot(bool)
     def _on_busy(self, busy: bool) -> None:
@@ -517,6 +570,7 @@ class MainWindow(QMainWindow):
         if self.jobs.busy:
             self.jobs.cancel()
         info = registry.get_info(name)
+        self.act_learn.setEnabled(info.learns_on_image)
         self.canvas.region_visible = info.uses_region
         self.tool_actions["region"].setEnabled(info.uses_region)
         if info.uses_region:

@@ -17,7 +17,7 @@ from PySide6.QtCore import QCoreApplication, QObject, QThread, QTimer, Signal, S
 
 from engine import registry
 from engine.api import CancelToken, Cancelled, InpaintError, Preview, Request, Result, drive
-from engine.runner import run_job
+from engine.runner import run_job, run_learn
 
 PREVIEW_FPS = 15
 
@@ -35,13 +35,14 @@ class Job:
     cancel: CancelToken
     started: float  # perf_counter when Fill was pressed (GUI thread)
     instant: bool = False  # its result follows at once: drawing its previews would only delay it
+    kind: str = "fill"  # "fill": ends with a Result; "learn": learns the image only, ends with the stats dict
 
 
 class FillWorker(QObject):
     """Lives on the worker thread. Emits only plain Python objects it no longer touches."""
 
     preview = Signal(int, object)  # job id, Preview with an owned image copy
-    finished = Signal(int, object)  # job id, Result
+    finished = Signal(int, object)  # job id, Result (a learn job: its stats dict)
     failed = Signal(int, str)  # job id, one-line message
     cancelled = Signal(int)
     region_found = Signal(int, object)  # request id, (x0, y0, x1, y1) or None
@@ -68,8 +69,9 @@ class FillWorker(QObject):
             return
         try:
             inpainter = registry.load(job.model)
-            result: Result = drive(run_job(inpainter, job.request, job.cancel),
-                                   lambda p: self._forward_preview(job.id, p))
+            how = run_learn if job.kind == "learn" else run_job
+            result: Result | dict = drive(how(inpainter, job.request, job.cancel),
+                                          lambda p: self._forward_preview(job.id, p))
         except Cancelled:
             self.cancelled.emit(job.id)
         except InpaintError as exc:
@@ -93,7 +95,7 @@ class JobController(QObject):
     progress = Signal(int, int, float, str)  # step, total, eta seconds (-1 = unknown), stage
     loss_point = Signal(int, float)
     message = Signal(str)  # a model's own status line (Preview.message), e.g. "learning the image"
-    finished = Signal(object, object)  # Result, the Job it answers (its request holds the mask snapshot)
+    finished = Signal(object, object)  # Result (learn job: stats dict), the Job it answers (its request: the mask)
     failed = Signal(str)
     cancelled = Signal()
     busy_changed = Signal(bool)
@@ -132,12 +134,12 @@ class JobController(QObject):
     def busy(self) -> bool:
         return self.job is not None
 
-    def start(self, model: str, request: Request, instant: bool = False) -> int:
+    def start(self, model: str, request: Request, instant: bool = False, kind: str = "fill") -> int:
         """Cancel whatever runs and queue a new job; the worker skips cancelled jobs that are still queued."""
         if self.job is not None:
             self.job.cancel.cancel()
         self._next_id += 1
-        self.job = Job(self._next_id, model, request, CancelToken(), time.perf_counter(), instant)
+        self.job = Job(self._next_id, model, request, CancelToken(), time.perf_counter(), instant, kind)
         self._latest = None
         self.first_preview_latency = None
         self._stage = ("", self.job.started, 0)  # (stage, time, step) the ETA's rate is measured from
@@ -219,7 +221,8 @@ class JobController(QObject):
     def _on_finished(self, job_id: int, result: Result) -> None:
         job = self.job
         if self._end(job_id):
-            result.timings.setdefault("wall", time.perf_counter() - job.started)
+            if job.kind == "fill":
+                result.timings.setdefault("wall", time.perf_counter() - job.started)
             self.finished.emit(result, job)
 
     @Slot(int, str)

@@ -166,7 +166,8 @@ class Request:
     region: tuple[int, int, int, int] | None = None  # optional (x0, y0, x1, y1) crop box chosen by the user
     prompt: str = ""
 
-    def validate(self) -> None:
+    def validate(self, need_mask: bool = True) -> None:
+        """Shapes and dtypes; ``need_mask``: a fill needs a non-empty mask (learning an image does not)."""
         img, m = self.image, self.mask
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
             raise InpaintError(f"image must be H x W x 3 uint8, got {img.shape} {img.dtype}")
@@ -174,7 +175,7 @@ class Request:
             raise InpaintError(f"mask is {m.shape[1]}x{m.shape[0]} but the image is {img.shape[1]}x{img.shape[0]}")
         if self.sketch is not None and self.sketch.shape != img.shape[:2]:
             raise InpaintError("sketch size does not match the image")
-        if not m.any():
+        if need_mask and not m.any():
             raise InpaintError("the mask is empty: paint the area to fill first")
 
 
@@ -213,6 +214,10 @@ class Inpainter(Protocol):
 
     def run(self, request: Request, cancel: CancelToken) -> JobGen:  # pragma: no cover - protocol
         ...
+
+    # models with ``info.learns_on_image`` also have
+    # ``learn_image(request, cancel) -> Generator[Preview, None, dict]``: learn (and cache) without filling; the
+    # request's mask, possibly empty, is what is kept out of learning. It returns the learning stats.
 
 
 def now() -> float:

@@ -40,17 +40,7 @@ def run_job(inpainter: Inpainter, request: Request, cancel: CancelToken | None =
     )
     t0 = now()
     timings: dict[str, float] = {}
-    gen = inpainter.run(req, cancel)
-    while True:
-        cancel.check()
-        try:
-            preview = next(gen)
-        except StopIteration as stop:
-            filled = stop.value
-            break
-        timings.setdefault("first_preview", now() - t0)
-        yield preview
-    cancel.check()
+    filled = yield from _stream(inpainter.run(req, cancel), cancel, timings)
     if filled is None:
         raise InpaintError(f"model {info.name} returned no image")
     image = composite(req.image, np.asarray(filled), req.mask)
@@ -59,6 +49,35 @@ def run_job(inpainter: Inpainter, request: Request, cancel: CancelToken | None =
     chosen = dict(getattr(inpainter, "last_chosen", None) or {})
     return Result(image=image, model=info.name, seed=req.seed, params=req.params, attributes=req.attributes,
                   timings=timings, unet_calls=unet_calls, chosen=chosen)
+
+
+def run_learn(inpainter: Inpainter, request: Request, cancel: CancelToken | None = None
+              ) -> Generator[Preview, None, dict]:
+    """Learn the request's image without filling (models with ``info.learns_on_image``): yield the training
+    previews, return the learning stats plus ``wall``, this job's seconds. The mask may be empty."""
+    cancel = cancel or CancelToken()
+    if not inpainter.info.learns_on_image:
+        raise InpaintError(f"model {inpainter.info.name} does not learn on the image")
+    request.validate(need_mask=False)
+    req = dataclasses.replace(request, mask=request.mask.astype(bool),
+                              params=inpainter.info.resolve_params(request.params))
+    t0 = now()
+    stats = yield from _stream(inpainter.learn_image(req, cancel), cancel, {})
+    return dict(stats, wall=now() - t0)
+
+
+def _stream(gen: Generator, cancel: CancelToken, timings: dict[str, float]) -> Generator[Preview, None, object]:
+    """Pass on a model's previews, checking ``cancel`` before each (and at the end), noting the first one's time."""
+    t0 = now()
+    while True:
+        cancel.check()
+        try:
+            preview = next(gen)
+        except StopIteration as stop:
+            cancel.check()
+            return stop.value
+        timings.setdefault("first_preview", now() - t0)
+        yield preview
 
 
 def run_to_end(inpainter: Inpainter, request: Request, cancel: CancelToken | None = None) -> Result:

@@ -2,7 +2,8 @@
 
 ``register_fake_models()`` adds them to the registry:
 - ``test-slow``: burns CPU in torch for ``step_ms`` per step and yields a preview every step (a long job);
-- ``test-train``: like test-slow but ``learns_on_image`` and its previews carry ``stage="train"`` and a loss;
+- ``test-train``: like test-slow but ``learns_on_image`` and its previews carry ``stage="train"`` and a loss; it
+  can learn without filling (``learn_image``), after which its fills skip training;
 - ``test-attr``: instant, with smile/glasses attributes (the toggle -> canvas latency path);
 - ``test-region``: uses a user-placed region box, found by a cheap detector (``-nodetect``: no detector);
 - ``test-fail``: raises InpaintError on every run;
@@ -43,10 +44,26 @@ def _burn(ms: float) -> None:
 
 
 class SlowInpainter:
-    """Interpolates from noise to a flat seed colour over ``steps`` steps, reporting the crop as a preview."""
+    """Interpolates from noise to a flat seed colour over ``steps`` steps, reporting the crop as a preview.
+
+    As ``test-train`` (``learns_on_image``) its steps are training steps with a loss, and ``learn_image`` runs them
+    alone: an image learned that way is then filled without training (one "loaded from cache" preview, then the
+    steps as denoising), like the frugal model's weight cache."""
+
+    learned: set[bytes] = set()  # images learned by learn_image (class-wide, like a cache on disk)
 
     def __init__(self, info: ModelInfo) -> None:
         self.info = info
+
+    def learn_image(self, request: Request, cancel: CancelToken) -> JobGen:
+        steps, step_ms = int(request.params.get("steps", 40)), float(request.params.get("step_ms", 20.0))
+        for i in range(1, steps + 1):
+            cancel.check()
+            _burn(step_ms)
+            yield Preview(step=i, total=steps, stage="train", loss=float(np.exp(-4 * i / steps)),
+                          message="learning this image")
+        SlowInpainter.learned.add(request.image.tobytes())
+        return {"iterations": steps, "masked_pixels": int(request.mask.sum())}
 
     def run(self, request: Request, cancel: CancelToken) -> JobGen:
         p = request.params
@@ -56,7 +73,9 @@ class SlowInpainter:
         colour = _fill_colour(request)
         rng = np.random.default_rng(request.seed)
         noise = rng.uniform(0, 255, crop.shape).astype(np.float32)
-        learns = self.info.learns_on_image
+        learns = self.info.learns_on_image and request.image.tobytes() not in SlowInpainter.learned
+        if self.info.learns_on_image and not learns:
+            yield Preview(step=1, total=1, stage="train", loss=0.0, message="learned weights loaded from cache")
         for i in range(1, steps + 1):
             cancel.check()
             _burn(step_ms)

@@ -254,6 +254,32 @@ def test_cache_hit_skips_training(rng, one_thread_and_scratch_cache):
     assert inp.last_stats["cached"] is False
 
 
+def test_learning_before_the_mask_is_painted_then_filling_from_the_cache(rng, one_thread_and_scratch_cache):
+    from engine.api import InpaintError
+    from engine.runner import run_learn
+
+    img, hole = _texture(rng), _hole()
+    inp = registry.load("frugal")
+    params = dict(TINY, iterations=12)
+    no_mask = np.zeros_like(hole)
+    cancel = CancelToken()
+    gen = run_learn(inp, Request(image=img, mask=no_mask, params=params), cancel)
+    next(gen)
+    cancel.cancel()
+    with pytest.raises(Cancelled):
+        next(gen)
+    assert not list(one_thread_and_scratch_cache.glob("frugal/*.safetensors")), "a cancelled Learn caches nothing"
+    previews: list = []
+    stats = drive(run_learn(inp, Request(image=img, mask=no_mask, params=params)), previews.append)
+    assert previews and all(p.stage == "train" and p.loss is not None for p in previews)
+    assert stats["iterations"] == 12 and stats["cached"] is False and stats["wall"] > 0
+    fill = list(run_job(inp, Request(image=img, mask=hole, params=params, seed=1)))
+    train = [p for p in fill if p.stage == "train"]
+    assert len(train) == 1 and "cache" in train[0].message, "the Fill after a Learn does not learn again"
+    with pytest.raises(InpaintError, match="does not learn"):
+        drive(run_learn(registry.load("telea"), Request(image=img, mask=hole)))
+
+
 def test_big_holes_are_filled_at_a_smaller_working_scale(rng):
     from engine.frugal.pipeline import working_scale
 

@@ -128,15 +128,29 @@ class FrugalInpainter:
         self.last_stats = dict(stats, cached=False, cache=str(path))
         return net
 
+    def learn_image(self, request: Request, cancel: CancelToken) -> JobGen:
+        """Learn (or find in the cache) the weights a Fill of this image would use, without filling: the editor's
+        "Learn this image" while the mask is still being painted. As for a Fill, the mask so far (possibly empty) is
+        kept out of learning and sets the working scale. Returns the learning stats."""
+        yield from self._learned(request, cancel)
+        return dict(self.last_stats)
+
+    def _learned(self, request: Request, cancel: CancelToken) -> JobGen:
+        """(net, cfg, work, work_mask, scale): the request's image at its working scale and the net learned on it."""
+        p = request.params
+        image, mask = request.image, request.mask
+        scale = working_scale(mask, int(p["max_hole"])) if mask.any() else 1.0
+        work, work_mask = resize_pair(image, mask, scale)
+        cfg = self.train_config(p, scale)
+        net = yield from self.learn(work, work_mask, cfg, str(p.get("folder", "")).strip(),
+                                    bool(p.get("relearn", False)), cancel, image)
+        return net, cfg, work, work_mask, scale
+
     def run(self, request: Request, cancel: CancelToken) -> JobGen:
         p = request.params
         self.last_chosen = {}
-        image, mask = request.image, request.mask.astype(bool)
-        scale = working_scale(mask, int(p["max_hole"]))
-        work, work_mask = resize_pair(image, mask, scale)
-        cfg = self.train_config(p, scale)
-        net: nn.Module = yield from self.learn(work, work_mask, cfg, str(p.get("folder", "")).strip(),
-                                               bool(p.get("relearn", False)), cancel, image)
+        image, mask = request.image, request.mask
+        net, cfg, work, work_mask, scale = yield from self._learned(request, cancel)
         auto = isinstance(net, AutoGuided) and bool(p.get("auto_guidance", True))
         if isinstance(net, AutoGuided):
             net.w = AUTO_WS if auto else float(p.get("guidance", DEFAULT_W))

@@ -1,4 +1,5 @@
-"""Fill jobs on the worker thread: results, live previews, cancel, errors, attribute refills, closing mid-job."""
+"""Fill jobs on the worker thread: results, live previews, cancel, errors, attribute refills, learning the image
+while the mask is painted, closing mid-job."""
 import time
 
 import numpy as np
@@ -160,6 +161,55 @@ def test_training_loss_curve(window, qtbot, artifacts):
     qtbot.waitUntil(lambda: not window.jobs.busy, timeout=JOB_TIMEOUT_MS)
     losses = [v for _, v in window.progress.loss.points]
     assert len(losses) == 30 and losses[-1] < losses[0], "every loss point reaches the curve"
+
+
+@pytest.fixture
+def learned_images():
+    """test-train's record of learned images, emptied afterwards (it is class-wide, like a cache on disk)."""
+    from tests.fake_models import SlowInpainter
+
+    yield SlowInpainter.learned
+    SlowInpainter.learned.clear()
+
+
+def test_learn_while_painting_then_fill_uses_it(window, qtbot, artifacts, learned_images):
+    select_model(window, "test-train")
+    set_param(window, "steps", 60)
+    set_param(window, "step_ms", 20.0)
+    assert window.act_learn.isEnabled()
+    learn_id = window.learn()  # no mask yet: learning starts on the whole image
+    assert window.jobs.job.kind == "learn" and window.progress.loss.isVisible()
+    qtbot.waitUntil(lambda: len(window.progress.loss.points) >= 3, timeout=JOB_TIMEOUT_MS)
+    paint_mask(window, (200, 180, 320, 260))  # the user paints while it learns
+    assert window.jobs.busy and window.jobs.job.id == learn_id, "painting does not disturb the learning"
+    assert window.learn() == learn_id, "Learn again does not restart it"
+    assert window.fill() == learn_id, "Fill waits for the learning instead of cancelling it"
+    assert window.progress.fill_button.text() == "Fill when learned"
+    screenshot(window, artifacts, "learn_while_painting")
+    paint_mask(window, (40, 400, 100, 440), size=20)  # still painting: the fill takes the mask as it is at the end
+    qtbot.waitUntil(lambda: len(window.doc.results) == 1, timeout=JOB_TIMEOUT_MS)
+    assert learned_images, "the learn job ran to its end"
+    item = window.doc.results[0]
+    assert np.array_equal(item.mask, window.doc.mask) and item.mask[420, 70]
+    assert window.progress.status.text() == "learned weights loaded from cache", "the fill did not learn again"
+    assert len(window.progress.loss.points) <= 1
+    assert window.progress.fill_button.text() == "Fill"
+
+
+def test_cancelled_learning_drops_the_waiting_fill(window, qtbot, learned_images):
+    select_model(window, "test-train")
+    set_param(window, "steps", 2000)
+    paint_mask(window, (200, 180, 320, 260))
+    window.learn()
+    window.fill()
+    qtbot.waitUntil(lambda: len(window.progress.loss.points) >= 1, timeout=JOB_TIMEOUT_MS)
+    with qtbot.waitSignal(window.jobs.cancelled, timeout=2000):
+        QTest.keyClick(window.canvas, Qt.Key_Escape)
+    QTest.qWait(200)
+    assert not window.jobs.busy and not window.doc.results and not learned_images
+    assert window.statusBar().currentMessage() == "Learning cancelled"
+    select_model(window, "test-slow")
+    assert not window.act_learn.isEnabled() and window.learn() is None, "only models that learn the image learn"
 
 
 @pytest.mark.parametrize("model, expect", [("test-fail", "failed on purpose"), ("test-noweights", "weights")])
