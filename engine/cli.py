@@ -1,4 +1,4 @@
-"""The headless command line: ``python main.py models`` and ``python main.py inpaint ...``.
+"""The headless command line: ``python main.py models``, ``python main.py inpaint ...`` and ``python main.py learn ...``.
 
 Every failure the user can cause ends in one ``error: ...`` line on stderr and a non-zero exit, never a traceback
 (set INPAINT_STUDIO_DEBUG=1 to see one). Exit codes: 0 ok, 1 failed, 2 bad usage, 130 interrupted.
@@ -11,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 
 from engine import registry
 from engine.api import Cancelled, CancelToken, InpaintError, Request, drive
@@ -66,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--region", help="x0,y0,x1,y1 working box for models that use one (e.g. the face box)")
     i.add_argument("--overwrite", action="store_true", help="allow replacing existing output files")
     i.add_argument("--json", action="store_true", help="print one JSON line of timings per image")
+    ln = sub.add_parser("learn", help="learn IMAGE now and cache the weights (models that learn the image): a later "
+                        "inpaint (or the editor) with the same parameters fills at once")
+    ln.add_argument("--model", default="frugal")
+    ln.add_argument("--image", required=True, help="image file")
+    ln.add_argument("--mask", help="mask file (white = keep out of learning, e.g. the hole to fill later)")
+    ln.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="model parameter (repeat)")
+    ln.add_argument("--json", action="store_true", help="print the learning stats as one JSON line")
     return p
 
 
@@ -169,6 +177,33 @@ def cmd_inpaint(args) -> int:
     return 0
 
 
+def cmd_learn(args) -> int:
+    info = registry.get_info(args.model)
+    if not info.learns_on_image:
+        learners = ", ".join(m.name for m in registry.all_models() if m.learns_on_image)
+        raise UsageError(f"model {args.model} does not learn on the image (these do: {learners})")
+    params = _key_values(args.param, "--param")
+    info.resolve_params(params)
+    src = Path(args.image)
+    if not src.is_file():
+        raise UsageError(f"--image {src}: no such file")
+    loaded = load_image(src)
+    mask = load_mask(Path(args.mask), loaded.rgb.shape[:2]) if args.mask else np.zeros(loaded.rgb.shape[:2], bool)
+    _set_threads()
+    from engine.runner import run_learn
+
+    stats = drive(run_learn(registry.load(args.model), Request(image=loaded.rgb, mask=mask, params=params)),
+                  lambda p: _progress(p, src.name))
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    if args.json:
+        print(json.dumps({"image": str(src), "model": args.model, **stats}))
+    else:
+        how = "already cached" if stats.get("cached") else f"learned in {stats['wall']:.1f} s"
+        print(f"{src.name}: {how}, {stats.get('iterations', '?')} iterations -> {stats.get('cache', '?')}")
+    return 0
+
+
 def _set_threads() -> None:
     import torch
 
@@ -183,6 +218,8 @@ def main(argv: list[str]) -> int:
             return cmd_models(args)
         if args.command == "inpaint":
             return cmd_inpaint(args)
+        if args.command == "learn":
+            return cmd_learn(args)
         parser.print_help()
         return 2
     except UsageError as exc:

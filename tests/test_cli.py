@@ -1,4 +1,5 @@
-"""Headless CLI: batch and single fills, and one clear error line (never a traceback) for every bad input."""
+"""Headless CLI: batch and single fills, learning ahead of a fill, and one clear error line (never a traceback) for
+every bad input."""
 import json
 import subprocess
 import sys
@@ -161,3 +162,30 @@ def test_region_models_get_the_detected_box_when_none_is_given(files, capsys, mo
 
 def _fake_detector(image):
     return (1, 2, 40, 41)
+
+
+def test_learn_caches_the_weights_a_later_fill_uses(files, capsys, monkeypatch):
+    import engine.datasets
+
+    monkeypatch.setattr(engine.datasets, "CACHE", files[0] / "cache")
+    d, img, mask = files
+    tiny = ["--param", "iterations=6", "--param", "crop=16", "--param", "batch=2", "--param", "steps=2"]
+    code, out, err = _run(capsys, "learn", "--image", str(d / "img.png"), "--mask", str(d / "mask.png"), *tiny)
+    assert code == 0, err
+    assert "learned in" in out and "6 iterations" in out
+    cached = list((d / "cache" / "frugal").glob("*.safetensors"))
+    assert len(cached) == 1 and str(cached[0]) in out
+    code, out, err = _run(capsys, "learn", "--image", str(d / "img.png"), *tiny, "--json")  # no mask: same weights
+    assert code == 0 and json.loads(out)["cached"] is True, err
+    before = cached[0].stat()
+    code, out, err = _run(capsys, "inpaint", "--model", "frugal", "--image", str(d / "img.png"), "--mask",
+                          str(d / "mask.png"), "--out", str(d / "o.png"), *tiny)
+    assert code == 0, err
+    after = cached[0].stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns), "the fill did not relearn"
+    for argv, want, message in ((["learn", "--model", "telea", "--image", str(d / "img.png")], 2, "does not learn"),
+                                (["learn", "--image", str(d / "nope.png")], 2, "no such file"),
+                                (["learn", "--image", str(d / "img.png"), "--param", "nope=1"], 1, "no parameter")):
+        code, _, err = _run(capsys, *argv)
+        lines = err.strip().splitlines()
+        assert code == want and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
