@@ -289,8 +289,12 @@ def test_big_holes_are_filled_at_a_smaller_working_scale(rng):
     img = _texture(rng, 96, 96)
     h = np.zeros((96, 96), bool)
     h[20:76, 30:60] = True
-    res = run_to_end(registry.load("frugal"), Request(image=img, mask=h, params=dict(TINY, max_hole=32)))
+    previews: list = []
+    res = drive(run_job(registry.load("frugal"), Request(image=img, mask=h, params=dict(TINY, max_hole=32))),
+                previews.append)
     assert np.array_equal(res.image[~h], img[~h])
+    said = {p.message.split(":")[0] for p in previews if p.stage == "train"}
+    assert said == {"learning the image at 57% size (hole wider than max_hole)"}, "the user is told why"
 
 
 def test_edm_preconditioning_is_identity_at_zero_noise_and_finite_at_pure_noise():

@@ -117,11 +117,13 @@ class FrugalInpainter:
                 raise InpaintError(f"no images found in folder {folder}")
             images += extra
             excludes += [None] * len(extra)
+        # a big hole is learned at a smaller size: say so, since weights learned at full size do not serve it
+        what = "learning the image" + ("" if cfg.scale == 1.0 else f" at {cfg.scale:.0%} size (hole wider than max_hole)")
         try:
             gen = tr.train(images, excludes, cfg, check=cancel.check)
             net, stats = yield from map_yields(gen, lambda s: Preview(
                 step=s[0], total=s[1], stage="train", loss=s[2],
-                message=f"learning the image: iteration {s[0]}/{s[1]}, loss {s[2]:.4f}"))
+                message=f"{what}: iteration {s[0]}/{s[1]}, loss {s[2]:.4f}"))
         except ValueError as exc:  # no hole-free crop fits
             raise InpaintError(str(exc)) from None
         tr.save(net, cfg, stats, path)
