@@ -217,6 +217,26 @@ def test_learning_keeps_the_faster_slice_count_and_restores_the_thread_count():
     assert torch.get_num_threads() == 2
 
 
+def test_one_slow_iteration_does_not_decide_the_slice_count():
+    import itertools
+
+    from engine.frugal.train import Shards
+
+    halves = itertools.count()
+
+    def slow(x0, m, gen):  # 2 slices are twice as fast, but one of their iterations takes a 0.2 s hiccup
+        time.sleep(0.005 * x0.shape[0] + (0.2 if x0.shape[0] == 2 and next(halves) == 6 else 0.0))
+        return (x0 * w).sum()
+
+    w = torch.ones((), requires_grad=True)
+    shards = Shards(limit=2, seed=0, block=3, warmup=1)
+    for _ in range(1 + 4 * 3 + 2):
+        shards.step(slow, [w], torch.ones(4, 1, 2, 2), torch.ones(4, 1, 2, 2))
+    shards.close()
+    assert next(halves) > 7, "the hiccup happened while 2 slices were timed"
+    assert shards.report()["slices"] == 2, "a sum of block times would have kept 1 slice"
+
+
 def test_cancel_during_the_draft_stops_before_denoising(rng):
     cancel = CancelToken()
     gen = run_job(registry.load("frugal"), Request(image=_texture(rng, 96, 96), mask=_hole(96, 96), params=TINY),

@@ -139,15 +139,17 @@ class Shards:
     the whole batch's (``hole_mse`` averages over hole pixels). Each slice draws its noise from its own generator.
     The slice count is chosen while learning: blocks of ``block`` iterations are timed at 1, 2, 4, ... slices (up to
     ``limit``, the caller's torch thread count, and the batch), in an A B .. B A order so that a drift in the
-    machine's load cancels out, and the fastest count is kept. Intra-op threads are set to 1 meanwhile;
+    machine's load cancels out, and the count with the shortest median iteration is kept (a median, so that a
+    hiccup, e.g. another program's burst or the GUI repainting, does not decide it). Intra-op threads are set to 1 meanwhile;
     ``close()`` restores the caller's count."""
 
     def __init__(self, limit: int, seed: int, block: int = 5, warmup: int = 3) -> None:
         self.original = torch.get_num_threads()
         counts = [1 << k for k in range(limit.bit_length()) if 1 << k < limit] + [limit]
         self.order = counts + counts[::-1] if len(counts) > 1 else []
-        self.seconds = {n: 0.0 for n in counts}
+        self.seconds: dict[int, list[float]] = {n: [] for n in counts}  # each timed iteration's duration
         self.n, self.block, self.warmup, self.it, self.t = counts[-1], block, warmup, 0, 0.0
+        self.decided_at = warmup + len(self.order) * block  # the iteration at which the count is chosen
         self.gens = [torch.Generator().manual_seed(seed + k) for k in range(counts[-1])]
         self.pool = ThreadPoolExecutor(counts[-1]) if counts[-1] > 1 else None
         if self.pool is not None:
@@ -155,13 +157,17 @@ class Shards:
 
     def _schedule(self) -> None:
         k, pos = divmod(self.it - self.warmup, self.block)
-        if self.it >= self.warmup and pos == 0 and k <= len(self.order) and self.order:
+        if self.order and self.warmup <= self.it <= self.decided_at:
             now = time.perf_counter()
-            if k > 0:
-                self.seconds[self.order[k - 1]] += now - self.t
-            self.n = self.order[k] if k < len(self.order) else min(self.seconds, key=self.seconds.get)
+            if self.it > self.warmup:
+                self.seconds[self.n].append(now - self.t)
+            if pos == 0:
+                self.n = self.order[k] if k < len(self.order) else min(self.seconds, key=self._median)
             self.t = now
         self.it += 1
+
+    def _median(self, n: int) -> float:
+        return float(np.median(self.seconds[n]))
 
     def step(self, loss_fn: LossFn, params: list[nn.Parameter], x0: torch.Tensor, mask: torch.Tensor) -> float:
         """Set ``p.grad`` of ``params`` to the batch loss's gradients; return the loss."""
@@ -184,11 +190,10 @@ class Shards:
         return float(loss.detach())
 
     def report(self) -> dict:
-        """The kept slice count, and the measured seconds per iteration of each count once they were all timed."""
-        if not self.order or self.it < self.warmup + len(self.order) * self.block:
+        """The kept slice count, and the median seconds per iteration of each count once they were all timed."""
+        if not self.order or self.it <= self.decided_at:
             return {"slices": self.n}
-        return {"slices": self.n,
-                "seconds_per_iteration": {str(n): round(t / (2 * self.block), 4) for n, t in self.seconds.items()}}
+        return {"slices": self.n, "seconds_per_iteration": {str(n): round(self._median(n), 4) for n in self.seconds}}
 
     def close(self) -> None:
         if self.pool is not None:
