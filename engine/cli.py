@@ -1,4 +1,4 @@
-"""The headless command line: ``python main.py models``, ``python main.py inpaint ...`` and ``python main.py learn ...``.
+"""The headless command line: ``python main.py models``, ``python main.py inpaint ...``, ``python main.py learn ...``.
 
 Every failure the user can cause ends in one ``error: ...`` line on stderr and a non-zero exit, never a traceback
 (set INPAINT_STUDIO_DEBUG=1 to see one). Exit codes: 0 ok, 1 failed, 2 bad usage, 130 interrupted.

@@ -118,7 +118,9 @@ class FrugalInpainter:
             images += extra
             excludes += [None] * len(extra)
         # a big hole is learned at a smaller size: say so, since weights learned at full size do not serve it
-        what = "learning the image" + ("" if cfg.scale == 1.0 else f" at {cfg.scale:.0%} size (hole wider than max_hole)")
+        what = "learning the image"
+        if cfg.scale != 1.0:
+            what += f" at {cfg.scale:.0%} size (hole wider than max_hole)"
         try:
             gen = tr.train(images, excludes, cfg, check=cancel.check)
             net, stats = yield from map_yields(gen, lambda s: Preview(

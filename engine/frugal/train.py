@@ -140,8 +140,8 @@ class Shards:
     The slice count is chosen while learning: blocks of ``block`` iterations are timed at 1, 2, 4, ... slices (up to
     ``limit``, the caller's torch thread count, and the batch), in an A B .. B A order so that a drift in the
     machine's load cancels out, and the count with the shortest median iteration is kept (a median, so that a
-    hiccup, e.g. another program's burst or the GUI repainting, does not decide it). Intra-op threads are set to 1 meanwhile;
-    ``close()`` restores the caller's count."""
+    hiccup, e.g. another program's burst or the GUI repainting, does not decide it). Intra-op threads are set to 1
+    meanwhile; ``close()`` restores the caller's count."""
 
     def __init__(self, limit: int, seed: int, block: int = 5, warmup: int = 3) -> None:
         self.original = torch.get_num_threads()
