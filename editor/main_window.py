@@ -453,7 +453,7 @@ class MainWindow(QMainWindow):
         self._doing = "Fill"
         if not info.instant:  # an instant refill keeps the old result up until the new one lands: no flicker
             self.doc.show_result(None)
-        self.progress.set_busy(True, info.learns_on_image, info.instant)
+        self.progress.set_busy(True, info.learns_on_image, info.instant, keep_curve=after_learn)
         self.statusBar().showMessage(f"Filling with {info.title}, seed {req.seed}...")
         return job_id
 

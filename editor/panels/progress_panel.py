@@ -33,7 +33,9 @@ class LossCurve(QWidget):
 
     @Slot(int, float)
     def add(self, step: int, loss: float) -> None:
-        if math.isfinite(loss):
+        """A point of the current series; one that does not move forward (a cache hit's single "step 1" after a
+        Learn whose curve is kept) is left out."""
+        if math.isfinite(loss) and (not self.points or step > self.points[-1][0]):
             self.points.append((step, loss))
             self.update()
 
@@ -104,14 +106,17 @@ class ProgressPanel(QWidget):
         lay.addWidget(self.status)
         lay.addWidget(self.loss)
 
-    def set_busy(self, busy: bool, learns: bool = False, instant: bool = False) -> None:
+    def set_busy(self, busy: bool, learns: bool = False, instant: bool = False, keep_curve: bool = False) -> None:
+        """``keep_curve``: the job goes on from a Learn whose loss curve stays up (the Fill after "Learn this
+        image")."""
         self.fill_button.setText("Restart fill" if busy else "Fill")
         self.cancel_button.setEnabled(busy)
         if busy and not instant:  # an instant refill would only flash the busy bar and cost a repaint
             self.bar.setRange(0, 0)  # indeterminate until the first preview says how many steps
             self.bar.setFormat("loading model...")
             self.status.setText(" ")
-            self.loss.clear()
+            if not keep_curve:
+                self.loss.clear()
             self.loss.setVisible(learns)
 
     @Slot(int, int, float, str)
