@@ -218,7 +218,7 @@ class JobController(QObject):
         return True
 
     @Slot(int, object)
-    def _on_finished(self, job_id: int, result: Result) -> None:
+    def _on_finished(self, job_id: int, result: Result | dict) -> None:
         job = self.job
         if self._end(job_id):
             if job.kind == "fill":
