@@ -474,7 +474,11 @@ class MainWindow(QMainWindow):
         self._doing = "Learning"
         self.progress.set_busy(True, learns=True)
         self.progress.fill_button.setText("Fill when learned")
-        self.statusBar().showMessage(f"Learning the image with {info.title}: keep painting the mask, then Fill")
+        said = f"Learning the image with {info.title}: keep painting the mask, then Fill"
+        max_hole = req.params.get("max_hole")
+        if max_hole and not req.mask.any() and max(req.image.shape[:2]) > max_hole:
+            said += f" (a hole wider than {max_hole} px is learned again, at a smaller size: paint big holes first)"
+        self.statusBar().showMessage(said)
         return job_id
 
     @Slot()

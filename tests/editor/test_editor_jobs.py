@@ -213,6 +213,15 @@ def test_cancelled_learning_drops_the_waiting_fill(window, qtbot, learned_images
     assert not window.act_learn.isEnabled() and window.learn() is None, "only models that learn the image learn"
 
 
+def test_learning_before_any_mask_warns_about_big_holes(window, qtbot):
+    select_model(window, "frugal")
+    set_param(window, "max_hole", 128)  # the 512 px sample is wider: a big hole would need other weights
+    window.learn()
+    assert "wider than 128 px is learned again" in window.statusBar().currentMessage()
+    with qtbot.waitSignal(window.jobs.cancelled, timeout=JOB_TIMEOUT_MS):
+        window.jobs.cancel()
+
+
 @pytest.mark.parametrize("model, expect", [("test-fail", "failed on purpose"), ("test-noweights", "weights")])
 def test_errors_become_dialogs(window, qtbot, dialogs, model, expect):
     select_model(window, model)
