@@ -4,6 +4,7 @@
     python main.py --self-test     open the real window offscreen, fill and export a sample, exit 0 if all worked
     python main.py models          list models           (headless)
     python main.py inpaint ...     fill images from files or folders (headless; see --help)
+    python main.py learn ...       learn an image ahead for the models that learn it, cache the weights (headless)
 """
 import os
 import sys
@@ -12,11 +13,10 @@ import sys
 # threads cost up to 10x the CPU per training iteration (measured in docs/frugal.md). Must precede importing torch.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-COMMANDS = {"models", "inpaint", "-h", "--help"}
-
-
 def main(argv: list[str]) -> int:
-    if argv and argv[0] in COMMANDS:
+    from engine.cli import COMMANDS  # the headless commands; anything else opens the editor
+
+    if argv and argv[0] in COMMANDS + ("-h", "--help"):
         from engine.cli import main as cli_main
 
         return cli_main(argv)

@@ -18,6 +18,9 @@ from engine.api import Cancelled, CancelToken, InpaintError, Request, drive
 from engine.imageio import ImageError, list_images, load_image, load_mask, save_image
 
 
+COMMANDS = ("models", "inpaint", "learn")  # main.py hands these to ``main``; anything else opens the editor
+
+
 class UsageError(Exception):
     pass
 

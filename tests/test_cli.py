@@ -1,5 +1,6 @@
 """Headless CLI: batch and single fills, learning ahead of a fill, and one clear error line (never a traceback) for
 every bad input."""
+import argparse
 import json
 import subprocess
 import sys
@@ -127,6 +128,14 @@ def test_real_process_exit_codes_and_no_traceback(files):
                            "--mask", str(d / "mask.png"), "--out", str(d / "o.png"), "--json"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and json.loads(proc.stdout)["model"] == "telea"
+    # every headless command reaches the CLI from main.py (an unknown first word opens the editor instead)
+    proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "learn", "--model", "telea", "--image",
+                           str(d / "img.png")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.startswith("error:") and "does not learn" in proc.stderr
+    from engine.cli import COMMANDS, build_parser
+
+    subcommands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(subcommands.choices) == set(COMMANDS)
 
 
 def test_region_models_get_the_detected_box_when_none_is_given(files, capsys, monkeypatch):
