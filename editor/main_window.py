@@ -430,8 +430,8 @@ class MainWindow(QMainWindow):
         info = self.model_panel.info
         if info is None:
             return None
-        learning = self.jobs.job if self.jobs.busy and self.jobs.job.kind == "learn" else None
-        if learning is not None and learning.model == info.name and self.doc.mask.any():
+        learning = self._learning(info.name)
+        if learning is not None and self.doc.mask.any():
             self._fill_after = learning.id
             self.progress.fill_button.setText("Fill when learned")
             self.statusBar().showMessage("Fill starts when the learning ends; keep painting until then")
@@ -465,9 +465,9 @@ class MainWindow(QMainWindow):
         info = self.model_panel.info
         if info is None or not info.learns_on_image:
             return None
-        if self.jobs.busy and self.jobs.job.kind == "learn" and self.jobs.job.model == info.name:
+        if (learning := self._learning(info.name)) is not None:
             self.statusBar().showMessage("Already learning this image", 4000)  # a restart would lose its progress
-            return self.jobs.job.id
+            return learning.id
         req = self.doc.request(self.model_panel.seed.value(), self.model_panel.params(), {})
         self._fill_after = None
         job_id = self.jobs.start(info.name, req, kind="learn")
@@ -480,6 +480,11 @@ class MainWindow(QMainWindow):
             said += f" (a hole wider than {max_hole} px is learned again, at a smaller size: paint big holes first)"
         self.statusBar().showMessage(said)
         return job_id
+
+    def _learning(self, model: str) -> Job | None:
+        """The running learn job of ``model``, if any."""
+        job = self.jobs.job
+        return job if job is not None and job.kind == "learn" and job.model == model else None
 
     @Slot()
     def fill_variation(self) -> int | None:
