@@ -474,10 +474,10 @@ class MainWindow(QMainWindow):
         self._doing = "Learning"
         self.progress.set_busy(True, learns=True)
         self.progress.fill_button.setText("Fill when learned")
-        said = f"Learning the image with {info.title}: keep painting the mask, then Fill"
+        said = "Learning the image: keep painting the mask, then Fill"  # short: the status bar cuts long lines
         max_hole = req.params.get("max_hole")
         if max_hole and not req.mask.any() and max(req.image.shape[:2]) > max_hole:
-            said += f" (a hole wider than {max_hole} px is learned again, at a smaller size: paint big holes first)"
+            said += f" (no mask yet: a hole wider than {max_hole} px is learned again, smaller)"
         self.statusBar().showMessage(said)
         return job_id
 
