@@ -174,6 +174,7 @@ class MainWindow(QMainWindow):
         self.act_learn = self._action("&Learn this image", self.learn, "Ctrl+L",
                                       "Learn the image now, in the background, while you paint the mask; Fill then "
                                       "starts from what was learned (models that learn the image)", icon("learn"))
+        self.act_learn.setIconText("Learn")  # the toolbar's label; menus keep the full text
         self.act_cancel = self._action("&Cancel", self.jobs.cancel, "Esc", "Stop the running fill or learning",
                                        icon("cancel"))
         self.act_cancel.setEnabled(False)
@@ -212,6 +213,7 @@ class MainWindow(QMainWindow):
         top.setMovable(False)
         self.addToolBar(Qt.TopToolBarArea, top)
         for a in (self.act_open, self.act_export, self.act_undo, self.act_redo):
+            a.setPriority(QAction.LowPriority)  # icon only beside text: the Fill actions must fit at 1024 px
             top.addAction(a)
         top.addSeparator()
         top.addWidget(QLabel(" Size "))

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
+from PySide6.QtWidgets import QToolBar
 
 from engine import registry
 from engine.crop import mask_bbox
@@ -220,6 +221,17 @@ def test_learning_before_any_mask_warns_about_big_holes(window, qtbot):
     assert "wider than 128 px is learned again" in window.statusBar().currentMessage()
     with qtbot.waitSignal(window.jobs.cancelled, timeout=JOB_TIMEOUT_MS):
         window.jobs.cancel()
+
+
+@pytest.mark.parametrize("width, shown", [(1024, ("learn", "fill", "variation", "cancel")), (800, ("learn", "fill"))])
+def test_fill_actions_stay_on_the_toolbar_of_a_laptop_window(window, qtbot, width, shown):
+    """Toolbar buttons past its width go behind its ">>" menu; the job actions must not, on common window widths."""
+    window.resize(width, 720)
+    bar = window.findChild(QToolBar, "optionsBar")
+    for name in shown:
+        button = bar.widgetForAction(getattr(window, f"act_{name}"))
+        qtbot.waitUntil(button.isVisible, timeout=2000)
+        assert button.geometry().right() <= bar.width(), name
 
 
 @pytest.mark.parametrize("model, expect", [("test-fail", "failed on purpose"), ("test-noweights", "weights")])
