@@ -45,8 +45,6 @@ def fill_batch(model, imgs: np.ndarray, masks: np.ndarray, attrs: np.ndarray, va
     """Composites (fill in the hole, original elsewhere), N x 64 x 64 x 3 uint8."""
     import torch
 
-    from engine.face.model import guided_logits, reparameterise
-
     out = []
     g = torch.Generator().manual_seed(seed)
     with torch.inference_mode():
@@ -55,10 +53,7 @@ def fill_batch(model, imgs: np.ndarray, masks: np.ndarray, attrs: np.ndarray, va
             m = torch.from_numpy(masks[i:i + 128].astype(np.float32))[:, None]
             a = torch.from_numpy(attrs[i:i + 128].astype(np.float32))
             eps = torch.randn(len(x), model.cfg.z_dim, generator=g)
-            x_in = model.prepare(x, m)
-            mu, logvar, feats = model.encoder(x_in)
-            z = reparameterise(mu, logvar, eps, variation)
-            y = torch.sigmoid(guided_logits(model, z, a, feats, x_in, strength))
+            y = model.sample(model.encode(x, m), a, eps, variation, strength)
             y = (y * m + x * (1 - m)).permute(0, 2, 3, 1).mul(255).round().clamp(0, 255)
             out.append(y.to(torch.uint8).numpy())
     return np.concatenate(out)

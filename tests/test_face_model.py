@@ -92,3 +92,16 @@ def test_attribute_guidance_formula():
         flip0[:, 0], flip1[:, 1] = 1 - a[:, 0], 1 - a[:, 1]
         want = dec(a) + 1.5 * (2 * dec(a) - dec(flip0) - dec(flip1))
         assert torch.allclose(guided_logits(G, mu, a, feats, x_in, 1.5), want, atol=1e-5)
+
+
+def test_inference_halves_match_the_training_forward():
+    """encode + sample (the editor's cached path) is the training forward pass, sigmoid'ed, for the same noise."""
+    torch.manual_seed(2)
+    G = FaceCVAE(TINY).eval()
+    x, m = torch.rand(2, 3, 64, 64), torch.zeros(2, 1, 64, 64)
+    m[..., 16:40, 8:56] = 1
+    a, eps = torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.randn(2, TINY.z_dim)
+    with torch.no_grad():
+        logits, _, _ = G(x, m, a, eps, temperature=0.7)
+        assert torch.allclose(G.sample(G.encode(x, m), a, eps, 0.7), torch.sigmoid(logits), atol=1e-6)
+        assert not torch.allclose(G.sample(G.encode(x, m), a, eps, 0.7, strength=1.0), torch.sigmoid(logits))

@@ -4,7 +4,8 @@ It is trained on procedural portraits from a seed range the cVAE never saw (``da
 blur / noise / contrast augmentation so that it reads the attribute rather than the renderer's exact sharpness.
 Two independent sigmoid outputs (multi-label), binary cross-entropy.
 
-    python -m engine.face.classifier      # trains it (~3 min on 2 CPU threads) into resources/models/face-attr-classifier
+    python -m engine.face.classifier      # trains it (~3 min on 2 CPU threads)
+                                          # into resources/models/face-attr-classifier
 """
 from __future__ import annotations
 

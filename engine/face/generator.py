@@ -134,10 +134,12 @@ def render(P: dict, res: int, smile: bool, glasses: bool) -> Face:
     _ellipse(img, (cx, s * 1.08), (s * 0.42, s * 0.28), 0, P["cloth"])
     if P["hair_style"] == 2:
         _poly(img, [(cx - fa * 1.15, cy - fb * 0.3), (cx + fa * 1.15, cy - fb * 0.3),
-                    (cx + fa * 1.25, cy + fb * (0.6 + P["hair_len"])), (cx - fa * 1.25, cy + fb * (0.6 + P["hair_len"]))],
+                    (cx + fa * 1.25, cy + fb * (0.6 + P["hair_len"])),
+                    (cx - fa * 1.25, cy + fb * (0.6 + P["hair_len"]))],
               hair)
     nw = fa * P["neck_w"]
-    _poly(img, [(cx - nw, cy + fb * 0.6), (cx + nw, cy + fb * 0.6), (cx + nw * 1.1, s * 0.92), (cx - nw * 1.1, s * 0.92)],
+    _poly(img, [(cx - nw, cy + fb * 0.6), (cx + nw, cy + fb * 0.6),
+                (cx + nw * 1.1, s * 0.92), (cx - nw * 1.1, s * 0.92)],
           shade)
     # Ears, head (upper ellipse + tapered jaw polygon).
     for sx in (-1, 1):
@@ -231,7 +233,8 @@ def render(P: dict, res: int, smile: bool, glasses: bool) -> Face:
     # Boxes in output pixels: mouth box and eye band, transformed with the pose and padded by a margin.
     mouth = [(cx - mw * 1.2, my - fb * 0.16), (cx + mw * 1.2, my + fb * 0.22)]
     lh_max = eh * 1.75 * 2.2  # tallest lens
-    band = [(cx - fa * 1.08, ey - max(lh_max, P["brow_dy"] * fb * 0.6) - fb * 0.04), (cx + fa * 1.08, ey + lh_max + fb * 0.04)]
+    band = [(cx - fa * 1.08, ey - max(lh_max, P["brow_dy"] * fb * 0.6) - fb * 0.04),
+            (cx + fa * 1.08, ey + lh_max + fb * 0.04)]
     return Face(img, bool(smile), bool(glasses), _warp_box(mouth, M, s, res), _warp_box(band, M, s, res))
 
 
@@ -276,4 +279,5 @@ if __name__ == "__main__":  # python -m engine.face.generator : writes a contact
     sheet = np.zeros((k * 64, k * 64, 3), np.uint8)
     for i, im in enumerate(imgs):
         sheet[(i // k) * 64:(i // k + 1) * 64, (i % k) * 64:(i % k + 1) * 64] = im
-    cv2.imwrite("/tmp/faces_sheet.png", cv2.cvtColor(cv2.resize(sheet, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST), cv2.COLOR_RGB2BGR))
+    sheet = cv2.resize(sheet, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
+    cv2.imwrite("/tmp/faces_sheet.png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))

@@ -70,7 +70,8 @@ def _down(cin: int, cout: int, bn: bool = True) -> nn.Sequential:
 
 
 def _up(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+    return nn.Sequential(nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout),
+                         nn.ReLU(inplace=True))
 
 
 def _n_blocks(res: int) -> int:
@@ -132,7 +133,8 @@ class Decoder(nn.Module):
         self.last_up = _up(cin, max(cfg.ch // 2, 8))  # res/2 -> res
         self.out = nn.Conv2d(max(cfg.ch // 2, 8) + 4, 3, 3, 1, 1)  # sees the masked input again at full res
 
-    def forward(self, z: torch.Tensor, emb: torch.Tensor, feats: list[torch.Tensor], x_in: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, emb: torch.Tensor, feats: list[torch.Tensor],
+                x_in: torch.Tensor) -> torch.Tensor:
         h = F.relu(self.fc_bn(self.fc(torch.cat([z, emb], 1)).view(-1, self.top, 4, 4)))
         for up, skip in zip(self.ups, reversed(feats)):
             if self.attr_everywhere:
@@ -166,6 +168,20 @@ class FaceCVAE(nn.Module):
             eps = torch.randn_like(mu)
         z = reparameterise(mu, logvar, eps, temperature)
         return self.decoder(z, self.embed(attrs), feats, x_in), mu, logvar
+
+    def encode(self, image: torch.Tensor, mask: torch.Tensor) -> tuple:
+        """The encoder's half of inference, (x_in, mu, logvar, feats): the editor keeps it while only the attributes,
+        the seed or the variation change."""
+        x_in = self.prepare(image, mask)
+        return (x_in, *self.encoder(x_in))
+
+    def sample(self, encoded: tuple, attrs: torch.Tensor, eps: torch.Tensor, temperature: float = 1.0,
+               strength: float = 0.0) -> torch.Tensor:
+        """The decoder's half: B x 3 x H x W in [0, 1] for z = mu + sigma (temperature eps), with attribute guidance
+        ``strength`` (``guided_logits``)."""
+        x_in, mu, logvar, feats = encoded
+        z = reparameterise(mu, logvar, eps, temperature)
+        return torch.sigmoid(guided_logits(self, z, attrs, feats, x_in, strength))
 
 
 def guided_logits(model: "FaceCVAE", z: torch.Tensor, attrs: torch.Tensor, feats: list[torch.Tensor],
@@ -202,7 +218,8 @@ def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(1)
 
 
-def reconstruction_bce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, hole_weight: float) -> torch.Tensor:
+def reconstruction_bce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
+                       hole_weight: float) -> torch.Tensor:
     """Bernoulli negative log-likelihood per sample, summed over pixels; hole pixels count ``hole_weight`` times."""
     bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
     w = 1.0 + (hole_weight - 1.0) * mask

@@ -48,7 +48,7 @@ class FaceInpainter:
     def fill(self, crop: np.ndarray, mask: np.ndarray, attrs: dict[str, float], seed: int = 0,
              variation: float = 1.0, strength: float = 0.0) -> np.ndarray:
         """res x res x 3 uint8 crop + res x res bool hole -> the decoder's full res x res x 3 uint8 image."""
-        from engine.face.model import ATTRIBUTES, guided_logits, reparameterise
+        from engine.face.model import ATTRIBUTES
 
         model = self.model()
         torch = self._torch
@@ -60,16 +60,11 @@ class FaceInpainter:
             if key != self._enc_key:
                 x = torch.from_numpy(crop).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
                 m = torch.from_numpy(mask.astype(np.float32))[None, None]
-                x_in = model.prepare(x, m)
-                mu, logvar, feats = model.encoder(x_in)
-                self._enc, self._enc_key = (x_in, mu, logvar, feats), key
-            x_in, mu, logvar, feats = self._enc
-            g = torch.Generator().manual_seed(int(seed))
-            eps = torch.randn(mu.shape, generator=g)
-            z = reparameterise(mu, logvar, eps, float(variation))
+                self._enc, self._enc_key = model.encode(x, m), key
+            eps = torch.randn(self._enc[1].shape, generator=torch.Generator().manual_seed(int(seed)))
             a = torch.tensor([[float(attrs.get(n, 0.0)) for n in ATTRIBUTES]], dtype=torch.float32)
-            logits = guided_logits(model, z, a, feats, x_in, float(strength))
-            out = torch.sigmoid(logits)[0].permute(1, 2, 0).mul(255.0).round_().clamp_(0, 255)
+            out = model.sample(self._enc, a, eps, float(variation), float(strength))
+            out = out[0].permute(1, 2, 0).mul(255.0).round_().clamp_(0, 255)
             return out.to(torch.uint8).numpy()
 
     def plan(self, request: Request) -> CropPlan:

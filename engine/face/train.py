@@ -122,7 +122,8 @@ def main(argv=None) -> None:
     cfg = FaceConfig(res=args.res, ch=args.ch, z_dim=args.z_dim, emb_dim=args.emb_dim, disc_ch=args.disc_ch,
                      skips=not args.no_skips, attr_everywhere=not args.attr_at_z_only)
     regimes = [REGIMES.index(r.strip()) for r in args.regimes.split(",") if r.strip()]
-    weights = [float(w) for w in args.regime_weights.split(",")] if len(regimes) == len(REGIMES) else [1.0] * len(regimes)
+    weights = ([float(w) for w in args.regime_weights.split(",")] if len(regimes) == len(REGIMES)
+               else [1.0] * len(regimes))
     probs = np.array(weights[:len(regimes)]) / sum(weights[:len(regimes)])
 
     if args.data == "celeba":
@@ -248,9 +249,9 @@ def main(argv=None) -> None:
         avg = cur if avg is None else 0.95 * avg + 0.05 * cur
         if step % args.log_every == 0 or step == 1:
             el = time.time() - t2
-            print(f"gan step {step} bce {avg[0]:.1f} kl {avg[1]:.1f} adv {avg[2]:.3f} cls {avg[6]:.3f} | D loss {avg[3]:.3f} "
-                  f"acc real {avg[4]:.2f} fake {avg[5]:.2f} ({el / step:.3f} s/step, {el / 60:.1f} min, "
-                  f"cpu {time.process_time() / 60:.1f} min)", flush=True)
+            print(f"gan step {step} bce {avg[0]:.1f} kl {avg[1]:.1f} adv {avg[2]:.3f} cls {avg[6]:.3f} | "
+                  f"D loss {avg[3]:.3f} acc real {avg[4]:.2f} fake {avg[5]:.2f} "
+                  f"({el / step:.3f} s/step, {el / 60:.1f} min, cpu {time.process_time() / 60:.1f} min)", flush=True)
         if step % args.save_every == 0:
             facts["steps"]["gan"], facts["seconds"]["gan"] = step, round(time.time() - t2)
             save("gan")
