@@ -72,19 +72,36 @@ def test_crops_never_contain_hole_pixels(rng):
     hole = np.zeros((80, 96), bool)
     hole[30:50, 40:70] = True
     hole[5, 5] = True
-    corners = valid_crop_corners(hole, 24)
-    assert len(corners) > 0
-    for y, x in corners:
-        assert not hole[y:y + 24, x:x + 24].any()
-    # exhaustive check: every hole-free window is listed
-    free = sum(not hole[y:y + 24, x:x + 24].any() for y in range(80 - 23) for x in range(96 - 23))
-    assert free == len(corners)
+    valid = valid_crop_corners(hole, 24)
+    assert valid.shape == (80 - 23, 96 - 23)
+    # exhaustive check: exactly the hole-free windows are marked
+    free = np.array([[not hole[y:y + 24, x:x + 24].any() for x in range(96 - 23)] for y in range(80 - 23)])
+    assert valid.any() and np.array_equal(valid, free)
     # sampled crops are exact copies of hole-free windows (the hole region has a tell-tale colour)
     img[hole] = (255, 0, 255)
     s = CropSampler([img], [hole], crop=24, seed=1)
     crops, masks = s.sample(64)
     assert crops.shape == (64, 24, 24, 3) and masks.shape == (64, 24, 24)
     assert not np.all(crops == (255, 0, 255), axis=-1).any()
+
+
+@pytest.mark.parametrize("hole_side, listed", [(10, False), (60, True)])
+def test_crop_corners_are_drawn_uniformly_from_the_free_ones(rng, hole_side, listed):
+    """A mostly free image draws corners by rejection, a mostly excluded one from a list: both only free corners,
+    all of them reachable, none favoured."""
+    from engine.frugal.data import CropSampler
+
+    hole = np.zeros((80, 80), bool)
+    hole[10:10 + hole_side, 10:10 + hole_side] = True
+    s = CropSampler([np.zeros((80, 80, 3), np.uint8)], [hole], crop=16, seed=3)
+    assert (s.sparse[0] is not None) == listed
+    counts = np.zeros(s.valid[0].shape)
+    for _ in range(20000):
+        counts[s._corner(0)] += 1
+    free = s.valid[0]
+    assert counts[~free].sum() == 0 and (counts[free] > 0).mean() > 0.99
+    expected = 20000 / free.sum()  # per free corner; a uniform draw's counts spread like Poisson's, sd sqrt(expected)
+    assert counts[free].std() < 1.5 * np.sqrt(expected)
 
 
 def test_crop_shrinks_to_fit_and_fails_cleanly():
