@@ -1,4 +1,4 @@
-"""Frugal single-image inpainting (Cherel et al., GRETSI 2023): a 160k-parameter UNet learned on the opened image.
+"""Frugal single-image inpainting (Cherel et al., GRETSI 2023): a 175k-parameter UNet learned on the opened image.
 
 Two models at fixed architecture: ``frugal`` (the paper's diffusion model, sampled with known-pixel replacement)
 and ``frugal-regression`` (the same network trained by plain L2 regression on the hole: the paper's blurry
@@ -45,7 +45,7 @@ _DOMAIN = "the opened image itself (textures, repetitive or self-similar content
 MODELS = [
     ModelSpec(ModelInfo(
         name="frugal", title="Frugal diffusion (learn this image)", family="frugal",
-        description="A 160k-parameter UNet (no attention) learned on crops of this image's known region with the "
+        description="A 175k-parameter UNet (no attention) learned on crops of this image's known region with the "
                     "diffusion objective, then sampled with known-pixel replacement (Cherel et al. 2023) and "
                     "autoguided by its own early snapshot (Karras et al. 2024), starting from a patch-method draft. "
                     "Keeps texture; needs minutes of learning on a CPU, cached per image.",
