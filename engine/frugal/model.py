@@ -1,8 +1,8 @@
 """The frugal inpainting UNet of Cherel, Almansa, Gousseau & Newson (GRETSI 2023, arXiv 2406.04206).
 
 A DDPM-style UNet (Ho et al. 2020) stripped to the essentials: residual conv blocks, down/up-sampling and
-non-linearities, **no attention**, 32 base channels, 174,636 parameters (the paper: about 160k). Its inputs are concatenated before the
-first convolution, as in the paper (Sec. 2.2, Fig. 1):
+non-linearities, **no attention**, 32 base channels, 174,636 parameters (the paper: about 160k). Its inputs are
+concatenated before the first convolution, as in the paper (Sec. 2.2, Fig. 1):
 
     f_theta(x_t, y, M, sigma_t^2)      x_t: noisy image, y = x * (1 - M): masked image, M: mask (1 = hole),
 
