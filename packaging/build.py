@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "packaging" / "inpaint_studio.spec"
 DIST = ROOT / "dist" / "InpaintStudio"
 SAMPLE = ROOT / "resources" / "samples" / "astronaut.png"
+TIMEOUT_S = 600  # per check
 HOLE = (200, 190, 290, 260)  # x0, y0, x1, y1 on the 512 x 512 sample: the astronaut's face
 
 # one model of every family, with settings that keep each fill to seconds
@@ -90,10 +91,13 @@ def smoke(command: list[str], models: list[str] | None = None, self_test: bool =
 
         def run(name: str, args: list[str], ok, program: list[str] = command) -> None:
             t = time.perf_counter()
-            proc = subprocess.run(program + args, capture_output=True, text=True, env=env, timeout=600)
+            try:
+                proc = subprocess.run(program + args, capture_output=True, text=True, env=env, timeout=TIMEOUT_S)
+                said = (proc.stderr or proc.stdout).strip().splitlines() or ["(no output)"]
+                problem = f"exit {proc.returncode}: {said[-1]}" if proc.returncode else ok(proc.stdout)
+            except subprocess.TimeoutExpired:
+                problem = f"no answer in {TIMEOUT_S} s"
             seconds = time.perf_counter() - t
-            problem = (f"exit {proc.returncode}: " + (proc.stderr or proc.stdout).strip().splitlines()[-1:][0]
-                       if proc.returncode else ok(proc.stdout))
             checks.append({"check": name, "seconds": round(seconds, 2), "ok": problem is None,
                            "problem": problem})
             log(f"{'ok  ' if problem is None else 'FAIL'}  {name:24s} {seconds:6.1f} s  {problem or ''}")
@@ -124,6 +128,8 @@ def smoke(command: list[str], models: list[str] | None = None, self_test: bool =
                 args += ["--param", f"checkpoint={_tiny_sd(tmp)}"]
 
             def kept_outside(out: str, model=model):
+                if not (tmp / f"{model}.png").exists():
+                    return "exit 0 but no output file"
                 after = np.asarray(Image.open(tmp / f"{model}.png").convert("RGB"))
                 if not np.array_equal(after[~hole], before[~hole]):
                     return "pixels outside the mask changed"

@@ -38,6 +38,8 @@ from PIL import Image
 args = sys.argv[2:]
 if args[0] == "models":
     sys.exit(subprocess.call([sys.executable, {main!r}, "models"]))
+if sys.argv[1] == "silent":
+    sys.exit(0)
 a = np.asarray(Image.open(args[args.index("--image") + 1]).convert("RGB")).copy()
 if sys.argv[1] == "outside":
     a[0, 0] = 255 - a[0, 0]
@@ -46,9 +48,10 @@ Image.fromarray(a).save(args[args.index("--out") + 1])
 
 
 @pytest.mark.parametrize("mode, problem", [("copy", "the hole was not filled"),
-                                           ("outside", "pixels outside the mask changed")])
+                                           ("outside", "pixels outside the mask changed"),
+                                           ("silent", "exit 0 but no output file")])
 def test_the_checks_catch_a_bad_program(tmp_path, mode, problem):
-    """A program that copies its input, or that touches a pixel outside the mask, fails its fill check."""
+    """A program that copies its input, touches a pixel outside the mask or writes nothing fails its fill check."""
     fake = tmp_path / "fake.py"
     fake.write_text(FAKE.format(main=str(ROOT / "main.py")))
     result = build.smoke([sys.executable, str(fake), mode], models=["telea"], self_test=False, log=lambda line: None)
