@@ -156,13 +156,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-build", action="store_true", help="check the bundle already in dist/")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "package.json"))
     args = ap.parse_args(argv)
-    sys.path.insert(0, str(ROOT))
     build_s = None
     if not args.skip_build:
         if importlib.util.find_spec("PyInstaller") is None:
             print("error: PyInstaller is not installed (python3 dev.py package installs it)", file=sys.stderr)
             return 1
-        build_s = build()
+        try:
+            build_s = build()
+        except subprocess.CalledProcessError as exc:
+            print(f"error: PyInstaller failed (exit {exc.returncode}); its messages are above", file=sys.stderr)
+            return 1
     if not Path(frozen_command()[0]).exists():
         print(f"error: no bundle at {DIST}", file=sys.stderr)
         return 1
