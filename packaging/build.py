@@ -70,13 +70,23 @@ def _inputs(folder: Path) -> tuple[Path, Path, Path]:
     return SAMPLE, *paths
 
 
-def _tiny_sd(folder: Path) -> Path:
-    """A few-thousand-parameter SD folder in diffusers layout (engine/sketch/tiny_sd.py), made by the source
-    environment: the frozen program must load it the way it would load a user's checkpoint."""
-    out = folder / "tiny-sd"
-    subprocess.run([sys.executable, "-m", "engine.sketch.tiny_sd", str(out)], cwd=ROOT, check=True,
-                   capture_output=True)
-    return out
+class SmokeSetupError(RuntimeError):
+    """The source checkout could not prepare a check (its model list, the tiny SD folder)."""
+
+
+def _source_run(args: list[str], env: dict) -> str:
+    """stdout of a source-checkout command; its last error line as a SmokeSetupError when it fails."""
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, env=env)
+    if proc.returncode:
+        said = (proc.stderr or proc.stdout).strip().splitlines() or ["(no output)"]
+        raise SmokeSetupError(f"{' '.join(args[:2])} failed: {said[-1]}")
+    return proc.stdout
+
+
+def _models(out: str) -> dict[str, bool]:
+    """``models --json`` output -> {name: weights present}: a bundle that lost files from resources/ still lists
+    its models, with their weights missing."""
+    return {m["name"]: m["weights"] for m in json.loads(out)}
 
 
 def smoke(command: list[str], models: list[str] | None = None, self_test: bool = True,
@@ -89,53 +99,64 @@ def smoke(command: list[str], models: list[str] | None = None, self_test: bool =
         tmp = Path(tmp)
         env["INPAINT_STUDIO_CACHE"] = str(tmp / "cache")
 
-        def run(name: str, args: list[str], ok, program: list[str] = command) -> None:
+        def run(name: str, args: list[str] | None, ok, program: list[str] = command, problem: str | None = None
+                ) -> None:
             t = time.perf_counter()
             try:
-                proc = subprocess.run(program + args, capture_output=True, text=True, env=env, timeout=TIMEOUT_S)
-                said = (proc.stderr or proc.stdout).strip().splitlines() or ["(no output)"]
-                problem = f"exit {proc.returncode}: {said[-1]}" if proc.returncode else ok(proc.stdout)
+                if problem is None:
+                    proc = subprocess.run(program + args, capture_output=True, text=True, env=env,
+                                          timeout=TIMEOUT_S)
+                    said = (proc.stderr or proc.stdout).strip().splitlines() or ["(no output)"]
+                    problem = f"exit {proc.returncode}: {said[-1]}" if proc.returncode else ok(proc.stdout)
             except subprocess.TimeoutExpired:
                 problem = f"no answer in {TIMEOUT_S} s"
+            except Exception as exc:  # a missing program, an unreadable output: this check fails, the others run
+                problem = f"{type(exc).__name__}: {exc}"
             seconds = time.perf_counter() - t
             checks.append({"check": name, "seconds": round(seconds, 2), "ok": problem is None,
                            "problem": problem})
             log(f"{'ok  ' if problem is None else 'FAIL'}  {name:24s} {seconds:6.1f} s  {problem or ''}")
 
-        def names(out: str) -> set[str]:
-            return {line.split()[0] for line in out.splitlines()[1:] if line.strip()}
-
         # the source checkout's own listing, from a fresh process (one with test models registered would differ)
-        want = names(subprocess.run(source_command() + ["models"], capture_output=True, text=True, env=env,
-                                    check=True).stdout)
+        want = _models(_source_run([str(ROOT / "main.py"), "models", "--json"], env))
 
         def lists_all(out: str):
-            listed = names(out)
-            return None if listed == want else f"models differ from the source registry: {sorted(listed ^ want)}"
+            listed = _models(out)
+            if listed.keys() != want.keys():
+                return f"models differ from the source checkout's: {sorted(listed.keys() ^ want.keys())}"
+            lost = sorted(n for n, ok in want.items() if ok and not listed[n])
+            return f"weights missing: {', '.join(lost)}" if lost else None
 
-        run("models", ["models"], lists_all)
+        run("models", ["models", "--json"], lists_all)
         if self_test:
             run("editor self-test", ["--self-test"], lambda out: None, editor or command)
         image, mask, sketch = _inputs(tmp)
         before = np.asarray(Image.open(image).convert("RGB"))
         hole = np.asarray(Image.open(mask)) > 127
-        for model in models or list(FILLS):
+        for model in list(FILLS) if models is None else models:
             args = ["inpaint", "--model", model, "--image", str(image), "--mask", str(mask),
                     "--out", str(tmp / f"{model}.png"), *FILLS[model]]
             if model == "sketch-mnist":
                 args += ["--sketch", str(sketch)]
+            setup = None
             if model == "sd-sketch":  # a prompt, no sketch: a sketch needs an LGP learned for that checkpoint
-                args += ["--param", f"checkpoint={_tiny_sd(tmp)}"]
+                try:  # a tiny SD folder in diffusers layout, loaded as a user's checkpoint would be
+                    _source_run(["-m", "engine.sketch.tiny_sd", str(tmp / "tiny-sd")], env)
+                except SmokeSetupError as exc:
+                    setup = str(exc)
+                args += ["--param", f"checkpoint={tmp / 'tiny-sd'}"]
 
             def kept_outside(out: str, model=model):
                 if not (tmp / f"{model}.png").exists():
                     return "exit 0 but no output file"
                 after = np.asarray(Image.open(tmp / f"{model}.png").convert("RGB"))
+                if after.shape != before.shape:
+                    return f"output is {after.shape[1]}x{after.shape[0]}, the input {before.shape[1]}x{before.shape[0]}"
                 if not np.array_equal(after[~hole], before[~hole]):
                     return "pixels outside the mask changed"
                 return None if not np.array_equal(after[hole], before[hole]) else "the hole was not filled"
 
-            run(f"inpaint {model}", args, kept_outside)
+            run(f"inpaint {model}", args, kept_outside, problem=setup)
     return checks
 
 
@@ -171,7 +192,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"\nbundle: {DIST} ({folder_size(DIST) / 2**30:.2f} GiB)"
           + (f", built in {build_s / 60:.1f} min" if build_s else "") + "\n")
-    checks = smoke(frozen_command(), editor=frozen_command("InpaintStudio"))
+    try:
+        checks = smoke(frozen_command(), editor=frozen_command("InpaintStudio"))
+    except SmokeSetupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     report = {"platform": platform.platform(), "python": platform.python_version(), "build_s": build_s,
               "bundle_bytes": folder_size(DIST), "checks": checks}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -26,18 +26,22 @@ def test_every_family_has_a_check(checks):
     assert families <= checked, f"families without a bundle check: {sorted(families - checked)}"
 
 
-@pytest.mark.parametrize("check", ["models"] + [f"inpaint {m}" for m in build.FILLS])
+@pytest.mark.parametrize("check", [f"inpaint {m}" for m in build.FILLS])  # "models" would compare it with itself
 def test_smoke_check_passes_on_the_source(checks, check):
     assert checks[check]["ok"], checks[check]["problem"]
 
 
 FAKE = """
-import subprocess, sys
+import json, subprocess, sys
 import numpy as np
 from PIL import Image
 args = sys.argv[2:]
 if args[0] == "models":
-    sys.exit(subprocess.call([sys.executable, {main!r}, "models"]))
+    listed = json.loads(subprocess.run([sys.executable, {main!r}, *args], capture_output=True, text=True).stdout)
+    if sys.argv[1] == "lost":  # the first model with weights has lost them
+        next(m for m in listed if m["weights"])["weights"] = False
+    print(json.dumps(listed))
+    sys.exit(0)
 if sys.argv[1] == "silent":
     sys.exit(0)
 a = np.asarray(Image.open(args[args.index("--image") + 1]).convert("RGB")).copy()
@@ -57,3 +61,12 @@ def test_the_checks_catch_a_bad_program(tmp_path, mode, problem):
     result = build.smoke([sys.executable, str(fake), mode], models=["telea"], self_test=False, log=lambda line: None)
     assert [(c["check"], c["ok"], c["problem"]) for c in result] == [("models", True, None),
                                                                     ("inpaint telea", False, problem)]
+
+
+def test_the_model_check_catches_lost_weights(tmp_path):
+    """A bundle that lost a model's weights still lists the model: the check reads the weights column."""
+    fake = tmp_path / "fake.py"
+    fake.write_text(FAKE.format(main=str(ROOT / "main.py")))
+    result = build.smoke([sys.executable, str(fake), "lost"], models=[], self_test=False, log=lambda line: None)
+    assert result[0]["check"] == "models" and not result[0]["ok"]
+    assert result[0]["problem"] == "weights missing: telea"

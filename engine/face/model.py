@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -146,6 +147,14 @@ class Decoder(nn.Module):
         return self.out(torch.cat([h, x_in], 1))
 
 
+class Encoded(NamedTuple):
+    """What the encoder made of a masked image: its input (hole zeroed + mask), q(z | x) and the skip features."""
+    x_in: torch.Tensor
+    mu: torch.Tensor
+    logvar: torch.Tensor
+    feats: list[torch.Tensor]
+
+
 class FaceCVAE(nn.Module):
     def __init__(self, cfg: FaceConfig) -> None:
         super().__init__()
@@ -162,20 +171,18 @@ class FaceCVAE(nn.Module):
     def forward(self, image: torch.Tensor, mask: torch.Tensor, attrs: torch.Tensor,
                 eps: torch.Tensor | None = None, temperature: float = 1.0):
         """Returns (logits, mu, logvar). ``eps`` None = a fresh N(0, I) draw (training); inference passes its own."""
-        x_in = self.prepare(image, mask)
-        mu, logvar, feats = self.encoder(x_in)
+        x_in, mu, logvar, feats = self.encode(image, mask)
         if eps is None:
             eps = torch.randn_like(mu)
         z = reparameterise(mu, logvar, eps, temperature)
         return self.decoder(z, self.embed(attrs), feats, x_in), mu, logvar
 
-    def encode(self, image: torch.Tensor, mask: torch.Tensor) -> tuple:
-        """The encoder's half of inference, (x_in, mu, logvar, feats): the editor keeps it while only the attributes,
-        the seed or the variation change."""
+    def encode(self, image: torch.Tensor, mask: torch.Tensor) -> "Encoded":
+        """The encoder's half: the editor keeps it while only the attributes, the seed or the variation change."""
         x_in = self.prepare(image, mask)
-        return (x_in, *self.encoder(x_in))
+        return Encoded(x_in, *self.encoder(x_in))
 
-    def sample(self, encoded: tuple, attrs: torch.Tensor, eps: torch.Tensor, temperature: float = 1.0,
+    def sample(self, encoded: "Encoded", attrs: torch.Tensor, eps: torch.Tensor, temperature: float = 1.0,
                strength: float = 0.0) -> torch.Tensor:
         """The decoder's half: B x 3 x H x W in [0, 1] for z = mu + sigma (temperature eps), with attribute guidance
         ``strength`` (``guided_logits``)."""

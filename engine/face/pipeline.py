@@ -61,7 +61,7 @@ class FaceInpainter:
                 x = torch.from_numpy(crop).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
                 m = torch.from_numpy(mask.astype(np.float32))[None, None]
                 self._enc, self._enc_key = model.encode(x, m), key
-            eps = torch.randn(self._enc[1].shape, generator=torch.Generator().manual_seed(int(seed)))
+            eps = torch.randn(self._enc.mu.shape, generator=torch.Generator().manual_seed(int(seed)))
             a = torch.tensor([[float(attrs.get(n, 0.0)) for n in ATTRIBUTES]], dtype=torch.float32)
             out = model.sample(self._enc, a, eps, float(variation), float(strength))
             out = out[0].permute(1, 2, 0).mul(255.0).round_().clamp_(0, 255)

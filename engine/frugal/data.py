@@ -115,8 +115,8 @@ class CropSampler:
             raise ValueError("no hole-free region of the image is large enough to learn from")
         self.crop = size
         self.valid = valid
-        # where most windows are free, a uniform corner is drawn by rejection (no list of millions of corners);
-        # a mostly excluded image lists its few free corners
+        # where at least a quarter of the windows are free, a uniform corner is drawn by rejection (at most 4 draws
+        # expected, no list of millions of corners); a mostly excluded image lists its few free corners
         self.sparse = [None if n >= 0.25 * v.size else np.flatnonzero(v) for v, n in zip(valid, counts)]
         self.weights = counts / counts.sum()
 
