@@ -13,6 +13,7 @@ import sys
 # threads cost up to 10x the CPU per training iteration (measured in docs/frugal.md). Must precede importing torch.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+
 def main(argv: list[str]) -> int:
     from engine.cli import COMMANDS  # the headless commands; anything else opens the editor
 
