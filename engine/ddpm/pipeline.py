@@ -21,10 +21,7 @@ from engine.api import CancelToken, InpaintError, JobGen, ModelInfo, Preview, Re
 from engine.crop import CropPlan
 from engine.ddpm import MCG_DEFAULT
 from engine.ddpm.repaint import DEFAULT, FAST, RePaintConfig, repaint_steps
-
-
-def pick_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+from engine.device import compute_device
 
 
 def config_from_params(params: dict) -> RePaintConfig:
@@ -58,34 +55,35 @@ class RePaintInpainter:
     def __init__(self, info: ModelInfo, checkpoint: str | Path | None = None) -> None:
         self.info = info
         self.checkpoint = str(checkpoint) if checkpoint else None
-        self.device = pick_device()
         self.last_unet_calls: int | None = None
         self._cache: dict[str, tuple] = {}
         self._lock = threading.Lock()
 
-    def model(self, checkpoint: str | None = None):
-        """(unet, schedule) for ``checkpoint`` (default: this model's own), loaded once and cached."""
+    def model(self, checkpoint: str | None = None, device: torch.device | None = None):
+        """(unet, schedule) for ``checkpoint`` (default: this model's own) on ``device``, loaded once and cached."""
         from engine.ddpm.model import load_ddpm
 
         key = checkpoint or self.checkpoint
         if not key:
             raise InpaintError(f"model {self.info.name}: set the 'checkpoint' parameter to a DDPM folder or hub id")
+        device = device or torch.device("cpu")
         with self._lock:
-            if key not in self._cache:
+            if (key, device) not in self._cache:
                 try:
-                    self._cache[key] = load_ddpm(key, self.device)
+                    self._cache[key, device] = load_ddpm(key, device)
                 except (OSError, ValueError, KeyError) as exc:
                     raise InpaintError(f"could not load DDPM checkpoint {key!r}: {str(exc).splitlines()[0]}") from exc
-            return self._cache[key]
+            return self._cache[key, device]
 
     def run(self, request: Request, cancel: CancelToken) -> JobGen:
         params = request.params
-        unet, schedule = self.model(params.get("checkpoint") or None)
+        device = compute_device()
+        unet, schedule = self.model(params.get("checkpoint") or None, device)
         size = int(getattr(unet.config, "sample_size", 28) or 28)
         channels = int(getattr(unet.config, "in_channels", 1))
         plan = CropPlan.around_mask(request.mask, size, region=request.region)
-        image = to_model_space(plan.crop_image(request.image), channels).to(self.device)
-        mask = torch.from_numpy(plan.crop_mask(request.mask)).float()[None, None].to(self.device)
+        image = to_model_space(plan.crop_image(request.image), channels).to(device)
+        mask = torch.from_numpy(plan.crop_mask(request.mask)).float()[None, None].to(device)
         cfg = config_from_params(params)
         generator = torch.Generator().manual_seed(int(request.seed))
         steps = repaint_steps(unet, schedule, image, mask, cfg, generator=generator, cancel=cancel)

@@ -52,6 +52,7 @@ from typing import Callable, Generator, Optional
 import torch
 
 from engine.api import drive
+from engine.device import seeded_noise
 from engine.ddpm.model import NoiseSchedule
 
 ModelFn = Callable[[torch.Tensor, int], torch.Tensor]
@@ -143,12 +144,6 @@ class RePaintStep:
     x0: torch.Tensor
 
 
-def _randn(shape, generator: Optional[torch.Generator], like: torch.Tensor) -> torch.Tensor:
-    """Noise drawn on the generator's device (CPU by default) so a seed gives the same result on any device."""
-    gen_device = generator.device if generator is not None else like.device
-    return torch.randn(shape, generator=generator, device=gen_device, dtype=like.dtype).to(like.device)
-
-
 @torch.no_grad()
 def repaint_steps(unet: Optional[torch.nn.Module], schedule: NoiseSchedule, image: torch.Tensor,
                   mask: torch.Tensor, config: RePaintConfig = DEFAULT, *,
@@ -174,7 +169,7 @@ def repaint_steps(unet: Optional[torch.nn.Module], schedule: NoiseSchedule, imag
     known = image
     fill = mask.to(dtype)
     keep = 1.0 - fill
-    x = x_T if x_T is not None else _randn(image.shape, generator, image)
+    x = x_T if x_T is not None else seeded_noise(image.shape, generator, image)
     plan = jump_schedule(replace(config, t_T=t_T))
     total = sum(1 for kind, _ in plan if kind == "denoise")
     calls = 0
@@ -186,7 +181,7 @@ def repaint_steps(unet: Optional[torch.nn.Module], schedule: NoiseSchedule, imag
             # q(x_t | x_{t-1}) = N(sqrt(1 - beta) x, beta I), chained over the stride (eq. 2)
             for s in renoise_indices(k, stride, T, beta_index):
                 beta = schedule.betas[s]
-                x = (1 - beta).sqrt() * x + beta.sqrt() * _randn(x.shape, generator, x)
+                x = (1 - beta).sqrt() * x + beta.sqrt() * seeded_noise(x.shape, generator, x)
             continue
         t_prev = t - stride  # the next level; < 0 means the clean image
         ab_t, ab_prev = schedule.alpha_bar(t), schedule.alpha_bar(t_prev)
@@ -203,7 +198,7 @@ def repaint_steps(unet: Optional[torch.nn.Module], schedule: NoiseSchedule, imag
             x0_hat = schedule.predict_x0(x, t, eps)  # eq. 15
         if config.clip_x0:
             x0_hat = x0_hat.clamp(-1, 1)
-        noise = _randn(x.shape, generator, x)
+        noise = seeded_noise(x.shape, generator, x)
         # sigma_t^2 = eta^2 (1 - abar_prev) / (1 - abar_t) (1 - abar_t / abar_prev)   (DDIM eq. 16; = beta_tilde)
         sigma = config.eta * ((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev)).sqrt()
         x_unknown = ab_prev.sqrt() * x0_hat + (1 - ab_prev - sigma ** 2).clamp(min=0).sqrt() * eps

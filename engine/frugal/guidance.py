@@ -73,7 +73,7 @@ class AutoGuided(nn.Module):
         d = self.good(x_t, y, mask, sigma2)
         sigma = sigma2.float().sqrt()
         inside = (sigma > INTERVAL[0]) & (sigma <= INTERVAL[1])
-        ws = torch.tensor(self.w, dtype=d.dtype).reshape(-1)
+        ws = torch.tensor(self.w, dtype=d.dtype, device=d.device).reshape(-1)
         if bool((ws == 1.0).all()) or not bool(inside.any()):  # the plain model: one network call
             return d
         x_t, y, mask, sigma2, d, inside = _batch(len(ws), x_t, y, mask, sigma2, d, inside)

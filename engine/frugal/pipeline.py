@@ -18,6 +18,7 @@ from torch import nn
 
 from engine.api import CancelToken, InpaintError, JobGen, ModelInfo, Preview, Request, map_yields
 from engine.crop import mask_bbox
+from engine.device import compute_device
 from engine.frugal import train as tr
 from engine.frugal.data import load_folder
 from engine.frugal.guidance import AUTO_WS, DEFAULT_W, AutoGuided, describe, match_surroundings
@@ -101,7 +102,9 @@ class FrugalInpainter:
 
     def learn(self, image: np.ndarray, mask: np.ndarray, cfg: tr.TrainConfig, folder: str, relearn: bool,
               cancel: CancelToken, full_image: np.ndarray) -> JobGen:
-        """Cached weights for (image, config, folder), or train them; yields train-stage previews."""
+        """Cached weights for (image, config, folder), or train them; yields train-stage previews. The net comes back
+        on ``compute_device()``; the cache does not depend on the device it was learned on."""
+        device = compute_device()
         key = tr.cache_key(full_image, cfg, extra=folder)
         path = tr.cache_path(key)
         if path.exists() and not relearn:
@@ -109,7 +112,7 @@ class FrugalInpainter:
             self.last_stats = dict(stats, cached=True, cache=str(path))
             yield Preview(step=1, total=1, stage="train", loss=float(stats.get("loss", float("nan"))),
                           message=f"learned weights loaded from cache ({stats.get('iterations', '?')} iterations)")
-            return net
+            return net.to(device)
         images, excludes = [image], [cv2.dilate(mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)]
         if folder:
             extra = load_folder(folder)
@@ -122,7 +125,7 @@ class FrugalInpainter:
         if cfg.scale != 1.0:
             what += f" at {cfg.scale:.0%} size (hole wider than max_hole)"
         try:
-            gen = tr.train(images, excludes, cfg, check=cancel.check)
+            gen = tr.train(images, excludes, cfg, check=cancel.check, device=device)
             net, stats = yield from map_yields(gen, lambda s: Preview(
                 step=s[0], total=s[1], stage="train", loss=s[2],
                 message=f"{what}: iteration {s[0]}/{s[1]}, loss {s[2]:.4f}"))
@@ -224,8 +227,9 @@ def fill(net: nn.Module, cfg: tr.TrainConfig, image: np.ndarray, mask: np.ndarra
     h, w = by1 - by0, bx1 - bx0
     crop = pad_to_multiple(work[by0:by1, bx0:bx1], m)
     crop_mask = pad_to_multiple(work_mask[by0:by1, bx0:bx1].astype(np.uint8), m).astype(bool)
-    y = tr.to_tensor(crop[None])
-    mt = torch.from_numpy(crop_mask)[None, None].float()
+    device = next(net.parameters()).device
+    y = tr.to_tensor(crop[None], device)
+    mt = torch.from_numpy(crop_mask)[None, None].to(device).float()
     if scale != 1.0:
         fx0, fy0 = int(round(bx0 / scale)), int(round(by0 / scale))
         fx1, fy1 = min(int(round(bx1 / scale)), image.shape[1]), min(int(round(by1 / scale)), image.shape[0])
@@ -239,8 +243,8 @@ def fill(net: nn.Module, cfg: tr.TrainConfig, image: np.ndarray, mask: np.ndarra
         if draft > 0:
             drafted = yield from patch_draft(work, work_mask, seed, cancel, scale, image.shape, draft)
             if drafted is not None:
-                start = tr.to_tensor(pad_to_multiple(drafted[by0:by1, bx0:bx1], m)[None])
-        sched = DiffusionSchedule(cfg.schedule)
+                start = tr.to_tensor(pad_to_multiple(drafted[by0:by1, bx0:bx1], m)[None], device)
+        sched = DiffusionSchedule(cfg.schedule).to(device)
         it = sample_inpaint_iter(net, sched, y, mt, steps=steps, eta=eta, gen=torch.Generator().manual_seed(seed),
                                  draft=start, strength=draft)
         n = [steps]

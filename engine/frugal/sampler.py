@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from engine.api import drive
+from engine.device import seeded_noise
 from engine.frugal.model import DiffusionSchedule, FrugalUNet
 
 
@@ -37,11 +38,15 @@ def sample_inpaint_iter(net: nn.Module, sched: DiffusionSchedule, y: torch.Tenso
     """The sampler as a generator: yields (step, n, x0_hat) after every network call, returns x_0.
 
     net: a FrugalUNet or any x_0 predictor with its signature (an AutoGuided pair);
-    y: (B, 3, H, W) in [-1, 1] (any values in the hole), mask: (B, 1, H, W), 1 = hole.
+    y: (B, 3, H, W) in [-1, 1] (any values in the hole), mask: (B, 1, H, W), 1 = hole; net, sched, y, mask and
+    draft on one device; the noise is drawn from ``gen`` (a CPU generator: the same fill on any device).
     A net may answer a batch-1 call with K samples (AutoGuided with K values of w): the arithmetic broadcasts, so
     from there on the K samples are carried together and share each step's noise.
     draft: a first fill of the hole (e.g. the patch method's); sampling then starts from it, forward-noised to the
     first step whose sigma <= ``strength`` (SDEdit, Meng et al. 2022), and runs only the steps below: n <= steps."""
+    def level(t: int) -> torch.Tensor:  # the index tensor of noise level t for the batch, on y's device
+        return torch.full((b,), t, device=y.device)
+
     with torch.inference_mode():
         y = y * (1 - mask)
         b = y.shape[0]
@@ -50,14 +55,14 @@ def sample_inpaint_iter(net: nn.Module, sched: DiffusionSchedule, y: torch.Tenso
             below = [t for t in ts if float(sched.sigma2[t].sqrt()) <= strength]
             ts = below if len(below) >= 2 else ts[-2:]
             start = mask * draft + (1 - mask) * y
-            x = sched.q_sample(start, torch.full((b,), ts[0]), torch.randn(y.shape, generator=gen))
+            x = sched.q_sample(start, level(ts[0]), seeded_noise(y.shape, gen, y))
         else:
-            x = torch.randn(y.shape, generator=gen)
-            x = mask * x + (1 - mask) * sched.q_sample(y, torch.full((b,), ts[0]), torch.randn(y.shape, generator=gen))
+            x = seeded_noise(y.shape, gen, y)
+            x = mask * x + (1 - mask) * sched.q_sample(y, level(ts[0]), seeded_noise(y.shape, gen, y))
         n = len(ts) - 1
     for i, (t, s) in enumerate(zip(ts[:-1], ts[1:])):
         with torch.inference_mode():
-            x0_hat = net(x, y, mask, sched.sigma2[torch.full((b,), t)]).clamp(-1, 1)
+            x0_hat = net(x, y, mask, sched.sigma2[level(t)]).clamp(-1, 1)
             x0_hat = mask * x0_hat + (1 - mask) * y
             if s == 0:
                 x = x0_hat
@@ -66,8 +71,8 @@ def sample_inpaint_iter(net: nn.Module, sched: DiffusionSchedule, y: torch.Tenso
                 eps = (x - a_t.sqrt() * x0_hat) / (1 - a_t).sqrt()
                 s_eta = eta * ((1 - a_s) / (1 - a_t)).sqrt() * (1 - a_t / a_s).clamp(min=0).sqrt()
                 dir_coef = (1 - a_s - s_eta ** 2).clamp(min=0).sqrt()
-                x = a_s.sqrt() * x0_hat + dir_coef * eps + s_eta * torch.randn(y.shape, generator=gen)
-                known = sched.q_sample(y, torch.full((b,), s), torch.randn(y.shape, generator=gen))
+                x = a_s.sqrt() * x0_hat + dir_coef * eps + s_eta * seeded_noise(y.shape, gen, y)
+                known = sched.q_sample(y, level(s), seeded_noise(y.shape, gen, y))
                 x = mask * x + (1 - mask) * known
         yield i + 1, n, x0_hat
         if s == 0:
@@ -88,5 +93,5 @@ def sample_inpaint(net: nn.Module, sched: DiffusionSchedule, y: torch.Tensor, ma
 def regress(net: FrugalUNet, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The regression baseline's one-shot fill: f_theta(y, y, M, 0) in the hole, y outside."""
     y = y * (1 - mask)
-    pred = net(y, y, mask, torch.zeros(y.shape[0])).clamp(-1, 1)
+    pred = net(y, y, mask, torch.zeros(y.shape[0], device=y.device)).clamp(-1, 1)
     return mask * pred + (1 - mask) * y

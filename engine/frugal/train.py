@@ -38,6 +38,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from engine.device import seeded_noise
 from engine.frugal.data import CropSampler
 from engine.frugal.guidance import AutoGuided
 from engine.frugal.model import DiffusionSchedule, FrugalUNet, ScheduleConfig, UNetConfig, count_parameters
@@ -82,15 +83,15 @@ class TrainConfig:
         return cls(**d)
 
 
-def to_tensor(images: np.ndarray) -> torch.Tensor:
-    """(B, H, W, 3) uint8 -> (B, 3, H, W) float in [-1, 1]."""
+def to_tensor(images: np.ndarray, device: torch.device | None = None) -> torch.Tensor:
+    """(B, H, W, 3) uint8 -> (B, 3, H, W) float in [-1, 1], on ``device`` (moved as uint8: 4x fewer bytes)."""
     # torch.tensor copies: the batch may be a read-only view of a cached image (from_numpy warns on those)
-    return torch.tensor(images).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+    return torch.tensor(images).to(device).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """(B, 3, H, W) in [-1, 1] -> (B, H, W, 3) uint8."""
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+    """(B, 3, H, W) in [-1, 1] on any device -> (B, H, W, 3) uint8."""
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
 
 def diffusion_loss(net: FrugalUNet, sched: DiffusionSchedule, x0: torch.Tensor, mask: torch.Tensor,
@@ -101,8 +102,8 @@ def diffusion_loss(net: FrugalUNet, sched: DiffusionSchedule, x0: torch.Tensor, 
     (Min-SNR, Hang et al. 2023, for x0 targets, with a floor so the pure-noise end is still learned): uniform x0
     weights spend most of the gradient on high noise, this moves it to the fine-detail end."""
     b = x0.shape[0]
-    t = torch.randint(1, sched.T + 1, (b,), generator=gen)
-    noise = torch.randn(x0.shape, generator=gen)
+    t = torch.randint(1, sched.T + 1, (b,), generator=gen, device=gen.device).to(x0.device)
+    noise = seeded_noise(x0.shape, gen, x0)
     x_t = sched.q_sample(x0, t, noise)
     y = x0 * (1 - mask)
     pred = net(x_t, y, mask, sched.sigma2[t])
@@ -121,7 +122,7 @@ def diffusion_loss(net: FrugalUNet, sched: DiffusionSchedule, x0: torch.Tensor, 
 def regression_loss(net: FrugalUNet, x0: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The regression baseline: same network, input y only (x_t := y, sigma^2 := 0), L2 on the hole."""
     y = x0 * (1 - mask)
-    pred = net(y, y, mask, torch.zeros(x0.shape[0]))
+    pred = net(y, y, mask, torch.zeros(x0.shape[0], device=x0.device))
     return hole_mse(pred, x0, mask)
 
 
@@ -141,16 +142,17 @@ class Shards:
     ``limit``, the caller's torch thread count, and the batch), in an A B .. B A order so that a drift in the
     machine's load cancels out, and the count with the shortest median iteration is kept (a median, so that a
     hiccup, e.g. another program's burst or the GUI repainting, does not decide it). Intra-op threads are set to 1
-    meanwhile; ``close()`` restores the caller's count."""
+    meanwhile; ``close()`` restores the caller's count. On a GPU (``device``), one slice: the noise is drawn there."""
 
-    def __init__(self, limit: int, seed: int, block: int = 5, warmup: int = 3) -> None:
+    def __init__(self, limit: int, seed: int, block: int = 5, warmup: int = 3,
+                 device: torch.device = torch.device("cpu")) -> None:
         self.original = torch.get_num_threads()
         counts = [1 << k for k in range(limit.bit_length()) if 1 << k < limit] + [limit]
         self.order = counts + counts[::-1] if len(counts) > 1 else []
         self.seconds: dict[int, list[float]] = {n: [] for n in counts}  # each timed iteration's duration
         self.n, self.block, self.warmup, self.it, self.t = counts[-1], block, warmup, 0, 0.0
         self.decided_at = warmup + len(self.order) * block  # the iteration at which the count is chosen
-        self.gens = [torch.Generator().manual_seed(seed + k) for k in range(counts[-1])]
+        self.gens = [torch.Generator(device).manual_seed(seed + k) for k in range(counts[-1])]
         self.pool = ThreadPoolExecutor(counts[-1]) if counts[-1] > 1 else None
         if self.pool is not None:
             torch.set_num_threads(1)
@@ -203,30 +205,33 @@ class Shards:
 
 def train(images: list[np.ndarray], excludes: list[np.ndarray | None], cfg: TrainConfig,
           check: Callable[[], None] = lambda: None, report_every: float = 0.5, parallel: bool = True,
-          ) -> Generator[tuple[int, int, float], None, tuple[nn.Module, dict]]:
+          device: torch.device | None = None) -> Generator[tuple[int, int, float], None, tuple[nn.Module, dict]]:
     """Train a FrugalUNet on crops of ``images`` avoiding ``excludes``; yields (it, total_estimate, loss_ema).
 
-    Returns (model in eval mode: a FrugalUNet, or an AutoGuided pair when ``cfg.guide_at`` > 0, stats dict).
-    ``check`` is called every iteration (cancel.check). ``parallel``: spread each batch over up to the caller's torch
-    thread count of threads (``Shards``); False: one pass with the caller's intra-op threads."""
-    shards = Shards(min(torch.get_num_threads(), cfg.batch) if parallel else 1, cfg.seed)
+    Returns (model in eval mode on ``device``: a FrugalUNet, or an AutoGuided pair when ``cfg.guide_at`` > 0, stats
+    dict). ``check`` is called every iteration (cancel.check). ``parallel``: on the CPU, spread each batch over up to
+    the caller's torch thread count of threads (``Shards``); False: one pass with the caller's intra-op threads.
+    ``device``: where to learn (default the CPU); crops are cut on the CPU and moved as uint8."""
+    device = torch.device(device or "cpu")
+    limit = min(torch.get_num_threads(), cfg.batch) if parallel and device.type == "cpu" else 1
+    shards = Shards(limit, cfg.seed, device=device)
     try:
-        result = yield from _train(images, excludes, cfg, check, report_every, shards)
+        result = yield from _train(images, excludes, cfg, check, report_every, shards, device)
     finally:
         shards.close()
     return result
 
 
 def _train(images: list[np.ndarray], excludes: list[np.ndarray | None], cfg: TrainConfig,
-           check: Callable[[], None], report_every: float, shards: Shards
+           check: Callable[[], None], report_every: float, shards: Shards, device: torch.device
            ) -> Generator[tuple[int, int, float], None, tuple[nn.Module, dict]]:
     torch.manual_seed(cfg.seed)
     if cfg.unet.precond and cfg.unet.sigma_data <= 0:  # <= 0: measure it on the known pixels of the images
         known = np.concatenate([im[~ex] if ex is not None else im.reshape(-1, 3) for im, ex in zip(images, excludes)])
         cfg.unet.sigma_data = round(max(float(known.std()) / 127.5, 0.05), 4)
-    net = FrugalUNet(cfg.unet)
+    net = FrugalUNet(cfg.unet).to(device)
     bad_state = None
-    sched = DiffusionSchedule(cfg.schedule)
+    sched = DiffusionSchedule(cfg.schedule).to(device)
     sampler = CropSampler(images, excludes, cfg.crop, seed=cfg.seed, multiple=net.multiple, p_full=cfg.p_full)
     params = list(net.parameters())
     opt = torch.optim.Adam(params, lr=cfg.lr)
@@ -260,8 +265,8 @@ def _train(images: list[np.ndarray], excludes: list[np.ndarray | None], cfg: Tra
         for g in opt.param_groups:
             g["lr"] = lr
         crops, masks = sampler.sample(cfg.batch)
-        x0 = to_tensor(crops)
-        m = torch.from_numpy(masks)[:, None].float()
+        x0 = to_tensor(crops, device)
+        m = torch.from_numpy(masks)[:, None].to(device).float()
         value = shards.step(loss_fn, params, x0, m)
         opt.step()
         if ema_params is not None:
@@ -284,10 +289,10 @@ def _train(images: list[np.ndarray], excludes: list[np.ndarray | None], cfg: Tra
                 p.copy_(e)
     net.eval()
     stats = {"iterations": it, "seconds": time.perf_counter() - t0, "loss": ema if ema is not None else float("nan"),
-             "crop": sampler.crop, "parameters": count_parameters(net), **shards.report()}
+             "crop": sampler.crop, "parameters": count_parameters(net), "device": str(device), **shards.report()}
     model: nn.Module = net
     if cfg.guide_at > 0:
-        bad = FrugalUNet(cfg.unet)
+        bad = FrugalUNet(cfg.unet).to(device)
         bad.load_state_dict(bad_state)
         model = AutoGuided(net, bad.eval())
     yield it, it, stats["loss"]
@@ -315,7 +320,7 @@ def save(net: nn.Module, cfg: TrainConfig, stats: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     meta = {"config": json.dumps(cfg.to_dict()), "stats": json.dumps(stats), "format": "inpaint-studio-frugal-2"}
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp), metadata=meta)
+    save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(tmp), metadata=meta)
     tmp.replace(path)  # atomic: a cancelled or crashed run never leaves a half-written cache file
 
 

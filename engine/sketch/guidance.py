@@ -25,6 +25,7 @@ from typing import Callable
 import torch
 
 from engine.api import drive
+from engine.device import seeded_noise
 from engine.sketch.lgp import FeatureHooks, LatentGuidancePredictor, edge_loss
 
 
@@ -137,12 +138,9 @@ def iter_ddpm(unet, alphas_cumprod: torch.Tensor, shape: tuple[int, ...], num_st
     total = len(ts)
     n_guided = guided_steps(total, guide.share) if guide is not None and guide.beta > 0 else 0
     dev = next(unet.parameters()).device
-    x = torch.randn(shape, generator=generator, device="cpu").to(dev)
+    x = seeded_noise(shape, generator, torch.empty((), device=dev))
     hooks = FeatureHooks(unet, guide.lgp.config.blocks) if n_guided else None
     one = torch.ones((), dtype=torch.float32)
-
-    def randn_like(ref):
-        return torch.randn(ref.shape, generator=generator, device="cpu").to(ref.device, ref.dtype)
 
     try:
         for i, t in enumerate(ts):
@@ -172,17 +170,17 @@ def iter_ddpm(unet, alphas_cumprod: torch.Tensor, shape: tuple[int, ...], num_st
                 mean = coef_x0 * x0_hat + coef_xt * x
                 if i + 1 < total:
                     var = beta_t * (1 - abar_prev) / (1 - abar_t)
-                    x_prev = mean + var.clamp(min=1e-20).sqrt() * randn_like(x)
+                    x_prev = mean + var.clamp(min=1e-20).sqrt() * seeded_noise(x.shape, generator, x)
                 else:
                     x_prev = mean
                 if use_guidance:
                     x_prev = apply_guidance(x, x_prev, grad, guide.beta)
                 if known is not None:
-                    known_prev = q_sample(known, abar_prev, randn_like(known)) if i + 1 < total else known
+                    known_prev = q_sample(known, abar_prev, seeded_noise(known.shape, generator, known)) if i + 1 < total else known
                     x_prev = hole * x_prev + (1 - hole) * known_prev
                 if u + 1 < resample and i + 1 < total:
                     # RePaint's "jump back": re-noise x_{t-1} to x_t with the respaced beta, then redo the step
-                    x = (1 - beta_t).sqrt() * x_prev + beta_t.sqrt() * randn_like(x_prev)
+                    x = (1 - beta_t).sqrt() * x_prev + beta_t.sqrt() * seeded_noise(x_prev.shape, generator, x_prev)
                 else:
                     x = x_prev
             shown = x0_hat if known is None else hole * x0_hat + (1 - hole) * known

@@ -20,19 +20,21 @@ import torch
 
 from engine.api import CancelToken, InpaintError, JobGen, ModelInfo, Preview, Request, map_yields
 from engine.crop import CropPlan
+from engine.device import compute_device
 from engine.sketch.lgp import LatentGuidancePredictor
 
 REPO = Path(__file__).resolve().parents[2]
 
-_lgp_cache: dict[str, LatentGuidancePredictor] = {}
+_lgp_cache: dict[tuple, LatentGuidancePredictor] = {}
 _lgp_lock = threading.Lock()
 
 
-def load_lgp_cached(folder: str | Path) -> LatentGuidancePredictor:
-    key = str(Path(folder).expanduser().resolve())
+def load_lgp_cached(folder: str | Path, device: torch.device) -> LatentGuidancePredictor:
+    """The LGP of ``folder`` on ``device``, loaded once per folder and device."""
+    key = (str(Path(folder).expanduser().resolve()), device)
     with _lgp_lock:
         if key not in _lgp_cache:
-            _lgp_cache[key] = LatentGuidancePredictor.load(folder).requires_grad_(False)
+            _lgp_cache[key] = LatentGuidancePredictor.load(folder).requires_grad_(False).to(device)
         return _lgp_cache[key]
 
 
@@ -48,8 +50,8 @@ def _crop_sketch(plan: CropPlan, sketch: np.ndarray | None) -> np.ndarray | None
 
 
 def _to_u8(x: torch.Tensor) -> np.ndarray:
-    """C x H x W in [-1, 1] -> H x W x 3 uint8."""
-    a = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    """C x H x W in [-1, 1] on any device -> H x W x 3 uint8."""
+    a = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
     return np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a
 
 
@@ -67,22 +69,23 @@ class SketchDDPMInpainter:
         from engine.sketch.pixel import load_pixel_ddpm, unet_io
 
         p = request.params
-        unet, abar = load_pixel_ddpm(self.ddpm)
+        device = compute_device()
+        unet, abar = load_pixel_ddpm(self.ddpm, device)
         size, channels = unet_io(unet)
         plan = CropPlan.around_mask(request.mask, size, region=request.region)
         crop = plan.crop_image(request.image)
         if channels == 1:
             crop = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)[..., None]
-        known = torch.from_numpy(crop).permute(2, 0, 1)[None].float().div(127.5).sub(1)
-        hole = torch.from_numpy(plan.crop_mask(request.mask)).float()[None, None]
+        known = torch.from_numpy(crop).permute(2, 0, 1)[None].float().div(127.5).sub(1).to(device)
+        hole = torch.from_numpy(plan.crop_mask(request.mask)).float()[None, None].to(device)
         sketch = _crop_sketch(plan, request.sketch)
         guide, message = None, ""
         if sketch is not None and p["beta"] > 0:
-            sk = torch.from_numpy(sketch).float()[None, None]
+            sk = torch.from_numpy(sketch).float()[None, None].to(device)
             if (sk * hole).sum() == 0:
                 message = "no sketch strokes inside the hole: filling without guidance"
             else:
-                lgp = load_lgp_cached(self.lgp_path)
+                lgp = load_lgp_cached(self.lgp_path, device)
                 res = lgp.config.resolution
                 target = sk if res == size else torch.nn.functional.interpolate(sk, size=res, mode="bilinear")
                 weight = hole if res == size else torch.nn.functional.interpolate(hole, size=res, mode="nearest")
@@ -112,7 +115,8 @@ class SketchSDInpainter:
         from engine.sketch.sd import iter_generate, latent_preview, load_sd_folder
 
         p = request.params
-        comp = load_sd_folder(p["checkpoint"])
+        device = compute_device()
+        comp = load_sd_folder(p["checkpoint"], device=device)
         res = comp.resolution
         plan = CropPlan.around_mask(request.mask, res, region=request.region)
         crop = plan.crop_image(request.image)
@@ -131,7 +135,7 @@ class SketchSDInpainter:
                     raise InpaintError(f"no LGP for this Stable Diffusion folder at {lgp_dir}: train one with "
                                        f"`python -m engine.sketch.train --sd {comp.folder} --images PHOTOS` "
                                        f"or set the 'lgp' parameter")
-                lgp = load_lgp_cached(lgp_dir)
+                lgp = load_lgp_cached(lgp_dir, device)
                 if lgp.config.target != "latent" or lgp.config.resolution != comp.latent_size:
                     raise InpaintError(f"LGP at {lgp_dir} was trained for another model "
                                        f"({lgp.config.unet_kind}, {lgp.config.resolution}px); retrain it on this one")

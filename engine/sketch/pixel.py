@@ -30,14 +30,16 @@ def _fallback_load(folder: Path):
     return unet, DDPMScheduler.from_config(sched_cfg).alphas_cumprod
 
 
-_cache: dict[str, tuple] = {}
+_cache: dict[tuple, tuple] = {}  # (folder, device) -> (unet, alphas_cumprod)
 _lock = threading.Lock()
 
 
-def load_pixel_ddpm(folder: str | Path) -> tuple[torch.nn.Module, torch.Tensor]:
-    """(frozen eps-UNet in eval mode, alphas_cumprod) of a DDPM folder; InpaintError when missing/unreadable."""
+def load_pixel_ddpm(folder: str | Path, device: torch.device | None = None) -> tuple[torch.nn.Module, torch.Tensor]:
+    """(frozen eps-UNet in eval mode on ``device``, alphas_cumprod on the CPU) of a DDPM folder; InpaintError when
+    missing/unreadable. Cached per folder and device."""
     path = Path(folder).expanduser()
-    key = str(path.resolve()) if path.exists() else str(path)
+    device = torch.device(device or "cpu")
+    key = (str(path.resolve()) if path.exists() else str(path), device)
     with _lock:
         if key in _cache:
             return _cache[key]
@@ -59,7 +61,7 @@ def load_pixel_ddpm(folder: str | Path) -> tuple[torch.nn.Module, torch.Tensor]:
     except Exception as exc:
         msg = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise InpaintError(f"DDPM checkpoint at {path} could not be loaded ({msg})") from None
-    unet.eval().requires_grad_(False)
+    unet.to(device).eval().requires_grad_(False)
     with _lock:
         _cache[key] = (unet, abar)
     return unet, abar

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.api import InpaintError, drive
+from engine.device import seeded_noise
 from engine.sketch.guidance import apply_guidance, guided_steps
 from engine.sketch.lgp import FeatureHooks, LatentGuidancePredictor, edge_loss
 
@@ -65,6 +66,16 @@ class SDComponents:
     def scaling_factor(self) -> float:
         return float(getattr(self.vae.config, "scaling_factor", 0.18215))
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    def to(self, device: torch.device | str) -> "SDComponents":
+        """Move the networks to ``device`` in place: one copy of the weights, on the device of the latest job."""
+        for m in (self.unet, self.vae, self.text_encoder):
+            m.to(device)
+        return self
+
     def make_scheduler(self):
         from diffusers import DDIMScheduler
 
@@ -92,13 +103,13 @@ _cache: dict[str, SDComponents] = {}
 _cache_lock = threading.Lock()
 
 
-def load_sd_folder(folder: str | Path, cache: bool = True) -> SDComponents:
-    """Load (and cache by resolved path) the parts of a local SD folder, on the CPU in float32, frozen."""
+def load_sd_folder(folder: str | Path, cache: bool = True, device: torch.device | str = "cpu") -> SDComponents:
+    """Load (and cache by resolved path) the parts of a local SD folder, frozen, in float32 on ``device``."""
     path = check_sd_folder(folder)
     key = str(path.resolve())
     with _cache_lock:
         if cache and key in _cache:
-            return _cache[key]
+            return _cache[key].to(device)
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -119,7 +130,7 @@ def load_sd_folder(folder: str | Path, cache: bool = True) -> SDComponents:
         raise InpaintError(f"Stable Diffusion folder {path}: could not load {part}/ ({msg})") from None
     for m in (unet, vae, text_encoder):
         m.eval().requires_grad_(False)
-    comp = SDComponents(path, unet, vae, text_encoder, tokenizer, sched_cfg)
+    comp = SDComponents(path, unet, vae, text_encoder, tokenizer, sched_cfg).to(device)
     if cache:
         with _cache_lock:
             _cache[key] = comp
@@ -130,7 +141,7 @@ def load_sd_folder(folder: str | Path, cache: bool = True) -> SDComponents:
 def encode_prompt(comp: SDComponents, prompts: list[str]) -> torch.Tensor:
     tok = comp.tokenizer(prompts, padding="max_length", max_length=comp.tokenizer.model_max_length,
                          truncation=True, return_tensors="pt")
-    return comp.text_encoder(tok.input_ids)[0]
+    return comp.text_encoder(tok.input_ids.to(comp.device))[0]
 
 
 @torch.no_grad()
@@ -155,8 +166,8 @@ def edge_latent(comp: SDComponents, sketch: torch.Tensor) -> torch.Tensor:
 
 
 def latent_preview(latents: torch.Tensor) -> np.ndarray:
-    """1 x 4 x h x w latent -> h x w x 3 uint8 through the fixed LATENT_RGB projection (no decode)."""
-    rgb = torch.einsum("bchw,cd->bdhw", latents[:, :4].float(), LATENT_RGB)
+    """1 x 4 x h x w latent (any device) -> h x w x 3 uint8 through the fixed LATENT_RGB projection (no decode)."""
+    rgb = torch.einsum("bchw,cd->bdhw", latents[:, :4].float().cpu(), LATENT_RGB)
     rgb = ((rgb[0].clamp(-1, 1) + 1) * 127.5).round().byte()
     return rgb.permute(1, 2, 0).numpy()
 
@@ -179,8 +190,11 @@ def iter_generate(comp: SDComponents, prompt: str, num_steps: int = 30, seed: in
                   check_cancel: Callable[[], None] | None = None, negative_prompt: str = ""):
     """Text-to-image (or inpainting, with ``image`` 1 x 3 x R x R in [-1, 1] and ``hole`` 1 x 1 x R x R) with
     optional sketch guidance (``sketch`` 1 x 1 x R x R in {0, 1}). A generator: yields ``(step, total,
-    x0_latent)`` after each step (the predicted clean latent, for previews); returns 1 x 3 x R x R in [-1, 1]."""
+    x0_latent)`` after each step (the predicted clean latent, for previews); returns 1 x 3 x R x R in [-1, 1].
+    Runs on ``comp.device``; the inputs are moved there, the noise is drawn on the CPU from ``seed``."""
     unet = comp.unet
+    device = comp.device
+    image, hole, sketch = (None if v is None else v.to(device) for v in (image, hole, sketch))
     size = comp.latent_size
     gen = torch.Generator().manual_seed(int(seed))
     sched = comp.make_scheduler()
@@ -192,7 +206,7 @@ def iter_generate(comp: SDComponents, prompt: str, num_steps: int = 30, seed: in
     cond = encode_prompt(comp, [prompt])
     ctx = torch.cat([encode_prompt(comp, [negative_prompt]), cond]) if do_cfg else cond
     shape = (1, unet.config.in_channels, size, size)
-    z = torch.randn(shape, generator=gen) * sched.init_noise_sigma
+    z = seeded_noise(shape, gen, cond) * sched.init_noise_sigma
 
     use_lgp = lgp is not None and sketch is not None and beta > 0
     n_guided = guided_steps(total, share) if use_lgp else 0
@@ -238,7 +252,7 @@ def iter_generate(comp: SDComponents, prompt: str, num_steps: int = 30, seed: in
             if known is not None:
                 if i + 1 < total:
                     t_next = timesteps[i + 1]
-                    noise = torch.randn(known.shape, generator=gen)
+                    noise = seeded_noise(known.shape, gen, known)
                     known_prev = sched.add_noise(known, noise, t_next.reshape(1))
                 else:
                     known_prev = known

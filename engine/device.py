@@ -1,0 +1,64 @@
+"""Where the learned models compute: a CUDA GPU when there is one, else the CPU.
+
+``INPAINT_STUDIO_DEVICE`` = ``auto`` (the default) | ``cpu`` | ``cuda`` | ``cuda:N`` overrides the choice; the
+editor's *Fill > Use the GPU* setting writes it for its jobs. It is read at the start of every job, so a change
+applies to the next Fill.
+
+The convention each family follows: networks and input tensors move to ``compute_device()``, results come back
+with ``.cpu()`` before numpy, and random noise is drawn on the CPU from the job's seed and then moved, so a seed
+gives the same fill on any device (up to float rounding). The face model is the exception: a 64 px cVAE answers an
+attribute toggle in milliseconds on the CPU, and a GPU round trip would not make it faster.
+
+torch is imported inside the functions: the editor reads ``ENV`` on its GUI thread, which never imports torch.
+"""
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from engine.api import InpaintError
+
+if TYPE_CHECKING:
+    import torch
+
+ENV = "INPAINT_STUDIO_DEVICE"
+
+
+def compute_device() -> torch.device:
+    """The device named by ``INPAINT_STUDIO_DEVICE``, or CUDA when available and the CPU otherwise."""
+    import torch
+
+    want = os.environ.get(ENV, "").strip().lower() or "auto"
+    if want == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(want)
+    except RuntimeError:
+        raise InpaintError(f"{ENV}={want!r}: expected auto, cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise InpaintError(f"{ENV}={want!r}: expected auto, cpu, cuda or cuda:N")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InpaintError(f"{ENV}={want}: this torch build or machine has no CUDA GPU; use cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise InpaintError(f"{ENV}={want}: there are {torch.cuda.device_count()} CUDA GPU(s)")
+    return device
+
+
+def describe(device: torch.device) -> str:
+    """A short label for the status bar: "CPU (2 threads)" or "GPU: <name>"."""
+    import torch
+
+    if device.type == "cuda":
+        return f"GPU: {torch.cuda.get_device_name(device)}"
+    return f"CPU ({torch.get_num_threads()} threads)"
+
+
+def seeded_noise(shape: tuple[int, ...] | torch.Size, generator: torch.Generator | None, like: torch.Tensor
+                 ) -> torch.Tensor:
+    """Standard normal noise drawn on ``generator``'s device (the CPU for ``torch.Generator()``, and without one),
+    then moved to ``like``'s device and dtype: a seeded CPU generator gives the same noise whatever the device."""
+    import torch
+
+    device = generator.device if generator is not None else torch.device("cpu")
+    return torch.randn(tuple(shape), generator=generator, device=device).to(like.device, like.dtype)

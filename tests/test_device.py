@@ -1,0 +1,195 @@
+"""Where the learned models compute (engine.device): the INPAINT_STUDIO_DEVICE setting, seeded noise, and device
+placement.
+
+No GPU is needed for the placement checks: they run the samplers and losses on torch's "meta" device, which
+refuses, as CUDA does, arithmetic between its tensors and CPU tensors that are not scalars, so a noise draw, an
+index or a constant made on the CPU where it should be on the model's device fails them. Meta is laxer than CUDA
+for some ops (an embedding lookup with CPU token ids passes), and autoguidance reads tensor values, which meta
+has not: the end-to-end fills on CUDA below cover those where a GPU is present (``pytest tests/test_device.py``
+on a GPU machine) and are skipped elsewhere.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from engine.api import InpaintError, Request, drive
+from engine.device import ENV, compute_device, describe, seeded_noise
+from tests.test_sketch_core import tiny_lgp, tiny_unet2d
+
+META = torch.device("meta")
+has_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
+
+
+def test_the_setting_picks_the_device_and_rejects_what_is_not_there(monkeypatch):
+    monkeypatch.delenv(ENV, raising=False)
+    assert compute_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+    monkeypatch.setenv(ENV, " CPU ")
+    assert compute_device() == torch.device("cpu")
+    assert describe(torch.device("cpu")).startswith("CPU (")
+    for bad, said in (("tpu", "expected auto, cpu, cuda"), ("gpu please", "expected auto, cpu, cuda"),
+                      ("mps", "expected auto, cpu, cuda")):
+        monkeypatch.setenv(ENV, bad)
+        with pytest.raises(InpaintError, match=said):
+            compute_device()
+    monkeypatch.setenv(ENV, "cuda:7")
+    with pytest.raises(InpaintError, match="CUDA GPU"):
+        compute_device()
+
+
+def test_a_job_with_an_impossible_device_fails_with_the_setting_named(monkeypatch, rng):
+    from engine import registry
+    from engine.runner import run_to_end
+
+    monkeypatch.setenv(ENV, "cuda:7")
+    img = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    mask = np.zeros((32, 32), bool)
+    mask[8:20, 8:20] = True
+    with pytest.raises(InpaintError, match=ENV):
+        run_to_end(registry.load("repaint-mnist"), Request(img, mask, params={"fast": True}))
+
+
+def test_seeded_noise_is_the_generators_draw_on_the_target_device_and_dtype():
+    like = torch.zeros((), dtype=torch.float64, device=META)
+    out = seeded_noise((2, 3), torch.Generator().manual_seed(5), like)
+    assert out.device == META and out.dtype == torch.float64
+    here = seeded_noise((2, 3), torch.Generator().manual_seed(5), torch.zeros(()))
+    assert torch.equal(here, torch.randn((2, 3), generator=torch.Generator().manual_seed(5)))
+
+
+def test_meta_device_refuses_cpu_tensors_as_cuda_does():
+    """What the placement tests below rely on."""
+    with pytest.raises(RuntimeError):
+        torch.zeros(3, device=META) + torch.zeros(3)
+
+
+def _frugal_on_meta():
+    from engine.frugal.model import DiffusionSchedule, FrugalUNet, UNetConfig
+
+    net = FrugalUNet(UNetConfig(base=8, emb_dim=8, groups=4)).to(META)
+    x0 = torch.zeros(2, 3, 16, 16, device=META)
+    mask = torch.zeros(2, 1, 16, 16, device=META)
+    return net, DiffusionSchedule().to(META), x0, mask
+
+
+@pytest.mark.parametrize("edm", [False, True])
+def test_frugal_losses_sampler_and_regression_stay_on_the_models_device(edm):
+    from engine.frugal import train as tr
+    from engine.frugal.sampler import regress, sample_inpaint_iter
+
+    net, sched, x0, mask = _frugal_on_meta()
+    net.cfg.precond = edm
+    gen = torch.Generator().manual_seed(0)
+    for weighting in ("uniform", "edm", "min-snr"):
+        assert tr.diffusion_loss(net, sched, x0, mask, gen, weighting).device == META
+    assert tr.regression_loss(net, x0, mask).device == META
+    previews = []
+    out = drive(sample_inpaint_iter(net, sched, x0[:1], mask[:1], steps=4, gen=gen), previews.append)
+    assert out.device == META and len(previews) == 4 and previews[-1][2].device == META
+    assert regress(net, x0[:1], mask[:1]).device == META
+    batch = tr.to_tensor(np.zeros((2, 8, 8, 3), np.uint8), META)
+    assert batch.device == META and batch.dtype == torch.float32
+
+
+def test_pixel_ddpm_sketch_guidance_stays_on_the_models_device():
+    from engine.sketch.guidance import SketchGuide, iter_ddpm
+
+    unet = tiny_unet2d(16)
+    lgp = tiny_lgp(unet, 16).to(META)
+    unet = unet.to(META)
+    abar = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000), 0)  # the schedule stays on the CPU (scalars)
+    known = torch.zeros(1, 1, 16, 16, device=META)
+    hole = torch.ones(1, 1, 16, 16, device=META)
+    guide = SketchGuide(lgp, torch.zeros(1, 1, 16, 16, device=META), beta=1.0, share=1.0, weight=hole)
+    x = drive(iter_ddpm(unet, abar, (1, 1, 16, 16), 3, torch.Generator().manual_seed(0), guide, known, hole, 2))
+    assert x.device == META
+
+
+def test_repaint_sampler_stays_on_the_models_device():
+    from engine.ddpm.model import NoiseSchedule, ScheduleConfig
+    from engine.ddpm.repaint import FAST, repaint_steps
+
+    unet = tiny_unet2d(16).to(META)
+    schedule = NoiseSchedule(ScheduleConfig(1000)).to(META)
+    image = torch.zeros(1, 1, 16, 16, device=META)
+    mask = torch.ones(1, 1, 16, 16, device=META)
+    steps = list(repaint_steps(unet, schedule, image, mask, FAST, generator=torch.Generator().manual_seed(0)))
+    assert steps and steps[-1].x0.device == META
+
+
+def test_stable_diffusion_sketch_generation_moves_its_inputs_to_the_models_device(tmp_path):
+    from engine.sketch.sd import iter_generate, load_sd_folder
+    from engine.sketch.tiny_sd import make_tiny_sd_folder
+
+    comp = load_sd_folder(make_tiny_sd_folder(tmp_path / "sd"), cache=False)
+    r, n = comp.resolution, comp.latent_size
+    ctx = torch.zeros(1, 77, comp.text_encoder.config.hidden_size)
+    example = dict(sample=torch.zeros(1, 4, n, n), timestep=torch.tensor([10]), encoder_hidden_states=ctx)
+    lgp = tiny_lgp(comp.unet, n, out_channels=4, example=example).to(META)
+    assert comp.to(META).device == META
+    image = torch.zeros(1, 3, r, r)  # CPU inputs, as the pipeline makes them
+    hole = torch.ones(1, 1, r, r)
+    sketch = torch.zeros(1, 1, r, r)
+    out = drive(iter_generate(comp, "a red square", 2, 0, 2.0, lgp=lgp, sketch=sketch, beta=1.0, share=1.0,
+                              image=image, hole=hole))
+    assert out.device == META
+
+
+# --- on a GPU: every learned family fills on CUDA and keeps the pixels outside the mask ------------------------
+
+def _fill(model: str, params: dict, img: np.ndarray, device: str, monkeypatch, sketch: bool = False, **extra):
+    """(inpainter, result) of one job on ``device``; the pixels outside the mask kept, the hole changed."""
+    from engine import registry
+    from engine.runner import run_to_end
+
+    monkeypatch.setenv(ENV, device)
+    mask = np.zeros(img.shape[:2], bool)
+    mask[12:36, 12:36] = True
+    strokes = None
+    if sketch:
+        strokes = np.zeros(img.shape[:2], bool)
+        strokes[24, 14:34] = True
+    inp = registry.load(model)
+    res = run_to_end(inp, Request(img, mask, sketch=strokes, seed=1, params=params, **extra))
+    assert np.array_equal(res.image[~mask], img[~mask])
+    assert not np.array_equal(res.image[mask], img[mask])
+    return inp, res
+
+
+@has_cuda
+def test_repaint_and_sketch_fill_on_cuda(rng, monkeypatch):
+    img = rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)
+    _fill("repaint-mnist", {"fast": True}, img, "cuda", monkeypatch)
+    _fill("sketch-mnist", {"steps": 5}, img, "cuda", monkeypatch, sketch=True)
+
+
+@has_cuda
+def test_frugal_learns_and_fills_on_cuda_and_its_cache_serves_the_cpu(rng, monkeypatch, tmp_path):
+    import engine.datasets
+
+    monkeypatch.setattr(engine.datasets, "CACHE", tmp_path / "cache")
+    img = rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)
+    params = {"iterations": 20, "crop": 16, "batch": 4, "steps": 5, "minutes": 5.0}
+    inp, _ = _fill("frugal", params, img, "cuda", monkeypatch)
+    assert inp.last_stats["device"] == "cuda" and inp.last_stats["cached"] is False
+    inp, _ = _fill("frugal", params, img, "cpu", monkeypatch)  # weights learned on the GPU, loaded on the CPU
+    assert inp.last_stats["cached"] is True
+
+
+@has_cuda
+def test_stable_diffusion_sketch_fills_on_cuda(tmp_path, rng, monkeypatch):
+    from PIL import Image
+
+    from engine.sketch.tiny_sd import make_tiny_sd_folder
+    from engine.sketch.train import TrainConfig, train
+
+    folder = make_tiny_sd_folder(tmp_path / "sd")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for k in range(2):
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(photos / f"{k}.png")
+    train(TrainConfig(sd=str(folder), images=str(photos), steps=2, batch=2, hidden=(16,), log_every=1))
+    img = rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)
+    _fill("sd-sketch", {"checkpoint": str(folder), "steps": 2, "beta": 1.0, "share": 1.0, "cfg_scale": 2.0}, img,
+          "cuda", monkeypatch, sketch=True, prompt="a red square")
