@@ -3,6 +3,7 @@ progress on the right, the history strip at the bottom, a status bar. It wires w
 to the job controller; the logic of edits lives in ``Document``, that of jobs in ``worker``."""
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from editor.panels.progress_panel import ProgressPanel
 from editor.worker import Job, JobController
 from engine import imageio, registry
 from engine.api import InpaintError, Preview, Result
+from engine.device import ENV as DEVICE_ENV
 
 MAX_RECENT = 10
 TOOL_KEYS = {"brush": ("Mask brush", "B"), "eraser": ("Mask eraser", "E"), "rect": ("Rectangle mask", "R"),
@@ -60,6 +62,7 @@ class MainWindow(QMainWindow):
         self._build_status_bar()
         self._connect()
         self._on_model_changed(self.model_panel.current_model())
+        self._init_device()
         self._update_title()
         self.restoreGeometry(self.settings.value("geometry", b""))
         self.restoreState(self.settings.value("windowState", b""))
@@ -184,6 +187,11 @@ class MainWindow(QMainWindow):
         for a in (self.act_fill, self.act_variation, self.act_learn, self.act_cancel, self.act_accept,
                   self.act_discard):
             fm.addAction(a)
+        fm.addSeparator()
+        self.act_gpu = self._action("Use the &GPU when there is one", self._on_use_gpu,
+                                    tip="Learned models compute on a CUDA GPU when there is one; off: on the CPU",
+                                    checkable=True)
+        fm.addAction(self.act_gpu)
 
         # Tools: a vertical bar on the left, one exclusive group.
         tools = QToolBar("Tools", self)
@@ -277,10 +285,37 @@ class MainWindow(QMainWindow):
         self.pos_label = QLabel()
         self.size_label = QLabel()
         self.zoom_label = QLabel()
+        self.device_label = QLabel()
+        self.device_label.setToolTip("Where the learned models compute (Fill > Use the GPU when there is one)")
+        sb.addPermanentWidget(self.device_label)
         for w in (self.pos_label, self.size_label, self.zoom_label):
             w.setMinimumWidth(90)
             sb.addPermanentWidget(w)
         sb.showMessage("Paint the area to fill, then press Ctrl+Enter")
+
+    def _init_device(self) -> None:
+        """The GPU setting: INPAINT_STUDIO_DEVICE set outside the editor wins until the menu is used; else the saved
+        choice (default on). The device is looked up on the worker a second after start: it imports torch."""
+        if DEVICE_ENV not in os.environ and not self.settings.value("use_gpu", True, type=bool):
+            os.environ[DEVICE_ENV] = "cpu"
+        self.act_gpu.setChecked(os.environ.get(DEVICE_ENV, "auto").strip().lower() != "cpu")
+        self.act_gpu.setEnabled(False)  # until the worker says whether there is a GPU
+        self.device_label.setText("Compute: …")
+        self.jobs.device_found.connect(self._on_device_found)
+        QTimer.singleShot(1000, self, self.jobs.probe_device)
+
+    @Slot(bool)
+    def _on_use_gpu(self, checked: bool) -> None:
+        os.environ[DEVICE_ENV] = "auto" if checked else "cpu"  # read by the engine at the start of every job
+        self.settings.setValue("use_gpu", checked)
+        self.jobs.probe_device()
+
+    @Slot(str, bool)
+    def _on_device_found(self, label: str, has_gpu: bool) -> None:
+        self.device_label.setText(f"Compute: {label}")
+        self.act_gpu.setEnabled(has_gpu)
+        if not has_gpu:
+            self.act_gpu.setStatusTip("No CUDA GPU found: the learned models run on the CPU")
 
     def _connect(self) -> None:
         c = self.canvas

@@ -46,6 +46,20 @@ class FillWorker(QObject):
     failed = Signal(int, str)  # job id, one-line message
     cancelled = Signal(int)
     region_found = Signal(int, object)  # request id, (x0, y0, x1, y1) or None
+    device_found = Signal(str, bool)  # where learned models will compute (a label or the setting's error), has a GPU
+
+    @Slot()
+    def probe_device(self) -> None:
+        """Where the next learned-model job computes; imports torch here, on the worker thread."""
+        import torch
+
+        from engine.device import compute_device, describe
+
+        try:
+            label = describe(compute_device())
+        except InpaintError as exc:
+            label = first_line(exc)
+        self.device_found.emit(label, torch.cuda.is_available())
 
     @Slot(int, str, object)
     def detect(self, request_id: int, model: str, image: np.ndarray) -> None:
@@ -100,8 +114,10 @@ class JobController(QObject):
     cancelled = Signal()
     busy_changed = Signal(bool)
     region_ready = Signal(object)  # the newest detect_region answer: (x0, y0, x1, y1) or None
+    device_found = Signal(str, bool)  # probe_device's answer: a label (or the setting's error), whether a GPU exists
     _submit = Signal(object)
     _detect = Signal(int, str, object)
+    _probe = Signal()
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -112,6 +128,8 @@ class JobController(QObject):
         self._submit.connect(self._worker.run)
         self._detect.connect(self._worker.detect)
         self._worker.region_found.connect(self._on_region)
+        self._probe.connect(self._worker.probe_device)
+        self._worker.device_found.connect(self.device_found)
         self._detect_id = 0
         self._worker.preview.connect(self._on_preview)
         self._worker.finished.connect(self._on_finished)
@@ -157,6 +175,10 @@ class JobController(QObject):
         """Ask the worker for the model's suggested box; only the newest request is answered."""
         self._detect_id += 1
         self._detect.emit(self._detect_id, model, image.copy())
+
+    def probe_device(self) -> None:
+        """Ask the worker where learned models compute now (after any job it is running); answers device_found."""
+        self._probe.emit()
 
     @Slot(int, object)
     def _on_region(self, request_id: int, region) -> None:

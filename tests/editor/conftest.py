@@ -30,6 +30,14 @@ def _scratch_settings(tmp_path_factory):
     unregister_fake_models()
 
 
+@pytest.fixture(autouse=True)
+def _device_setting(monkeypatch):
+    """The editor's GPU menu writes INPAINT_STUDIO_DEVICE into os.environ: undo that after every test."""
+    from engine.device import ENV
+
+    monkeypatch.setenv(ENV, "auto")
+
+
 class Dialogs:
     """Records message boxes; ``answer`` is what question() returns."""
 
