@@ -24,24 +24,26 @@ if TYPE_CHECKING:
 ENV = "INPAINT_STUDIO_DEVICE"
 
 
-def compute_device() -> torch.device:
-    """The device named by ``INPAINT_STUDIO_DEVICE``, or CUDA when available and the CPU otherwise."""
+def compute_device(want: str | None = None) -> torch.device:
+    """The device ``want`` names (a training script's ``--device``), by default the one ``INPAINT_STUDIO_DEVICE``
+    names; "auto": CUDA when available, the CPU otherwise."""
     import torch
 
-    want = os.environ.get(ENV, "").strip().lower() or "auto"
+    source = "--device" if want is not None else ENV
+    want = (os.environ.get(ENV, "") if want is None else want).strip().lower() or "auto"
     if want == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(want)
     except RuntimeError:
-        raise InpaintError(f"{ENV}={want!r}: expected auto, cpu, cuda or cuda:N") from None
+        raise InpaintError(f"{source}={want!r}: expected auto, cpu, cuda or cuda:N") from None
     if device.type not in ("cpu", "cuda"):
-        raise InpaintError(f"{ENV}={want!r}: expected auto, cpu, cuda or cuda:N")
+        raise InpaintError(f"{source}={want!r}: expected auto, cpu, cuda or cuda:N")
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise InpaintError(f"{ENV}={want}: this torch build or machine has no CUDA GPU; use cpu or auto")
+            raise InpaintError(f"{source}={want}: this torch build or machine has no CUDA GPU; use cpu or auto")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise InpaintError(f"{ENV}={want}: there are {torch.cuda.device_count()} CUDA GPU(s)")
+            raise InpaintError(f"{source}={want}: there are {torch.cuda.device_count()} CUDA GPU(s)")
     return device
 
 

@@ -136,6 +136,20 @@ def test_stable_diffusion_sketch_generation_moves_its_inputs_to_the_models_devic
     assert out.device == META
 
 
+def test_face_training_networks_and_losses_stay_on_the_models_device():
+    """The face model fills on the CPU, but ``python -m engine.face.train --device cuda`` learns on a GPU."""
+    from engine.face.classifier import AttributeClassifier
+    from engine.face.model import Discriminator, FaceConfig, FaceCVAE, kl_divergence, reconstruction_bce
+
+    cfg = FaceConfig(ch=8, z_dim=16, emb_dim=4, disc_ch=8)
+    g, d, c = FaceCVAE(cfg).to(META), Discriminator(cfg).to(META), AttributeClassifier().to(META)
+    x, m = torch.zeros(2, 3, 64, 64, device=META), torch.zeros(2, 1, 64, 64, device=META)
+    a = torch.zeros(2, 2, device=META)
+    logits, mu, logvar = g(x, m, a)
+    assert reconstruction_bce(logits, x, m, torch.ones(2, 1, 1, 1, device=META)).device == META
+    assert kl_divergence(mu, logvar).device == d(x, m, a).device == c(x).device == META
+
+
 # --- on a GPU: every learned family fills on CUDA and keeps the pixels outside the mask ------------------------
 
 def _fill(model: str, params: dict, img: np.ndarray, device: str, monkeypatch, sketch: bool = False, **extra):

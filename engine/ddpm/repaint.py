@@ -52,8 +52,8 @@ from typing import Callable, Generator, Optional
 import torch
 
 from engine.api import drive
-from engine.device import seeded_noise
 from engine.ddpm.model import NoiseSchedule
+from engine.device import seeded_noise
 
 ModelFn = Callable[[torch.Tensor, int], torch.Tensor]
 Guidance = Callable[[torch.Tensor, int, torch.Tensor], torch.Tensor]

@@ -25,7 +25,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from engine.api import InpaintError
 from engine.ddpm.model import NoiseSchedule, ScheduleConfig, build_unet, count_params, save_ddpm
+from engine.device import compute_device
 
 
 @dataclass
@@ -47,7 +49,7 @@ class TrainConfig:
     subset: int = 0  # use only the first N training images (tests)
     seed: int = 0
     threads: int = 2
-    device: str = "auto"  # auto | cpu | cuda
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (engine.device)
     bf16: bool = False  # autocast to bfloat16 on CUDA (CPU bf16 is slower here without AVX512-BF16)
     log_every: int = 50
     val_every: int = 250
@@ -143,8 +145,10 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
     from engine.datasets import load_mnist
 
     torch.set_num_threads(cfg.threads)
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if cfg.device == "auto" else cfg.device))
+    try:
+        device = compute_device(cfg.device)
+    except InpaintError as exc:
+        raise SystemExit(f"error: {exc}") from None
     torch.manual_seed(cfg.seed)
     run = Path(cfg.out)
     run.mkdir(parents=True, exist_ok=True)

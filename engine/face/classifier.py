@@ -85,9 +85,11 @@ def load(folder: Path = FOLDER) -> AttributeClassifier:
 
 def train_step(model: AttributeClassifier, opt: torch.optim.Optimizer, rng: np.random.Generator,
                imgs: np.ndarray, labels: np.ndarray) -> float:
-    """One augmented multi-label BCE step on N x 64 x 64 x 3 uint8 faces; returns the loss."""
+    """One augmented multi-label BCE step on N x 64 x 64 x 3 uint8 faces, on the model's device; returns the loss."""
     model.train()
-    loss = F.binary_cross_entropy_with_logits(model(to_tensor(augment(rng, imgs))), torch.from_numpy(labels).float())
+    device = next(model.parameters()).device
+    loss = F.binary_cross_entropy_with_logits(model(to_tensor(augment(rng, imgs)).to(device)),
+                                              torch.from_numpy(labels).float().to(device))
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()

@@ -266,7 +266,7 @@ def save_pretrained(model: FaceCVAE, folder: str | Path, extra: dict | None = No
     if extra:
         cfg["training"] = extra
     (folder / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-    state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     save_file(state, str(folder / "model.safetensors"))
 
 

@@ -31,6 +31,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from engine.api import InpaintError
+from engine.device import compute_device, describe
 from engine.face.data import REGIMES, PoolSampler, procedural_pool, sample_masks
 from engine.face.model import (Discriminator, FaceConfig, FaceCVAE, count_params, kl_divergence,
                                reconstruction_bce, save_pretrained)
@@ -73,6 +75,8 @@ def parse_args(argv=None):
     p.add_argument("--log-every", type=int, default=25)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto (a CUDA GPU when there is one), cpu, cuda or cuda:N; "
+                   "batches are drawn on the CPU and moved")
     return p.parse_args(argv)
 
 
@@ -97,11 +101,11 @@ def requests(rng, attrs: torch.Tensor, regimes, flip_prob: float, hole_weight: f
     return want, hole_w
 
 
-def train_classifier(sampler, rng, steps: int, batch: int, log=print):
+def train_classifier(sampler, rng, steps: int, batch: int, device: torch.device, log=print):
     """The CVAE-GAN's classifier C: trained on the cVAE's own training pool, then frozen (a fixed judge for G)."""
     from engine.face.classifier import AttributeClassifier, train_step
 
-    clf, t0 = AttributeClassifier(), time.time()
+    clf, t0 = AttributeClassifier().to(device), time.time()
     opt = torch.optim.Adam(clf.parameters(), lr=2e-3)
     for step in range(1, steps + 1):
         imgs, labels, _, _ = sampler.batch(rng, batch)
@@ -113,6 +117,10 @@ def train_classifier(sampler, rng, steps: int, batch: int, log=print):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    try:
+        device = compute_device(args.device)
+    except InpaintError as exc:
+        raise SystemExit(f"error: {exc}") from None
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
@@ -143,6 +151,7 @@ def main(argv=None) -> None:
 
         G.load_state_dict(from_pretrained(args.init).state_dict())
         print(f"generator initialised from {args.init}")
+    G, D = G.to(device), D.to(device)
     print(f"generator {count_params(G) / 1e6:.2f}M params, discriminator {count_params(D) / 1e6:.2f}M")
     opt_g = torch.optim.Adam(G.parameters(), lr=args.lr, betas=(0.9, 0.999))
     facts = {"data": args.data, "regimes": [REGIMES[r] for r in regimes], "regime_probs": probs.round(3).tolist(),
@@ -150,6 +159,7 @@ def main(argv=None) -> None:
              "hole_weight": args.hole_weight, "kl_weight": args.kl_weight, "adv_weight": args.adv_weight,
              "cls_weight": args.cls_weight, "flip_prob": args.flip_prob,
              "threads": args.threads, "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+             "device": describe(device),
              "torch": torch.__version__, "steps": {}, "seconds": {}}
 
     def get_batch():
@@ -157,17 +167,18 @@ def main(argv=None) -> None:
         imgs, labels, mouth, eyes = sampler.batch(rng, args.batch)
         reg = rng.choice(regimes, size=args.batch, p=probs)
         x, m, a = to_tensors(imgs, labels, sample_masks(rng, args.res, mouth, eyes, reg))
-        return (x, m, a) + requests(rng, a, reg, args.flip_prob, args.hole_weight)
+        return tuple(v.to(device) for v in (x, m, a) + requests(rng, a, reg, args.flip_prob, args.hole_weight))
 
     clf = None
     if args.cls_weight > 0:
-        clf = train_classifier(sampler, rng, args.cls_steps, args.batch * 4)
+        clf = train_classifier(sampler, rng, args.cls_steps, args.batch * 4, device)
 
     def vae_loss(x, m, want, hole_w):
         logits, mu, logvar = G(x, m, want)
         rec = reconstruction_bce(logits, x, m, hole_w).mean()
         kl = kl_divergence(mu, logvar).mean()
-        cls = F.binary_cross_entropy_with_logits(clf(composite(logits, x, m)), want) if clf else torch.zeros(())
+        cls = (F.binary_cross_entropy_with_logits(clf(composite(logits, x, m)), want) if clf
+               else torch.zeros((), device=x.device))
         return logits, rec, kl, cls
 
     def save(phase):
@@ -216,8 +227,9 @@ def main(argv=None) -> None:
         # Real: the true image with the same mask channel; fake: the composite. Also a "wrong attribute" real
         # (flipped labels) counts as fake, so the projection term learns to check the attributes.
         flip = a.clone()
-        k = torch.randint(0, a.shape[1], (a.shape[0],))
-        flip[torch.arange(a.shape[0]), k] = 1 - flip[torch.arange(a.shape[0]), k]
+        k = torch.randint(0, a.shape[1], (a.shape[0],)).to(a.device)
+        rows = torch.arange(a.shape[0], device=a.device)
+        flip[rows, k] = 1 - flip[rows, k]
         d_real, d_fake, d_wrong = D(x, m, a), D(fake, m, want), D(x, m, flip)
         loss = (F.softplus(-d_real).mean() + 0.5 * F.softplus(d_fake).mean() + 0.5 * F.softplus(d_wrong).mean())
         opt_d.zero_grad(set_to_none=True)

@@ -14,6 +14,9 @@ ImageNet class names, or one --prompt for all; E(e) = VAE latent of the sketch d
 
     python -m engine.sketch.train --sd /path/to/stable-diffusion-v1-5 --images /path/to/photos \
         --out /path/to/stable-diffusion-v1-5/sketch-lgp --edges hed --steps 2000
+
+``--device`` (default auto: a CUDA GPU when there is one) runs the frozen UNet, the VAE and the LGP there; a
+Stable Diffusion UNet at 512 px is a GPU job. Batches are drawn on the CPU from the seed and moved.
 """
 from __future__ import annotations
 
@@ -30,6 +33,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from engine.api import InpaintError
+from engine.device import compute_device, describe, seeded_noise
 from engine.sketch.lgp import (FeatureHooks, LatentGuidancePredictor, LGPConfig, default_blocks, edge_loss,
                                probe_channels)
 
@@ -55,6 +60,7 @@ class TrainConfig:
     threads: int = 1
     seed: int = 0
     log_every: int = 50
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
 
 
 def _lr_at(step: int, total: int, base: float, warmup: int = 50) -> float:
@@ -69,10 +75,10 @@ def _lr_at(step: int, total: int, base: float, warmup: int = 50) -> float:
 class PixelSource:
     """MNIST digits on the DDPM's canvas; sketch target in pixel space."""
 
-    def __init__(self, cfg: TrainConfig):
+    def __init__(self, cfg: TrainConfig, device: torch.device):
         from engine.sketch.pixel import load_pixel_ddpm, mnist_pairs, unet_io
 
-        self.unet, self.abar = load_pixel_ddpm(cfg.ddpm)
+        self.unet, self.abar = load_pixel_ddpm(cfg.ddpm, device)
         self.size, _ = unet_io(self.unet)
         t0 = time.time()
         self.x0, self.sketch, _ = mnist_pairs(self.size, "train", cfg.limit, cfg.edges, cfg.seed)
@@ -99,10 +105,10 @@ def _list_images(folder: Path) -> list[Path]:
 class SDSource:
     """Photos from a folder, random square crops at the SD folder's resolution; target = VAE latent of the edges."""
 
-    def __init__(self, cfg: TrainConfig):
+    def __init__(self, cfg: TrainConfig, device: torch.device):
         from engine.sketch.sd import encode_prompt, load_sd_folder
 
-        self.comp = load_sd_folder(cfg.sd)
+        self.comp = load_sd_folder(cfg.sd, device=device)
         self.unet = self.comp.unet
         self.size = self.comp.resolution
         self.lat = self.comp.latent_size
@@ -145,13 +151,14 @@ class SDSource:
         rng = random.Random(int(torch.randint(0, 2 ** 31, (1,), generator=gen)))
         picks = [rng.randrange(len(self.images)) for _ in range(n)]
         crops = [self._crop(self.images[i], rng) for i in picks]
-        imgs = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+        device = self.comp.device
+        imgs = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().div(127.5).sub(1).to(device)
         sk = torch.from_numpy(np.stack([sketch_from_image(c, self.edges) for c in crops])).float().unsqueeze(1)
         z0 = vae_encode(self.comp, imgs)
-        target = edge_latent(self.comp, sk)
+        target = edge_latent(self.comp, sk.to(device))
         t = torch.randint(0, len(self.abar), (n,), generator=gen)
-        ab = self.abar[t].view(-1, 1, 1, 1)
-        zt = ab.sqrt() * z0 + (1 - ab).sqrt() * torch.randn(z0.shape, generator=gen)
+        ab = self.abar[t].view(-1, 1, 1, 1).to(device)
+        zt = ab.sqrt() * z0 + (1 - ab).sqrt() * seeded_noise(z0.shape, gen, z0)
         ctx = torch.cat([self.ctx[self.prompts[i]] for i in picks])
         return dict(sample=zt, timestep=t, encoder_hidden_states=ctx), t, (1 - ab).sqrt().view(-1), target
 
@@ -161,16 +168,20 @@ def train(cfg: TrainConfig) -> Path:
     torch.manual_seed(cfg.seed)
     if bool(cfg.ddpm) == bool(cfg.sd):
         raise SystemExit("give exactly one of --ddpm FOLDER or --sd FOLDER")
-    source = PixelSource(cfg) if cfg.ddpm else SDSource(cfg)
+    try:
+        device = compute_device(cfg.device)
+    except InpaintError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    source = PixelSource(cfg, device) if cfg.ddpm else SDSource(cfg, device)
     out = Path(cfg.out or (Path(cfg.sd) / "sketch-lgp" if cfg.sd else "sketch-lgp"))
     unet = source.unet
     blocks = [b.strip() for b in cfg.blocks.split(",") if b.strip()] or default_blocks(unet)
-    channels = probe_channels(unet, blocks, source.example())
+    channels = probe_channels(unet, blocks, {k: v.to(device) for k, v in source.example().items()})
     lcfg = LGPConfig(blocks=blocks, feature_channels=sum(channels), out_channels=source.out_channels,
                      resolution=source.resolution, hidden=list(cfg.hidden), pos_freqs=cfg.pos_freqs,
                      num_train_timesteps=len(source.abar), target=source.target_kind, edge_method=cfg.edges,
                      unet_kind=type(unet).__name__)
-    lgp = LatentGuidancePredictor(lcfg)
+    lgp = LatentGuidancePredictor(lcfg).to(device)
     n_params = sum(p.numel() for p in lgp.parameters())
     print(f"LGP: blocks {blocks} channels {channels} -> in {lcfg.in_channels}, {n_params} parameters", flush=True)
     opt = torch.optim.Adam(lgp.parameters(), lr=cfg.lr)
@@ -185,7 +196,8 @@ def train(cfg: TrainConfig) -> Path:
             if cfg.minutes and time.time() - t_start > cfg.minutes * 60:
                 step -= 1
                 break
-            kwargs, t, nl, target = source.batch(cfg.batch, gen)
+            kwargs, t, nl, target = (v.to(device) if torch.is_tensor(v) else {k: x.to(device) for k, x in v.items()}
+                                     for v in source.batch(cfg.batch, gen))
             with torch.no_grad():
                 hooks.clear()
                 unet(**kwargs)
@@ -205,10 +217,10 @@ def train(cfg: TrainConfig) -> Path:
                 print(f"step {step}/{cfg.steps} loss {loss.item():.4f} ema {ema:.4f} {el:.0f}s", flush=True)
                 history.append((step, round(ema, 5), round(el, 1)))
             if step % 500 == 0:
-                lgp.save(out, extra=_extra(cfg, step, ema, t_start, history))
+                lgp.save(out, extra=_extra(cfg, step, ema, t_start, history, device))
     finally:
         hooks.remove()
-    lgp.save(out, extra=_extra(cfg, step, ema, t_start, history))
+    lgp.save(out, extra=_extra(cfg, step, ema, t_start, history, device))
     print(f"saved {out} after {step} steps, {time.time() - t_start:.0f}s, loss ema {ema}", flush=True)
     return out
 
@@ -221,11 +233,11 @@ def weights_digest(folder: str | Path) -> str:
     return hashlib.sha256(files[0].read_bytes()).hexdigest() if files else ""
 
 
-def _extra(cfg: TrainConfig, step: int, ema, t_start: float, history) -> dict:
+def _extra(cfg: TrainConfig, step: int, ema, t_start: float, history, device: torch.device) -> dict:
     return {"train": asdict(cfg), "steps_done": step, "loss_ema": ema, "seconds": round(time.time() - t_start, 1),
             "ddpm_weights_sha256": weights_digest(cfg.ddpm) if cfg.ddpm else "",
             "hardware": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
-                        f"{torch.get_num_threads()} thread(s), CPU",
+                        f"{torch.get_num_threads()} thread(s), {describe(device)}",
             "command": "python -m engine.sketch.train " + " ".join(sys.argv[1:]), "history": history}
 
 
@@ -249,11 +261,13 @@ def parse_args(argv=None) -> TrainConfig:
     ap.add_argument("--threads", type=int, default=d.threads)
     ap.add_argument("--seed", type=int, default=d.seed)
     ap.add_argument("--log-every", type=int, default=d.log_every)
+    ap.add_argument("--device", default=d.device, help="auto (a CUDA GPU when there is one), cpu, cuda or cuda:N")
     a = ap.parse_args(argv)
     return TrainConfig(ddpm=a.ddpm, sd=a.sd, images=a.images, prompt=a.prompt, out=a.out, edges=a.edges,
                        steps=a.steps, minutes=a.minutes, batch=a.batch, lr=a.lr,
                        hidden=tuple(int(v) for v in a.hidden.split(",") if v), pos_freqs=a.pos_freqs,
-                       blocks=a.blocks, limit=a.limit, threads=a.threads, seed=a.seed, log_every=a.log_every)
+                       blocks=a.blocks, limit=a.limit, threads=a.threads, seed=a.seed, log_every=a.log_every,
+                       device=a.device)
 
 
 if __name__ == "__main__":
