@@ -340,13 +340,12 @@ def main(argv=None) -> int:
     import torch
 
     from engine.api import InpaintError
-    from engine.device import ENV, compute_device, describe
+    from engine.device import compute_device, describe
 
-    os.environ[ENV] = args.device
     try:
-        args.device = str(compute_device())  # a string: the args are written to the JSON
+        args.device = str(compute_device(args.device))  # a string: the args are written to the JSON
     except InpaintError as exc:
-        sys.exit(f"error: --device: {exc}")
+        sys.exit(f"error: {exc}")
     torch.set_num_threads(args.threads)
     asked = {m.strip().lower() for m in args.methods.split(",") if m.strip()}
     unknown = asked - {m.lower() for m in RUN_METHODS}
