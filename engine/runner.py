@@ -5,6 +5,7 @@ Both the editor's worker thread and the CLI call ``run_job``; models only implem
 from __future__ import annotations
 
 import dataclasses
+import sys
 from typing import Generator
 
 import numpy as np
@@ -67,7 +68,8 @@ def run_learn(inpainter: Inpainter, request: Request, cancel: CancelToken | None
 
 
 def _stream(gen: Generator, cancel: CancelToken, timings: dict[str, float]) -> Generator[Preview, None, object]:
-    """Pass on a model's previews, checking ``cancel`` before each (and at the end), noting the first one's time."""
+    """Pass on a model's previews, checking ``cancel`` before each (and at the end), noting the first one's time.
+    A GPU out of memory is something the user can fix: it becomes an InpaintError saying how."""
     t0 = now()
     while True:
         cancel.check()
@@ -76,8 +78,20 @@ def _stream(gen: Generator, cancel: CancelToken, timings: dict[str, float]) -> G
         except StopIteration as stop:
             cancel.check()
             return stop.value
+        except Exception as exc:
+            if not _gpu_out_of_memory(exc):
+                raise
+            sys.modules["torch"].cuda.empty_cache()  # give the cached blocks back for the next try
+            raise InpaintError("the GPU ran out of memory: fill a smaller hole or image, use fewer steps, or compute "
+                               "on the CPU (Fill > Use the GPU when there is one, or INPAINT_STUDIO_DEVICE=cpu)"
+                               ) from None
         timings.setdefault("first_preview", now() - t0)
         yield preview
+
+
+def _gpu_out_of_memory(exc: BaseException) -> bool:
+    torch = sys.modules.get("torch")  # only a job that imported torch can have run out of GPU memory
+    return torch is not None and isinstance(exc, torch.cuda.OutOfMemoryError)
 
 
 def run_to_end(inpainter: Inpainter, request: Request, cancel: CancelToken | None = None) -> Result:

@@ -50,6 +50,25 @@ def test_a_job_with_an_impossible_device_fails_with_the_setting_named(monkeypatc
         run_to_end(registry.load("repaint-mnist"), Request(img, mask, params={"fast": True}))
 
 
+def test_a_gpu_out_of_memory_is_a_clear_error_not_a_crash(rng):
+    from engine import registry
+    from engine.api import Preview
+    from engine.runner import run_to_end
+
+    class Greedy:
+        info = registry.get_info("telea")
+
+        def run(self, request, cancel):
+            yield Preview(step=1, total=2)
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    img = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    mask = np.zeros((16, 16), bool)
+    mask[4:8, 4:8] = True
+    with pytest.raises(InpaintError, match="GPU ran out of memory.*on the CPU"):
+        run_to_end(Greedy(), Request(img, mask))
+
+
 def test_seeded_noise_is_the_generators_draw_on_the_target_device_and_dtype():
     like = torch.zeros((), dtype=torch.float64, device=META)
     out = seeded_noise((2, 3), torch.Generator().manual_seed(5), like)
