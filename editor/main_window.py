@@ -295,27 +295,31 @@ class MainWindow(QMainWindow):
 
     def _init_device(self) -> None:
         """The GPU setting: INPAINT_STUDIO_DEVICE set outside the editor wins until the menu is used; else the saved
-        choice (default on). The worker looks the device up at once, before any job can queue in front of it; that
-        imports torch there, which the first Fill needs anyway."""
+        choice (default on). The status bar shows the setting until the first learned model runs, then the device."""
         if DEVICE_ENV not in os.environ and not self.settings.value("use_gpu", True, type=bool):
             os.environ[DEVICE_ENV] = "cpu"
         self.act_gpu.setChecked(os.environ.get(DEVICE_ENV, "auto").strip().lower() != "cpu")
-        self.act_gpu.setEnabled(False)  # until the worker says whether there is a GPU
-        self.device_label.setText("Compute: looking for a GPU…")
         self.jobs.device_found.connect(self._on_device_found)
-        self.jobs.probe_device()
+        self._show_device_setting()
+
+    def _show_device_setting(self) -> None:
+        self._set_device_text("GPU when there is one" if self.act_gpu.isChecked() else "CPU")
+
+    def _set_device_text(self, text: str) -> None:
+        self.device_label.setText(f"Compute: {text}")
+        # the status bar does not re-lay out its permanent widgets when a label's text grows
+        self.device_label.setMinimumWidth(self.device_label.sizeHint().width())
 
     @Slot(bool)
     def _on_use_gpu(self, checked: bool) -> None:
         os.environ[DEVICE_ENV] = "auto" if checked else "cpu"  # read by the engine at the start of every job
         self.settings.setValue("use_gpu", checked)
+        self._show_device_setting()
         self.jobs.probe_device()
 
     @Slot(str, bool)
     def _on_device_found(self, label: str, has_gpu: bool) -> None:
-        self.device_label.setText(f"Compute: {label}")
-        # the status bar does not re-lay out its permanent widgets when a label's text grows
-        self.device_label.setMinimumWidth(self.device_label.sizeHint().width())
+        self._set_device_text(label)
         self.act_gpu.setEnabled(has_gpu)
         if not has_gpu:
             self.act_gpu.setStatusTip("No CUDA GPU found: the learned models run on the CPU")

@@ -50,9 +50,11 @@ class FillWorker(QObject):
 
     @Slot()
     def probe_device(self) -> None:
-        """Where the next learned-model job computes; imports torch here, on the worker thread."""
-        import torch
-
+        """Where the next learned-model job computes. Only once torch is loaded (by a learned model's job): importing
+        it holds the GIL long enough to stall the GUI for half a second, which a Fill may do but startup should not."""
+        torch = sys.modules.get("torch")
+        if torch is None:
+            return
         from engine.device import compute_device, describe
 
         try:
@@ -83,6 +85,7 @@ class FillWorker(QObject):
             return
         try:
             inpainter = registry.load(job.model)
+            self.probe_device()  # a learned model has loaded torch: say where it computes
             how = run_learn if job.kind == "learn" else run_job
             result: Result | dict = drive(how(inpainter, job.request, job.cancel),
                                           lambda p: self._forward_preview(job.id, p))
@@ -177,7 +180,8 @@ class JobController(QObject):
         self._detect.emit(self._detect_id, model, image.copy())
 
     def probe_device(self) -> None:
-        """Ask the worker where learned models compute now (after any job it is running); answers device_found."""
+        """Ask the worker where learned models compute now (after any job it is running); device_found answers
+        once a learned model has run, and at the start of each such job."""
         self._probe.emit()
 
     @Slot(int, object)

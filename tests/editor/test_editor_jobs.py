@@ -381,26 +381,30 @@ def test_close_mid_job_is_clean(window, qtbot, dialogs):
 
 
 def test_the_gpu_setting_reaches_the_engine_and_the_status_bar(window, qtbot, monkeypatch):
-    """Fill > Use the GPU writes the engine's device setting and is remembered; the status bar shows the device
-    the worker finds, or the setting's error."""
+    """Fill > Use the GPU writes the engine's device setting and is remembered; the status bar shows the setting,
+    then, once a job has loaded torch, the device the worker finds, or the setting's error."""
     import torch
 
     from editor.main_window import MainWindow
     from engine.device import ENV, compute_device
 
     monkeypatch.setenv(ENV, "auto")  # the window writes os.environ: monkeypatch restores it after the test
-    qtbot.waitUntil(lambda: "looking" not in window.device_label.text(), timeout=5000)
+    assert window.device_label.text() == "Compute: GPU when there is one" and window.act_gpu.isChecked()
     gpu = torch.cuda.is_available()
-    assert window.device_label.text().startswith("Compute: GPU" if gpu else "Compute: CPU")
-    assert window.act_gpu.isChecked() and window.act_gpu.isEnabled() == gpu
+    paint_mask(window)
+    fill_and_wait(window, qtbot)  # torch is loaded in this process: the job's start says where it computes
+    qtbot.waitUntil(lambda: window.device_label.text().startswith("Compute: GPU:" if gpu else "Compute: CPU ("),
+                    timeout=5000)
+    assert window.act_gpu.isEnabled() == gpu
     window._on_use_gpu(False)  # what the menu does when a GPU is there to turn off
     assert compute_device() == torch.device("cpu")
-    qtbot.waitUntil(lambda: window.device_label.text().startswith("Compute: CPU"), timeout=5000)
+    qtbot.waitUntil(lambda: window.device_label.text().startswith("Compute: CPU ("), timeout=5000)
 
     monkeypatch.delenv(ENV)  # a new session: the saved choice applies
     again = MainWindow()
     qtbot.addWidget(again)
-    assert not again.act_gpu.isChecked() and compute_device() == torch.device("cpu")
+    assert not again.act_gpu.isChecked() and again.device_label.text() == "Compute: CPU"
+    assert compute_device() == torch.device("cpu")
     window._on_use_gpu(True)
     assert window.settings.value("use_gpu", type=bool) is True
 
