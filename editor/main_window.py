@@ -23,7 +23,7 @@ from editor.panels.progress_panel import ProgressPanel
 from editor.worker import Job, JobController
 from engine import imageio, registry
 from engine.api import InpaintError, Preview, Result
-from engine.device import ENV as DEVICE_ENV
+from engine import device
 
 MAX_RECENT = 10
 TOOL_KEYS = {"brush": ("Mask brush", "B"), "eraser": ("Mask eraser", "E"), "rect": ("Rectangle mask", "R"),
@@ -296,9 +296,9 @@ class MainWindow(QMainWindow):
     def _init_device(self) -> None:
         """The GPU setting: INPAINT_STUDIO_DEVICE set outside the editor wins until the menu is used; else the saved
         choice (default on). The status bar shows the setting until the first learned model runs, then the device."""
-        if DEVICE_ENV not in os.environ and not self.settings.value("use_gpu", True, type=bool):
-            os.environ[DEVICE_ENV] = "cpu"
-        self.act_gpu.setChecked(os.environ.get(DEVICE_ENV, "auto").strip().lower() != "cpu")
+        if device.ENV not in os.environ and not self.settings.value("use_gpu", True, type=bool):
+            device.choose("cpu")
+        self.act_gpu.setChecked(not device.chosen().startswith("cpu"))
         self.jobs.device_found.connect(self._on_device_found)
         self._show_device_setting()
 
@@ -312,7 +312,7 @@ class MainWindow(QMainWindow):
 
     @Slot(bool)
     def _on_use_gpu(self, checked: bool) -> None:
-        os.environ[DEVICE_ENV] = "auto" if checked else "cpu"  # read by the engine at the start of every job
+        device.choose("auto" if checked else "cpu")  # read by the engine at the start of every job
         self.settings.setValue("use_gpu", checked)
         self._show_device_setting()
         self.jobs.probe_device()
@@ -320,7 +320,9 @@ class MainWindow(QMainWindow):
     @Slot(str, bool)
     def _on_device_found(self, label: str, has_gpu: bool) -> None:
         self._set_device_text(label)
-        self.act_gpu.setEnabled(has_gpu)
+        # without a GPU the setting has no effect, unless a device was named outside the editor (it may be the
+        # one that fails): then unticking is the way back to the CPU
+        self.act_gpu.setEnabled(has_gpu or device.chosen() not in ("auto", "cpu"))
         if not has_gpu:
             self.act_gpu.setStatusTip("No CUDA GPU found: the learned models run on the CPU")
 

@@ -58,10 +58,12 @@ class FillWorker(QObject):
         from engine.device import compute_device, describe
 
         try:
-            label = describe(compute_device())
+            label, has_gpu = describe(compute_device()), torch.cuda.is_available()
         except InpaintError as exc:
-            label = first_line(exc)
-        self.device_found.emit(label, torch.cuda.is_available())
+            label, has_gpu = first_line(exc), torch.cuda.is_available()
+        except Exception as exc:  # a broken driver: say so; the job that asked goes on (a CPU model needs no GPU)
+            label, has_gpu = f"GPU unusable ({type(exc).__name__}: {first_line(exc)})", False
+        self.device_found.emit(label, has_gpu)
 
     @Slot(int, str, object)
     def detect(self, request_id: int, model: str, image: np.ndarray) -> None:

@@ -1,15 +1,17 @@
 """Where the learned models compute: a CUDA GPU when there is one, else the CPU.
 
-``INPAINT_STUDIO_DEVICE`` = ``auto`` (the default) | ``cpu`` | ``cuda`` | ``cuda:N`` overrides the choice; the
-editor's *Fill > Use the GPU* setting writes it for its jobs. It is read at the start of every job, so a change
-applies to the next Fill.
+``INPAINT_STUDIO_DEVICE`` = ``auto`` (the default) | ``cpu`` | ``cuda`` | ``cuda:N`` overrides the choice, until
+the editor's *Fill > Use the GPU when there is one* makes one (``choose``; kept in this module rather than written
+to the environment, which a worker thread may be reading from C at the same time). Read at the start of every
+job, so a change applies to the next Fill.
 
 The convention each family follows: networks and input tensors move to ``compute_device()``, results come back
-with ``.cpu()`` before numpy, and random noise is drawn on the CPU from the job's seed and then moved, so a seed
-gives the same fill on any device (up to float rounding). The face model is the exception: a 64 px cVAE answers an
-attribute toggle in milliseconds on the CPU, and a GPU round trip would not make it faster.
+with ``.cpu()`` before numpy, and sampling noise is drawn on the CPU from the job's seed and then moved, so a seed
+gives the same noise on any device (the fills still differ a little: GPUs round differently, and cuDNN uses TF32
+by default). The face model is the exception: a 64 px cVAE answers an attribute toggle in milliseconds on the
+CPU, and a GPU round trip would not make it faster.
 
-torch is imported inside the functions: the editor reads ``ENV`` on its GUI thread, which never imports torch.
+torch is imported inside the functions: the editor uses this module on its GUI thread, which never imports torch.
 """
 from __future__ import annotations
 
@@ -22,15 +24,28 @@ if TYPE_CHECKING:
     import torch
 
 ENV = "INPAINT_STUDIO_DEVICE"
+_chosen: str | None = None  # the editor's choice ("auto" or "cpu"); None: the environment decides
+
+
+def choose(want: str | None) -> None:
+    """Set the device later jobs use ("auto", "cpu", ...), over ``INPAINT_STUDIO_DEVICE``; None: back to it."""
+    global _chosen
+    _chosen = want
+
+
+def chosen() -> str:
+    """The device setting in force, as written ("auto" when nothing is set)."""
+    want = _chosen if _chosen is not None else os.environ.get(ENV, "")
+    return want.strip().lower() or "auto"
 
 
 def compute_device(want: str | None = None) -> torch.device:
-    """The device ``want`` names (a training script's ``--device``), by default the one ``INPAINT_STUDIO_DEVICE``
-    names; "auto": CUDA when available, the CPU otherwise."""
+    """The device ``want`` names (a training script's ``--device``), by default the setting in force (``chosen``);
+    "auto": CUDA when available, the CPU otherwise."""
     import torch
 
     source = "--device" if want is not None else ENV
-    want = (os.environ.get(ENV, "") if want is None else want).strip().lower() or "auto"
+    want = chosen() if want is None else want.strip().lower() or "auto"
     if want == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -39,6 +54,8 @@ def compute_device(want: str | None = None) -> torch.device:
         raise InpaintError(f"{source}={want!r}: expected auto, cpu, cuda or cuda:N") from None
     if device.type not in ("cpu", "cuda"):
         raise InpaintError(f"{source}={want!r}: expected auto, cpu, cuda or cuda:N")
+    if device.type == "cpu":
+        return torch.device("cpu")  # "cpu:1" is the same CPU: one cache entry
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise InpaintError(f"{source}={want}: this torch build or machine has no CUDA GPU; use cpu or auto")

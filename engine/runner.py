@@ -73,6 +73,7 @@ def _stream(gen: Generator, cancel: CancelToken, timings: dict[str, float]) -> G
     t0 = now()
     while True:
         cancel.check()
+        out_of_memory = False
         try:
             preview = next(gen)
         except StopIteration as stop:
@@ -81,10 +82,12 @@ def _stream(gen: Generator, cancel: CancelToken, timings: dict[str, float]) -> G
         except Exception as exc:
             if not _gpu_out_of_memory(exc):
                 raise
-            sys.modules["torch"].cuda.empty_cache()  # give the cached blocks back for the next try
-            raise InpaintError("the GPU ran out of memory: fill a smaller hole or image, use fewer steps, or compute "
-                               "on the CPU (Fill > Use the GPU when there is one, or INPAINT_STUDIO_DEVICE=cpu)"
-                               ) from None
+            out_of_memory = True  # raised below, once the traceback (and the job's tensors it holds) is gone
+        if out_of_memory:
+            sys.modules["torch"].cuda.empty_cache()  # hand the freed blocks back to the driver
+            raise InpaintError("the GPU ran out of memory: compute on the CPU (Fill > Use the GPU when there is one, "
+                               "or INPAINT_STUDIO_DEVICE=cpu), or ask for less (frugal: a smaller batch or crop, "
+                               "automatic guidance off; Stable Diffusion: no sketch guidance, cfg_scale 1)")
         timings.setdefault("first_preview", now() - t0)
         yield preview
 

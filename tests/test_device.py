@@ -36,6 +36,19 @@ def test_the_setting_picks_the_device_and_rejects_what_is_not_there(monkeypatch)
     monkeypatch.setenv(ENV, "cuda:7")
     with pytest.raises(InpaintError, match="CUDA GPU"):
         compute_device()
+    assert compute_device("cpu:1") == torch.device("cpu")  # the same CPU: one cache entry, not two
+
+
+def test_the_editors_choice_wins_over_the_environment_until_withdrawn(monkeypatch):
+    from engine import device
+
+    monkeypatch.setenv(ENV, "cuda:7")
+    try:
+        device.choose("cpu")
+        assert device.chosen() == "cpu" and compute_device() == torch.device("cpu")
+    finally:
+        device.choose(None)
+    assert device.chosen() == "cuda:7"
 
 
 def test_a_job_with_an_impossible_device_fails_with_the_setting_named(monkeypatch, rng):

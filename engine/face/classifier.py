@@ -59,10 +59,11 @@ def augment(rng: np.random.Generator, imgs: np.ndarray) -> np.ndarray:
 def predict(model: AttributeClassifier, imgs: np.ndarray, batch: int = 256) -> np.ndarray:
     """N x 64 x 64 x 3 uint8 -> N x 2 probabilities (smile, glasses)."""
     model.eval()
+    device = next(model.parameters()).device
     out = []
     with torch.inference_mode():
         for i in range(0, len(imgs), batch):
-            out.append(torch.sigmoid(model(to_tensor(imgs[i:i + batch]))).numpy())
+            out.append(torch.sigmoid(model(to_tensor(imgs[i:i + batch]).to(device))).cpu().numpy())
     return np.concatenate(out)
 
 
@@ -71,7 +72,8 @@ def save(model: AttributeClassifier, folder: Path, facts: dict) -> None:
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps({"ch": model.ch, "training": facts}, indent=2) + "\n")
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(folder / "model.safetensors"))
 
 
 def load(folder: Path = FOLDER) -> AttributeClassifier:

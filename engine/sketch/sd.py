@@ -103,13 +103,16 @@ _cache: dict[str, SDComponents] = {}
 _cache_lock = threading.Lock()
 
 
-def load_sd_folder(folder: str | Path, cache: bool = True, device: torch.device | str = "cpu") -> SDComponents:
-    """Load (and cache by resolved path) the parts of a local SD folder, frozen, in float32 on ``device``."""
+def load_sd_folder(folder: str | Path, cache: bool = True, device: torch.device | str | None = None
+                   ) -> SDComponents:
+    """Load (and cache by resolved path) the parts of a local SD folder, frozen, in float32 on ``device``. One copy
+    of the weights (SD is GBs): a cached one moves to ``device`` in place; None: the CPU when loaded, else where it
+    is."""
     path = check_sd_folder(folder)
     key = str(path.resolve())
     with _cache_lock:
         if cache and key in _cache:
-            return _cache[key].to(device)
+            return _cache[key] if device is None else _cache[key].to(device)
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -130,7 +133,7 @@ def load_sd_folder(folder: str | Path, cache: bool = True, device: torch.device 
         raise InpaintError(f"Stable Diffusion folder {path}: could not load {part}/ ({msg})") from None
     for m in (unet, vae, text_encoder):
         m.eval().requires_grad_(False)
-    comp = SDComponents(path, unet, vae, text_encoder, tokenizer, sched_cfg).to(device)
+    comp = SDComponents(path, unet, vae, text_encoder, tokenizer, sched_cfg).to(device or "cpu")
     if cache:
         with _cache_lock:
             _cache[key] = comp

@@ -32,10 +32,14 @@ def _scratch_settings(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def _device_setting(monkeypatch):
-    """The editor's GPU menu writes INPAINT_STUDIO_DEVICE into os.environ: undo that after every test."""
-    from engine.device import ENV
+    """Every test starts with the GPU setting at its default (a test that triggers every menu action turns it off),
+    and the engine's device choice is undone after it."""
+    from engine import device
 
-    monkeypatch.setenv(ENV, "auto")
+    monkeypatch.delenv(device.ENV, raising=False)
+    QSettings().remove("use_gpu")
+    yield
+    device.choose(None)
 
 
 class Dialogs:

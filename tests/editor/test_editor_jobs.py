@@ -381,14 +381,13 @@ def test_close_mid_job_is_clean(window, qtbot, dialogs):
 
 
 def test_the_gpu_setting_reaches_the_engine_and_the_status_bar(window, qtbot, monkeypatch):
-    """Fill > Use the GPU writes the engine's device setting and is remembered; the status bar shows the setting,
-    then, once a job has loaded torch, the device the worker finds, or the setting's error."""
+    """Fill > Use the GPU sets the engine's device and is remembered; the status bar shows the setting, then, once
+    a job has loaded torch, the device the worker finds, or the setting's error."""
     import torch
 
     from editor.main_window import MainWindow
-    from engine.device import ENV, compute_device
+    from engine import device
 
-    monkeypatch.setenv(ENV, "auto")  # the window writes os.environ: monkeypatch restores it after the test
     assert window.device_label.text() == "Compute: GPU when there is one" and window.act_gpu.isChecked()
     gpu = torch.cuda.is_available()
     paint_mask(window)
@@ -397,18 +396,24 @@ def test_the_gpu_setting_reaches_the_engine_and_the_status_bar(window, qtbot, mo
                     timeout=5000)
     assert window.act_gpu.isEnabled() == gpu
     window._on_use_gpu(False)  # what the menu does when a GPU is there to turn off
-    assert compute_device() == torch.device("cpu")
+    assert device.compute_device() == torch.device("cpu")
     qtbot.waitUntil(lambda: window.device_label.text().startswith("Compute: CPU ("), timeout=5000)
 
-    monkeypatch.delenv(ENV)  # a new session: the saved choice applies
+    device.choose(None)  # a new session: the saved choice applies
     again = MainWindow()
     qtbot.addWidget(again)
     assert not again.act_gpu.isChecked() and again.device_label.text() == "Compute: CPU"
-    assert compute_device() == torch.device("cpu")
+    assert device.compute_device() == torch.device("cpu")
     window._on_use_gpu(True)
     assert window.settings.value("use_gpu", type=bool) is True
-
-    monkeypatch.setenv(ENV, "cuda:7")  # set outside the editor: it wins, and a bad value is said plainly
-    window.jobs.probe_device()
-    qtbot.waitUntil(lambda: ENV in window.device_label.text(), timeout=5000)
     again.close()
+
+    # named outside the editor, the device wins until the menu is used; a bad one is said plainly, and the menu
+    # stays usable as the way back
+    device.choose(None)
+    monkeypatch.setenv(device.ENV, "cuda:7")
+    window.jobs.probe_device()
+    qtbot.waitUntil(lambda: device.ENV in window.device_label.text(), timeout=5000)
+    assert window.act_gpu.isEnabled()
+    window._on_use_gpu(False)
+    assert device.compute_device() == torch.device("cpu")
