@@ -60,7 +60,8 @@ class RePaintInpainter:
         self._lock = threading.Lock()
 
     def model(self, checkpoint: str | None = None, device: torch.device | None = None):
-        """(unet, schedule) for ``checkpoint`` (default: this model's own) on ``device``, loaded once and cached."""
+        """(unet, schedule) for ``checkpoint`` (default: this model's own) on ``device``: loaded once and cached, one
+        copy, moved in place to the device of the latest job (turning the GPU off frees it)."""
         from engine.ddpm.model import load_ddpm
 
         key = checkpoint or self.checkpoint
@@ -68,12 +69,13 @@ class RePaintInpainter:
             raise InpaintError(f"model {self.info.name}: set the 'checkpoint' parameter to a DDPM folder or hub id")
         device = device or torch.device("cpu")
         with self._lock:
-            if (key, device) not in self._cache:
+            if key not in self._cache:
                 try:
-                    self._cache[key, device] = load_ddpm(key, device)
+                    self._cache[key] = load_ddpm(key, device)
                 except (OSError, ValueError, KeyError) as exc:
                     raise InpaintError(f"could not load DDPM checkpoint {key!r}: {str(exc).splitlines()[0]}") from exc
-            return self._cache[key, device]
+            unet, schedule = self._cache[key]
+            return unet.to(device), schedule.to(device)
 
     def run(self, request: Request, cancel: CancelToken) -> JobGen:
         params = request.params

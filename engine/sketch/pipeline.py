@@ -25,17 +25,17 @@ from engine.sketch.lgp import LatentGuidancePredictor
 
 REPO = Path(__file__).resolve().parents[2]
 
-_lgp_cache: dict[tuple, LatentGuidancePredictor] = {}
+_lgp_cache: dict[str, LatentGuidancePredictor] = {}
 _lgp_lock = threading.Lock()
 
 
 def load_lgp_cached(folder: str | Path, device: torch.device) -> LatentGuidancePredictor:
-    """The LGP of ``folder`` on ``device``, loaded once per folder and device."""
-    key = (str(Path(folder).expanduser().resolve()), device)
+    """The LGP of ``folder`` on ``device``: loaded once per folder, one copy moved in place to the latest job's device."""
+    key = str(Path(folder).expanduser().resolve())
     with _lgp_lock:
         if key not in _lgp_cache:
-            _lgp_cache[key] = LatentGuidancePredictor.load(folder).requires_grad_(False).to(device)
-        return _lgp_cache[key]
+            _lgp_cache[key] = LatentGuidancePredictor.load(folder).requires_grad_(False)
+        return _lgp_cache[key].to(device)
 
 
 def _resolve(path: str | Path) -> Path:

@@ -30,19 +30,20 @@ def _fallback_load(folder: Path):
     return unet, DDPMScheduler.from_config(sched_cfg).alphas_cumprod
 
 
-_cache: dict[tuple, tuple] = {}  # (folder, device) -> (unet, alphas_cumprod)
+_cache: dict[str, tuple] = {}  # folder -> (unet, alphas_cumprod)
 _lock = threading.Lock()
 
 
 def load_pixel_ddpm(folder: str | Path, device: torch.device | None = None) -> tuple[torch.nn.Module, torch.Tensor]:
     """(frozen eps-UNet in eval mode on ``device``, alphas_cumprod on the CPU) of a DDPM folder; InpaintError when
-    missing/unreadable. Cached per folder and device."""
+    missing/unreadable. Cached per folder: one copy, moved in place to the device of the latest caller."""
     path = Path(folder).expanduser()
     device = torch.device(device or "cpu")
-    key = (str(path.resolve()) if path.exists() else str(path), device)
+    key = str(path.resolve()) if path.exists() else str(path)
     with _lock:
         if key in _cache:
-            return _cache[key]
+            unet, abar = _cache[key]
+            return unet.to(device), abar
     if not (path / "config.json").is_file() and not (path / "unet" / "config.json").is_file():
         raise InpaintError(f"DDPM checkpoint not found at {path} (expected config.json + "
                            f"diffusion_pytorch_model.safetensors)")
