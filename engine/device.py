@@ -9,8 +9,8 @@ The convention each family follows: networks and input tensors move to ``compute
 with ``.cpu()`` before numpy, and sampling noise is drawn on the CPU from the job's seed and then moved, so a seed
 gives the same noise on any device (the fills still differ a little: GPUs round differently, and cuDNN uses TF32
 by default). A loaded model is cached once and moved in place to the device of the latest job, so turning the
-GPU off gives its memory back (Stable Diffusion is GBs). The face model is the exception: a 64 px cVAE answers an attribute toggle in milliseconds on the
-CPU, and a GPU round trip would not make it faster.
+GPU off leaves no second copy there (Stable Diffusion is GBs). The face model is the exception: a 64 px cVAE
+answers an attribute toggle in milliseconds on the CPU, and a GPU round trip would not make it faster.
 
 torch is imported inside the functions: the editor uses this module on its GUI thread, which never imports torch.
 """
