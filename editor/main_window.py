@@ -21,9 +21,8 @@ from editor.panels.history_panel import HistoryPanel
 from editor.panels.model_panel import ModelPanel
 from editor.panels.progress_panel import ProgressPanel
 from editor.worker import Job, JobController
-from engine import imageio, registry
+from engine import device, imageio, registry
 from engine.api import InpaintError, Preview, Result
-from engine import device
 
 MAX_RECENT = 10
 TOOL_KEYS = {"brush": ("Mask brush", "B"), "eraser": ("Mask eraser", "E"), "rect": ("Rectangle mask", "R"),

@@ -39,7 +39,7 @@ def sample_inpaint_iter(net: nn.Module, sched: DiffusionSchedule, y: torch.Tenso
 
     net: a FrugalUNet or any x_0 predictor with its signature (an AutoGuided pair);
     y: (B, 3, H, W) in [-1, 1] (any values in the hole), mask: (B, 1, H, W), 1 = hole; net, sched, y, mask and
-    draft on one device; the noise is drawn from ``gen`` (a CPU generator: the same fill on any device).
+    draft on one device; the noise is drawn from ``gen`` (a CPU generator: the same noise on any device).
     A net may answer a batch-1 call with K samples (AutoGuided with K values of w): the arithmetic broadcasts, so
     from there on the K samples are carried together and share each step's noise.
     draft: a first fill of the hole (e.g. the patch method's); sampling then starts from it, forward-noised to the
