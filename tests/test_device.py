@@ -140,14 +140,16 @@ def test_pixel_ddpm_sketch_guidance_stays_on_the_models_device():
 
 def test_repaint_sampler_stays_on_the_models_device():
     from engine.ddpm.model import NoiseSchedule, ScheduleConfig
-    from engine.ddpm.repaint import FAST, repaint_steps
+    from engine.ddpm.repaint import RePaintConfig, repaint_steps
 
     unet = tiny_unet2d(16).to(META)
     schedule = NoiseSchedule(ScheduleConfig(1000)).to(META)
     image = torch.zeros(1, 1, 16, 16, device=META)
     mask = torch.ones(1, 1, 16, 16, device=META)
-    steps = list(repaint_steps(unet, schedule, image, mask, FAST, generator=torch.Generator().manual_seed(0)))
-    assert steps and steps[-1].x0.device == META
+    for mcg in (0.0, 1.0):  # resampling jumps, and the manifold-constraint gradient step
+        cfg = RePaintConfig(t_T=6, jump_length=2, jump_n_sample=2, mcg=mcg)
+        steps = list(repaint_steps(unet, schedule, image, mask, cfg, generator=torch.Generator().manual_seed(0)))
+        assert steps and steps[-1].x0.device == META
 
 
 def test_stable_diffusion_sketch_generation_moves_its_inputs_to_the_models_device(tmp_path):
