@@ -52,6 +52,10 @@ def _region(text: str | None) -> tuple[int, int, int, int] | None:
     return x0, y0, x1, y1
 
 
+DEVICE_HELP = "where learned models compute: auto (a CUDA GPU when there is one), cpu, cuda or cuda:N; default: " \
+              "INPAINT_STUDIO_DEVICE, else auto"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="main.py", description="Inpaint Studio: with no command, opens the editor.")
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
@@ -70,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--region", help="x0,y0,x1,y1 working box for models that use one (e.g. the face box)")
     i.add_argument("--overwrite", action="store_true", help="allow replacing existing output files")
     i.add_argument("--json", action="store_true", help="print one JSON line of timings per image")
+    i.add_argument("--device", help=DEVICE_HELP)
     ln = sub.add_parser("learn", help="learn IMAGE now and cache the weights (models that learn the image): a later "
                         "inpaint (or the editor) with the same parameters fills at once")
     ln.add_argument("--model", default="frugal")
@@ -77,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     ln.add_argument("--mask", help="mask file (white = keep out of learning, e.g. the hole to fill later)")
     ln.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="model parameter (repeat)")
     ln.add_argument("--json", action="store_true", help="print the learning stats as one JSON line")
+    ln.add_argument("--device", help=DEVICE_HELP)
     return p
 
 
@@ -145,7 +151,7 @@ def cmd_inpaint(args) -> int:
             raise UsageError(f"--out {out} is the input image itself; choose another name")
         if out.exists() and not args.overwrite:
             raise UsageError(f"{out} exists; pass --overwrite to replace it")
-    _set_threads()
+    _set_torch(args.device)
     from engine.runner import run_job  # imports numpy-only; model loading imports torch when needed
 
     inpainter = registry.load(args.model)
@@ -192,7 +198,7 @@ def cmd_learn(args) -> int:
         raise UsageError(f"--image {src}: no such file")
     loaded = load_image(src)
     mask = load_mask(Path(args.mask), loaded.rgb.shape[:2]) if args.mask else np.zeros(loaded.rgb.shape[:2], bool)
-    _set_threads()
+    _set_torch(args.device)
     from engine.runner import run_learn
 
     stats = drive(run_learn(registry.load(args.model), Request(image=loaded.rgb, mask=mask, params=params)),
@@ -207,10 +213,16 @@ def cmd_learn(args) -> int:
     return 0
 
 
-def _set_threads() -> None:
+def _set_torch(device: str | None) -> None:
+    """Torch's thread count (INPAINT_STUDIO_THREADS, default every core) and the ``--device``, checked at once."""
     import torch
 
+    from engine import device as devices
+
     torch.set_num_threads(int(os.environ.get("INPAINT_STUDIO_THREADS", os.cpu_count() or 1)))
+    if device:
+        devices.compute_device(device)  # a device that is not there: one line naming --device
+        devices.choose(device)
 
 
 def main(argv: list[str]) -> int:
@@ -240,3 +252,7 @@ def main(argv: list[str]) -> int:
         print(f"error: internal error ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
               "rerun with INPAINT_STUDIO_DEBUG=1 for details", file=sys.stderr)
         return 1
+    finally:
+        from engine import device as devices
+
+        devices.choose(None)  # --device is this command's (main may run in a longer-lived process, e.g. tests)

@@ -184,8 +184,12 @@ def test_learn_caches_the_weights_a_later_fill_uses(files, capsys, monkeypatch):
     assert "learned in" in out and "6 iterations" in out
     cached = list((d / "cache" / "frugal").glob("*.safetensors"))
     assert len(cached) == 1 and str(cached[0]) in out
-    code, out, err = _run(capsys, "learn", "--image", str(d / "img.png"), *tiny, "--json")  # no mask: same weights
-    assert code == 0 and json.loads(out)["cached"] is True, err
+    code, out, err = _run(capsys, "learn", "--image", str(d / "img.png"), *tiny, "--json", "--device", "cpu")
+    assert code == 0 and json.loads(out)["cached"] is True and json.loads(out)["device"] == "cpu", err  # no mask
+    from engine import device
+
+    monkeypatch.delenv(device.ENV, raising=False)
+    assert device.chosen() == "auto"  # --device lasts one command
     before = cached[0].stat()
     code, out, err = _run(capsys, "inpaint", "--model", "frugal", "--image", str(d / "img.png"), "--mask",
                           str(d / "mask.png"), "--out", str(d / "o.png"), *tiny)
@@ -194,7 +198,11 @@ def test_learn_caches_the_weights_a_later_fill_uses(files, capsys, monkeypatch):
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns), "the fill did not relearn"
     for argv, want, message in ((["learn", "--model", "telea", "--image", str(d / "img.png")], 2, "does not learn"),
                                 (["learn", "--image", str(d / "nope.png")], 2, "no such file"),
-                                (["learn", "--image", str(d / "img.png"), "--param", "nope=1"], 1, "no parameter")):
+                                (["learn", "--image", str(d / "img.png"), "--param", "nope=1"], 1, "no parameter"),
+                                (["learn", "--image", str(d / "img.png"), "--device", "tpu"], 1, "--device='tpu'"),
+                                (["inpaint", "--model", "frugal", "--image", str(d / "img.png"), "--mask",
+                                  str(d / "mask.png"), "--out", str(d / "o2.png"), "--device", "cuda:9"], 1,
+                                 "--device=cuda:9")):
         code, _, err = _run(capsys, *argv)
         lines = err.strip().splitlines()
         assert code == want and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
