@@ -5,7 +5,9 @@ torch's intra-op threads at 1 and at N (all cores, what torch does by default), 
 learned on their own threads (``engine.frugal.train.Shards``, the default: it times 1, 2, 4 .. N slices at the start
 and keeps the fastest). Runs are interleaved ``--repeats`` times so that a drift in the machine's load hits every
 way alike. Filling: the app's default fill (half-size patch draft, automatic guidance, 25 steps) of the 128 px hole
-at 1 and N threads, with the net of the last run. Prints a table and writes benchmarks/results/frugal_speed.json.
+at 1 and N threads, with the net of the last run. Where a CUDA GPU is present, learning and filling on it are one
+more row of each table, so the ratio to the CPU comes from one run. Prints a table and writes
+benchmarks/results/frugal_speed.json.
 
     python benchmarks/frugal_speed.py [--seconds 30] [--repeats 2] [--texture grass]
 """
@@ -35,10 +37,10 @@ from engine.frugal.guidance import AUTO_WS  # noqa: E402
 OUT = ROOT / "benchmarks" / "results" / "frugal_speed.json"
 
 
-def learn(img: np.ndarray, test: np.ndarray, seconds: float, threads: int, parallel: bool):
+def learn(img: np.ndarray, test: np.ndarray, seconds: float, threads: int, parallel: bool, device: str = "cpu"):
     torch.set_num_threads(threads)
     cfg = tr.TrainConfig(minutes=seconds / 60)
-    net, stats = drive(tr.train([img], [test], cfg, parallel=parallel))
+    net, stats = drive(tr.train([img], [test], cfg, parallel=parallel, device=device))
     return net, cfg, stats
 
 
@@ -53,12 +55,16 @@ def main(argv=None) -> int:
     cores = os.cpu_count() or 1
     img = load_texture(args.texture)
     test, hole = regions(img.shape)
-    ways = {"1 thread": (1, False), f"{cores} threads": (cores, False), f"slices (up to {cores})": (cores, True)}
+    ways = {"1 thread": (1, False, "cpu"), f"{cores} threads": (cores, False, "cpu"),
+            f"slices (up to {cores})": (cores, True, "cpu")}
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    if gpu:
+        ways["GPU"] = (cores, False, "cuda")
     runs: dict[str, list[dict]] = {k: [] for k in ways}
     net = cfg = None
     for r in range(args.repeats):
-        for name, (threads, parallel) in ways.items():
-            net, cfg, stats = learn(img, test, args.seconds, threads, parallel)
+        for name, (threads, parallel, device) in ways.items():
+            net, cfg, stats = learn(img, test, args.seconds, threads, parallel, device)
             runs[name].append({"iterations": stats["iterations"], "seconds": stats["seconds"],
                                **{k: stats[k] for k in ("slices", "seconds_per_iteration") if k in stats}})
             print(f"  run {r + 1} {name}: {stats['iterations']} iterations", flush=True)
@@ -75,15 +81,18 @@ def main(argv=None) -> int:
     draft = float(get_info("frugal").param("draft_strength").default)
     filling = {}
     print(f"\nFilling the 128 px hole (default fill, draft {draft:g}, {args.fills} seeds)")
-    for threads in sorted({1, cores}):
+    for threads, device in [(t, "cpu") for t in sorted({1, cores})] + ([(cores, "cuda")] if gpu else []):
         torch.set_num_threads(threads)
+        net.to(device)
+        key, label = ("GPU", "GPU") if device == "cuda" else (str(threads), f"{threads} thread(s)")
         t0 = time.perf_counter()
-        for s in range(args.fills):
+        for s in range(args.fills):  # a fill returns numpy: the GPU's work is done when it returns
             drive(pipeline.fill(net, cfg, img, hole, img, hole, 1.0, 25, 1.0, s, None, {}, draft))
-        filling[str(threads)] = (time.perf_counter() - t0) / args.fills
-        print(f"{threads} thread(s): {filling[str(threads)]:.2f} s per fill")
+        filling[key] = (time.perf_counter() - t0) / args.fills
+        print(f"{label}: {filling[key]:.2f} s per fill")
     meta = {"machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "cores": cores,
-            "torch": torch.__version__, "texture": args.texture, "seconds": args.seconds, "repeats": args.repeats,
+            "torch": torch.__version__, "gpu": gpu, "texture": args.texture, "seconds": args.seconds,
+            "repeats": args.repeats,
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     Path(args.out).write_text(json.dumps({"meta": meta, "learning": learning, "fill_seconds": filling}, indent=1))
     print(f"\nwrote {args.out}")
