@@ -53,7 +53,7 @@ class Param:
     """One entry of a model's parameter schema; the editor builds its parameter panel from these."""
 
     name: str
-    kind: str  # "int" | "float" | "bool" | "choice" | "str"
+    kind: str  # "int" | "float" | "bool" | "choice" | "str" | "folder" (a str naming a folder; the editor can browse)
     default: Any
     label: str = ""
     help: str = ""
@@ -62,6 +62,7 @@ class Param:
     step: float | None = None
     choices: tuple[str, ...] = ()
     disables: tuple[str, ...] = ()  # a bool's: the parameters it makes irrelevant while on (the editor greys them)
+    remember: bool = False  # the editor keeps the last value across sessions (e.g. where a user's model lives)
 
     def parse(self, value: Any) -> Any:
         """Coerce a value (e.g. the string of ``--param k=v``) to this parameter's type; InpaintError if invalid."""

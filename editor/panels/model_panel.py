@@ -1,12 +1,19 @@
-"""Model picker, a parameter form generated from ``ModelInfo.params``, attribute toggles, seed and prompt."""
+"""Model picker, a parameter form generated from ``ModelInfo.params``, attribute toggles, seed and prompt.
+
+Folder parameters (an SD folder, a DDPM checkpoint, frugal's extra images) get a Browse button; those marked
+``remember`` (where a user's model lives) keep their last value per model across sessions (QSettings
+``params/<model>/<name>``): a path to a model is what nobody wants to type twice."""
 from __future__ import annotations
 
 import random
 from typing import Any
 
-from PySide6.QtCore import Qt, Signal, Slot
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
-                               QLineEdit, QPushButton, QSlider, QSpinBox, QVBoxLayout, QWidget)
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, Qt, Signal, Slot
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox,
+                               QHBoxLayout, QLabel, QLineEdit, QPushButton, QSlider, QSpinBox, QToolButton,
+                               QVBoxLayout, QWidget)
 
 from engine import registry
 from engine.api import ModelInfo, Param
@@ -15,7 +22,8 @@ SLIDER_STEPS = 1000
 
 
 class ParamField(QWidget):
-    """One parameter: a spin box (with a slider when the range is bounded), a check box, a combo or a line edit."""
+    """One parameter: a spin box (with a slider when the range is bounded), a check box, a combo, or a line edit
+    (with a Browse button for a folder)."""
 
     changed = Signal()
 
@@ -64,6 +72,13 @@ class ParamField(QWidget):
             self.editor = QLineEdit(str(param.default))
             self.editor.editingFinished.connect(self.changed)
             lay.addWidget(self.editor, 1)
+            if k == "folder":
+                self.editor.setPlaceholderText("not set")
+                browse = QToolButton()
+                browse.setText("Browse…")
+                browse.setToolTip(f"Choose the {param.label or param.name}")
+                browse.clicked.connect(self._browse)
+                lay.addWidget(browse)
         tip = param.help + (f"  [{param.min:g} .. {param.max:g}]" if param.min is not None and param.max is not None
                             else "")
         self.setToolTip(tip)
@@ -84,6 +99,14 @@ class ParamField(QWidget):
         self.editor.setValue(v)
         self.editor.blockSignals(False)
         self.changed.emit()
+
+    @Slot()
+    def _browse(self) -> None:
+        start = self.editor.text().strip() or str(Path.home())
+        path = QFileDialog.getExistingDirectory(self, self.param.label or self.param.name, start)
+        if path:
+            self.editor.setText(path)
+            self.changed.emit()
 
     @Slot()
     def _spin_changed(self) -> None:
@@ -200,8 +223,13 @@ class ModelPanel(QWidget):
         while self.params_form.rowCount():
             self.params_form.removeRow(0)
         self.fields = {}
+        settings = QSettings()
         for p in info.params:
             f = ParamField(p)
+            if p.remember:
+                key = f"params/{info.name}/{p.name}"
+                f.editor.setText(str(settings.value(key, p.default)))
+                f.changed.connect(lambda f=f, key=key: QSettings().setValue(key, f.value()))
             label = QLabel(p.label or p.name)
             label.setToolTip(p.help)
             self.params_form.addRow(label, f)

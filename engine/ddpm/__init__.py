@@ -42,6 +42,7 @@ MODELS = [
                     "folder with unet/ and scheduler/, or a hub id when online). Works on a crop at the UNet's size.",
         domain="whatever the checkpoint was trained on (its UNet's sample_size, 1 or 3 channels)",
         resolution=None,
-        params=(Param("checkpoint", "str", "", "Checkpoint", "DDPM folder or hub id"),) + PARAMS, weights=None),
+        params=(Param("checkpoint", "folder", "", "Checkpoint", "DDPM folder or hub id", remember=True),) + PARAMS,
+        weights=None),
         factory="engine.ddpm.pipeline:RePaintInpainter", order=31),
 ]

@@ -19,7 +19,7 @@ _LEARN = (
     Param("max_hole", "int", 192, "Max hole (px)",
           "Holes larger than this are learned and filled on a downscaled image, then upscaled", min=32, max=2048,
           step=16),
-    Param("folder", "str", "", "Also learn from folder", "Optional folder of similar images to learn from too"),
+    Param("folder", "folder", "", "Also learn from folder", "Optional folder of similar images to learn from too"),
     Param("relearn", "bool", False, "Relearn", "Ignore the cached weights for this image and learn again"),
 )
 _SAMPLE = (

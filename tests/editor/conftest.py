@@ -31,13 +31,14 @@ def _scratch_settings(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def _device_setting(monkeypatch):
-    """Every test starts with the GPU setting at its default (a test that triggers every menu action turns it off),
-    and the engine's device choice is undone after it."""
+def _default_settings(monkeypatch):
+    """Every test starts with the GPU setting at its default (a test that triggers every menu action turns it off)
+    and no remembered model folders; the engine's device choice is undone after it."""
     from engine import device
 
     monkeypatch.delenv(device.ENV, raising=False)
     QSettings().remove("use_gpu")
+    QSettings().remove("params")
     yield
     device.choose(None)
 

@@ -316,6 +316,33 @@ def test_parameter_panel_built_from_schema(window):
     assert "weights missing" in window.model_panel.picker.itemText(window.model_panel.picker.findData("test-noweights"))
 
 
+def test_folder_parameters_browse_and_a_models_location_is_remembered(window, qtbot, monkeypatch, tmp_path):
+    from PySide6.QtWidgets import QFileDialog, QToolButton
+
+    from editor.panels.model_panel import ModelPanel
+
+    chosen = tmp_path / "stable-diffusion-v1-5"
+    chosen.mkdir()
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", staticmethod(lambda *a, **k: str(chosen)))
+    select_model(window, "sd-sketch")
+    field = window.model_panel.fields["checkpoint"]
+    browse = field.findChild(QToolButton)
+    assert browse is not None and browse.text().startswith("Browse")
+    qtbot.mouseClick(browse, Qt.LeftButton)
+    assert window.model_panel.params()["checkpoint"] == str(chosen)
+    select_model(window, "frugal")  # frugal's extra-images folder can be browsed, but is not kept
+    folder = window.model_panel.fields["folder"]
+    assert folder.findChild(QToolButton) is not None
+    qtbot.mouseClick(folder.findChild(QToolButton), Qt.LeftButton)
+
+    later = ModelPanel()  # a new session
+    qtbot.addWidget(later)
+    later.select("sd-sketch")
+    assert later.params()["checkpoint"] == str(chosen) and later.params()["lgp"] == ""
+    later.select("frugal")
+    assert later.params()["folder"] == ""
+
+
 def test_fast_mode_greys_out_the_schedule_it_overrides(window):
     select_model(window, "repaint-mnist")
     panel = window.model_panel
