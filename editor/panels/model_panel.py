@@ -206,8 +206,14 @@ class ModelPanel(QWidget):
         if name is None:
             return
         info = self.info = registry.get_info(name)
-        weights = ("<span style='color:#6c6'>weights present</span>" if info.weights_present
-                   else f"<span style='color:#e66'>weights missing: {info.weights}</span>")
+        yours = [p.label or p.name for p in info.params if p.kind == "folder" and p.remember]
+        if info.weights is None:  # nothing ships: an algorithm, a model learned on the image, or the user's model
+            weights = (f"<span style='color:#aaa'>weights: yours ({yours[0]}, below)</span>" if yours
+                       else "<span style='color:#aaa'>no weights to load</span>")
+        elif info.weights_present:
+            weights = "<span style='color:#6c6'>weights present</span>"
+        else:
+            weights = f"<span style='color:#e66'>weights missing: {info.weights}</span>"
         res = f"{info.resolution} px" if info.resolution else "native resolution"
         tags = [t for t, on in (("instant", info.instant), ("uses sketch", info.uses_sketch),
                                 ("learns on the image", info.learns_on_image), ("greyscale", info.grey)) if on]
