@@ -324,7 +324,10 @@ def test_folder_parameters_browse_and_a_models_location_is_remembered(window, qt
     chosen = tmp_path / "stable-diffusion-v1-5"
     chosen.mkdir()
     monkeypatch.setattr(QFileDialog, "getExistingDirectory", staticmethod(lambda *a, **k: str(chosen)))
+    select_model(window, "telea")
+    assert "no weights to load" in window.model_panel.info_label.text()
     select_model(window, "sd-sketch")
+    assert "weights: yours (SD folder, below)" in window.model_panel.info_label.text()
     field = window.model_panel.fields["checkpoint"]
     browse = field.findChild(QToolButton)
     assert browse is not None and browse.text().startswith("Browse")
