@@ -624,6 +624,7 @@ class MainWindow(QMainWindow):
         if self.jobs.busy:
             self.jobs.cancel()
         info = registry.get_info(name)
+        self.jobs.warm_up(name)
         self.act_learn.setEnabled(info.learns_on_image)
         self.canvas.region_visible = info.uses_region
         self.tool_actions["region"].setEnabled(info.uses_region)

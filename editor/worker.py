@@ -65,6 +65,19 @@ class FillWorker(QObject):
             label, has_gpu = f"GPU unusable ({type(exc).__name__}: {first_line(exc)})", False
         self.device_found.emit(label, has_gpu)
 
+    @Slot(str)
+    def warm_up(self, model: str) -> None:
+        """Build the model's inpainter (importing torch for a learned model) and let it do its own first-use work
+        (``warm_up()``, if it has one) now, when the model is picked: those imports hold the GIL long enough to stall
+        the GUI for a few hundred ms, which should not happen while the user paints during a Learn. A failure here
+        is left to the job, which reports it."""
+        try:
+            inpainter = registry.load(model)
+            getattr(inpainter, "warm_up", lambda: None)()
+        except Exception:
+            return
+        self.probe_device()
+
     @Slot(int, str, object)
     def detect(self, request_id: int, model: str, image: np.ndarray) -> None:
         """A uses_region model's box suggestion (e.g. a face detector): a few hundred ms, so not on the GUI."""
@@ -123,6 +136,7 @@ class JobController(QObject):
     _submit = Signal(object)
     _detect = Signal(int, str, object)
     _probe = Signal()
+    _warm = Signal(str)
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -134,6 +148,7 @@ class JobController(QObject):
         self._detect.connect(self._worker.detect)
         self._worker.region_found.connect(self._on_region)
         self._probe.connect(self._worker.probe_device)
+        self._warm.connect(self._worker.warm_up)
         self._worker.device_found.connect(self.device_found)
         self._detect_id = 0
         self._worker.preview.connect(self._on_preview)
@@ -180,6 +195,10 @@ class JobController(QObject):
         """Ask the worker for the model's suggested box; only the newest request is answered."""
         self._detect_id += 1
         self._detect.emit(self._detect_id, model, image.copy())
+
+    def warm_up(self, model: str) -> None:
+        """Have the worker load ``model``'s code now (after any job it is running), before it is needed."""
+        self._warm.emit(model)
 
     def probe_device(self) -> None:
         """Ask the worker where learned models compute now (after any job it is running); device_found answers

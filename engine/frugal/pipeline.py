@@ -92,6 +92,11 @@ class FrugalInpainter:
         self.last_stats: dict = {}
         self.last_chosen: dict = {}  # what the model picked itself: automatic guidance's w
 
+    def warm_up(self) -> None:
+        """The first optimizer a process builds imports torch._dynamo (1.7 s here): done when the model is picked, not
+        when Learn starts and the user is painting (editor/worker.py)."""
+        torch.optim.Adam([torch.zeros(1, requires_grad=True)])
+
     def train_config(self, params: dict, scale: float) -> tr.TrainConfig:
         edm = bool(params.get("edm", False)) and self.objective == "diffusion"
         cfg = tr.TrainConfig(objective=self.objective, minutes=float(params["minutes"]),
