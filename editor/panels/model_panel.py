@@ -6,9 +6,8 @@ Folder parameters (an SD folder, a DDPM checkpoint, frugal's extra images) get a
 from __future__ import annotations
 
 import random
-from typing import Any
-
 from pathlib import Path
+from typing import Any
 
 from PySide6.QtCore import QSettings, Qt, Signal, Slot
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox,

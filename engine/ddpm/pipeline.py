@@ -61,7 +61,7 @@ class RePaintInpainter:
 
     def model(self, checkpoint: str | None = None, device: torch.device | None = None):
         """(unet, schedule) for ``checkpoint`` (default: this model's own) on ``device``: loaded once and cached, one
-        copy, moved in place to the device of the latest job (turning the GPU off frees it)."""
+        copy, moved in place to the device of the latest job (turning the GPU off leaves no second copy there)."""
         from engine.ddpm.model import load_ddpm
 
         key = checkpoint or self.checkpoint
