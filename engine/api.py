@@ -5,10 +5,12 @@ Conventions (converted once at each library boundary, never inside a model):
 - ``mask`` is H x W bool, **True = fill this pixel**, False = keep;
 - ``sketch`` is H x W bool, True = stroke.
 
-An inpainter is an object with ``info: ModelInfo`` and ``run(request, cancel)``, a generator that yields
-``Preview`` objects and finally returns (``return``) the filled full-size RGB image. Callers never call ``run``
-directly: ``engine.runner.run_job`` drives it, checks cancellation, composites the result so pixels outside the
-mask are bit-identical to the input, and builds the ``Result``.
+A model is an ``Inpainter`` (the base class below): ``run(request, cancel)`` is a generator that yields
+``Preview`` objects and finally returns (``return``) one ``ModelOutput``. Callers never call ``run`` directly:
+``engine.runner.run_job`` drives it. The runner owns the geometry: it crops the image around the hole as the
+model's ``Geometry`` asks (working size, maximum side, multiple), hands the model that crop, maps its previews
+back onto the image, pastes the fill back with a feathered seam, makes pixels outside the mask bit-identical to
+the input, and builds the ``Result``.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Generator, Protocol
+from typing import Any, Callable, Generator
 
 import numpy as np
 
@@ -63,6 +65,7 @@ class Param:
     choices: tuple[str, ...] = ()
     disables: tuple[str, ...] = ()  # a bool's: the parameters it makes irrelevant while on (the editor greys them)
     remember: bool = False  # the editor keeps the last value across sessions (e.g. where a user's model lives)
+    once: bool = False  # a bool that applies to one job (e.g. "relearn"): the editor turns it off once a job used it
 
     def parse(self, value: Any) -> Any:
         """Coerce a value (e.g. the string of ``--param k=v``) to this parameter's type; InpaintError if invalid."""
@@ -105,6 +108,26 @@ class Attribute:
 
 
 @dataclass(frozen=True)
+class Geometry:
+    """The crop a model works on. The runner cuts it (``engine.geometry.CropPlan``), hands the model that crop, and
+    pastes the fill back; models never crop, resize or pad themselves.
+
+    - ``size``: a fixed square working size (the model's training resolution): a square box around the hole with
+      ``context`` is cut and resized to size x size (a user-placed region, e.g. the face box, replaces that box);
+    - ``size`` None: native resolution: the hole's box plus ``context`` on each side, shrunk only as far as
+      ``max_side`` (the crop's longer side) and ``max_hole`` (the hole's longer side) ask;
+    - ``context``: hole sizes of context on each side of the hole's bounding box; None = the whole image;
+    - ``multiple``: the working crop is padded (reflected) to sides that are multiples of this.
+    """
+
+    size: int | None = None
+    context: float | None = 0.5
+    max_side: int | None = None
+    max_hole: int | None = None
+    multiple: int = 1
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     """What the registry knows about a model without loading it."""
 
@@ -113,7 +136,7 @@ class ModelInfo:
     family: str  # package under engine/, e.g. "classical", "ddpm"
     description: str
     domain: str  # what it was trained on / works on, e.g. "28x28 grey MNIST digits"
-    resolution: int | None = None  # square working size; None = runs at native resolution
+    geometry: Geometry = Geometry(context=None)  # the crop it works on (default: the whole image, native size)
     params: tuple[Param, ...] = ()
     attributes: tuple[Attribute, ...] = ()
     uses_sketch: bool = False
@@ -123,6 +146,11 @@ class ModelInfo:
     uses_region: bool = False  # works on a user-placed box (Request.region), e.g. the face box
     uses_prompt: bool = False  # takes a text prompt (Request.prompt), e.g. Stable Diffusion
     learns_on_image: bool = False  # trains on the opened image first (previews with stage="train", loss set)
+
+    @property
+    def resolution(self) -> int | None:
+        """The square working size, or None for a model that runs at native resolution."""
+        return self.geometry.size
 
     @property
     def weights_present(self) -> bool:
@@ -182,9 +210,11 @@ class Request:
 
 @dataclass
 class Preview:
-    """An intermediate estimate. ``image`` is small RGB uint8 showing the region ``box`` = (x0, y0, x1, y1) of the
-    full image (None = the whole image); the editor scales it into the box and shows it inside the hole only.
-    ``stage`` is "denoise" for sampling steps and "train" for on-image learning (then ``loss`` is set)."""
+    """An intermediate estimate. ``image`` is small RGB uint8 showing the region ``box`` = (x0, y0, x1, y1) (None =
+    all of it). A model yields boxes in its working crop's pixels; the runner maps them onto the full image and
+    shrinks the image, so callers see image pixels. The editor scales it into the box and shows it inside the hole
+    only. ``stage`` is "denoise" for sampling steps, "draft" for a first fill, "train" for on-image learning (then
+    ``loss`` is set)."""
 
     step: int
     total: int
@@ -193,6 +223,17 @@ class Preview:
     stage: str = "denoise"
     loss: float | None = None
     message: str = ""
+
+
+@dataclass
+class ModelOutput:
+    """What a model's ``run`` returns (like diffusers' pipeline outputs): the filled working crop and what the job
+    measured or decided. Nothing about a job is ever left on the (cached, shared) model object."""
+
+    image: np.ndarray  # the working crop, hole filled (H x W x 3 uint8, or H x W for a grey model)
+    unet_calls: int | None = None  # network evaluations (for the benchmark and the CLI's --json)
+    chosen: dict[str, float] = field(default_factory=dict)  # settings the model picked itself, e.g. its guidance w
+    stats: dict[str, Any] = field(default_factory=dict)  # e.g. what learning did (iterations, cached or not)
 
 
 @dataclass
@@ -205,20 +246,35 @@ class Result:
     timings: dict[str, float]  # seconds: "total", "first_preview", "model_load", ...
     unet_calls: int | None = None
     chosen: dict[str, float] = field(default_factory=dict)  # settings the model picked itself, e.g. its guidance w
+    stats: dict[str, Any] = field(default_factory=dict)
+    prompt: str = ""
 
 
-JobGen = Generator[Preview, None, np.ndarray]
+JobGen = Generator[Preview, None, ModelOutput]
 
 
-class Inpainter(Protocol):
-    info: ModelInfo
+class Inpainter:
+    """Base class of every model. ``run`` is the one method a family must write; the optional capabilities have
+    their defaults here, so callers never probe for them."""
 
-    def run(self, request: Request, cancel: CancelToken) -> JobGen:  # pragma: no cover - protocol
-        ...
+    def __init__(self, info: ModelInfo) -> None:
+        self.info = info
 
-    # models with ``info.learns_on_image`` also have
-    # ``learn_image(request, cancel) -> Generator[Preview, None, dict]``: learn (and cache) without filling; the
-    # request's mask, possibly empty, is what is kept out of learning. It returns the learning stats.
+    def geometry(self, params: dict[str, Any]) -> Geometry:
+        """The crop this job works on; a model whose size depends on a checkpoint (or a parameter) overrides it."""
+        return self.info.geometry
+
+    def run(self, request: Request, cancel: CancelToken) -> JobGen:
+        """Fill ``request`` (the runner's working crop, resolved parameters): yield Previews, return a ModelOutput."""
+        raise NotImplementedError
+
+    def learn_image(self, request: Request, cancel: CancelToken) -> Generator[Preview, None, dict]:
+        """Learn (and cache) the image without filling (``info.learns_on_image``); the request's mask, possibly
+        empty, is kept out of learning. Returns the learning stats."""
+        raise InpaintError(f"model {self.info.name} does not learn on the image")
+
+    def warm_up(self) -> None:
+        """First-use work (imports, allocations) done when the model is picked rather than when a job starts."""
 
 
 def now() -> float:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from engine import registry
-from engine.api import Attribute, CancelToken, InpaintError, JobGen, ModelInfo, Param, Preview, Request
+from engine.api import Attribute, CancelToken, Geometry, InpaintError, JobGen, ModelInfo, Param, Preview, Request
 from engine.crop import CropPlan
 from engine.registry import ModelSpec
 
@@ -154,9 +154,9 @@ def register_fake_models() -> None:
         ModelSpec(_info("test-attr", instant=True, attributes=(Attribute("smile", "Smile"),
                                                                Attribute("glasses", "Glasses"))),
                   f"{HERE}:AttributeInpainter", order=902),
-        ModelSpec(_info("test-region", params=SLOW_PARAMS, uses_region=True, resolution=64),
+        ModelSpec(_info("test-region", params=SLOW_PARAMS, uses_region=True, geometry=Geometry(size=64)),
                   f"{HERE}:SlowInpainter", order=903, region_detector=f"{HERE}:detect_region"),
-        ModelSpec(_info("test-region-nodetect", params=SLOW_PARAMS, uses_region=True, resolution=32),
+        ModelSpec(_info("test-region-nodetect", params=SLOW_PARAMS, uses_region=True, geometry=Geometry(size=32)),
                   f"{HERE}:SlowInpainter", order=903),
         ModelSpec(_info("test-fail"), f"{HERE}:FailingInpainter", order=904),
         ModelSpec(_info("test-noweights", weights=Path("/nonexistent/weights")), f"{HERE}:FailingInpainter",

@@ -5,7 +5,7 @@
 """
 from pathlib import Path
 
-from engine.api import ModelInfo, Param
+from engine.api import Geometry, ModelInfo, Param
 from engine.registry import ModelSpec
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "resources" / "models"
@@ -34,14 +34,13 @@ MODELS = [
         description="RePaint over a small DDPM trained on MNIST: the hole is denoised step by step while the known "
                     "pixels are re-noised and pasted in at every step. Works on a 28x28 grey crop around the hole.",
         domain="28x28 grey MNIST digits, white on black (other images are filled with digit-like strokes)",
-        resolution=28, params=PARAMS, weights=MNIST_DIR, grey=True),
+        geometry=Geometry(size=28), params=PARAMS, weights=MNIST_DIR, grey=True),
         factory="engine.ddpm.pipeline:RePaintInpainter", kwargs={"checkpoint": str(MNIST_DIR)}, order=30),
     ModelSpec(ModelInfo(
         name="repaint-ddpm-folder", title="RePaint (your DDPM checkpoint)", family="ddpm",
         description="RePaint over any diffusers-format DDPM (a folder with config.json + safetensors, a pipeline "
                     "folder with unet/ and scheduler/, or a hub id when online). Works on a crop at the UNet's size.",
         domain="whatever the checkpoint was trained on (its UNet's sample_size, 1 or 3 channels)",
-        resolution=None,
         params=(Param("checkpoint", "folder", "", "Checkpoint", "DDPM folder or hub id", remember=True),) + PARAMS,
         weights=None),
         factory="engine.ddpm.pipeline:RePaintInpainter", order=31),

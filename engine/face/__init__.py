@@ -4,7 +4,7 @@ Cheap to import (no torch): the registry reads ``MODELS``; the pipeline and the 
 """
 from pathlib import Path
 
-from engine.api import Attribute, ModelInfo, Param
+from engine.api import Attribute, Geometry, ModelInfo, Param
 from engine.registry import ModelSpec
 
 WEIGHTS = Path(__file__).resolve().parents[2] / "resources" / "models" / "face-cvae"
@@ -17,7 +17,7 @@ MODELS = [
                     "(detected automatically) and mask the mouth or the eye band; toggles refill at once.",
         domain="64x64 frontal portraits; trained on procedural cartoon portraits (no labelled face set is "
                "available offline), so on real photos it draws cartoon-like mouths and glasses",
-        resolution=64,
+        geometry=Geometry(size=64, context=1.0),  # without a face box: the hole plus one hole size around
         params=(Param("variation_scale", "float", 1.0, "Variation",
                       "Temperature of the latent sample z = mu + sigma * (t * eps); 0 = the most likely fill, "
                       "change the seed for another sample", min=0.0, max=3.0, step=0.1),

@@ -6,7 +6,7 @@ Kept cheap to import (no torch): the registry imports this file to read ``MODELS
 """
 from pathlib import Path
 
-from engine.api import ModelInfo, Param
+from engine.api import Geometry, ModelInfo, Param
 from engine.registry import ModelSpec
 
 _REPO = Path(__file__).resolve().parents[2]
@@ -27,7 +27,7 @@ MODELS = [
         description="The project's MNIST DDPM with RePaint inpainting, steered by the strokes you draw in the hole "
                     "through a Latent Guidance Predictor (Voynov et al. 2022). Draw edges (outlines) of a digit.",
         domain="28x28 grey MNIST digits; sketch = outline edges of a digit",
-        resolution=28, grey=True, uses_sketch=True,
+        geometry=Geometry(size=28), grey=True, uses_sketch=True,
         params=(_BETA, _SHARE,
                 Param("steps", "int", 100, "Steps", "Reverse diffusion steps (respaced DDPM)", min=2, max=1000,
                       step=5),
@@ -44,7 +44,7 @@ MODELS = [
                     "Set 'SD folder' to the folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, "
                     "scheduler/).",
         domain="whatever your Stable Diffusion checkpoint was trained on (photos); 512x512 for SD 1.x",
-        resolution=None, uses_sketch=True, uses_prompt=True,
+        uses_sketch=True, uses_prompt=True,
         params=(Param("checkpoint", "folder", "", "SD folder",
                       "Local Stable Diffusion folder in diffusers layout (no weights ship with the app)",
                       remember=True),
