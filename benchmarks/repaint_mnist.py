@@ -42,8 +42,9 @@ from engine.classical.pipeline import opencv_inpaint  # noqa: E402
 from engine.datasets import load_mnist  # noqa: E402
 from engine.ddpm import MCG_DEFAULT, MNIST_DIR  # noqa: E402
 from engine.ddpm.classifier import DEFAULT_DIR as CLASSIFIER_DIR, load_classifier, predict  # noqa: E402
-from engine.ddpm.model import load_ddpm  # noqa: E402
-from engine.ddpm.repaint import DEFAULT, FAST, CountingUNet, RePaintConfig, repaint  # noqa: E402
+from engine.ddpm.model import CountingUNet, load_ddpm  # noqa: E402
+from engine.ddpm.pipeline import DEFAULT, FAST  # noqa: E402
+from engine.diffusion.repaint import RePaintConfig, repaint  # noqa: E402
 
 
 def make_masks() -> dict[str, np.ndarray]:
@@ -175,7 +176,8 @@ def main(argv: list[str] | None = None) -> dict:
     default = replace(DEFAULT, t_T=a.default_t_T, mcg=a.mcg)
     fast = replace(FAST, mcg=a.mcg)
 
-    unet, schedule = load_ddpm(a.model)
+    ddpm = load_ddpm(a.model)
+    unet, schedule = ddpm.unet, ddpm.schedule
     clf = load_classifier(a.classifier)
     test_x, test_y = load_mnist("test")
     masks = make_masks()

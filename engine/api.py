@@ -194,6 +194,7 @@ class Request:
     params: dict[str, Any] = field(default_factory=dict)
     region: tuple[int, int, int, int] | None = None  # optional (x0, y0, x1, y1) crop box chosen by the user
     prompt: str = ""
+    scale: float = 1.0  # image pixels per working pixel: set by the runner (> 1 when the model sees a downscaled crop)
 
     def validate(self, need_mask: bool = True) -> None:
         """Shapes and dtypes; ``need_mask``: a fill needs a non-empty mask (learning an image does not)."""

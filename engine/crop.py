@@ -1,8 +1,12 @@
-"""The shared crop / resize / paste-back step for models whose working size is smaller than the image.
+"""The one crop / resize / pad / paste-back step of every job (the runner's; models never crop themselves).
 
-Crop a box around the mask's bounding box plus context, resize it to the model's square resolution, let the model
-fill it, resize the fill back and paste only the hole, with a seam feathered *inward* so that pixels outside the
-mask stay bit-identical (``engine.runner.composite`` enforces that again at the end).
+A model declares its ``Geometry`` (engine/api.py): a fixed square working size, or native resolution with a
+maximum side, a maximum hole side and a multiple. ``CropPlan.plan`` turns that and the mask into a box of the
+image plus a working size; the runner hands the model ``crop_image`` / ``crop_mask`` of the request, maps the
+model's previews back with ``image_box``, and puts the fill back with ``paste``: resized to the box and blended
+into the hole with a seam feathered *inward*, so pixels outside the mask stay bit-identical
+(``engine.runner.composite`` enforces that again at the end). IOPaint's "crop" strategy is the anchor: a hole in
+a 24-megapixel photo costs what the same hole costs in a small image.
 """
 from __future__ import annotations
 
@@ -11,8 +15,12 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from engine.api import Geometry
 
-def mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
+Box = tuple[int, int, int, int]  # (x0, y0, x1, y1), exclusive ends, image pixels
+
+
+def mask_bbox(mask: np.ndarray) -> Box:
     """(x0, y0, x1, y1), exclusive ends, of the True pixels."""
     ys, xs = np.nonzero(mask)
     return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
@@ -26,65 +34,139 @@ def _fit_axis(lo: int, hi: int, side: int, limit: int) -> tuple[int, int]:
     return start, start + side
 
 
-@dataclass(frozen=True)
-class CropPlan:
-    box: tuple[int, int, int, int]  # (x0, y0, x1, y1) in image pixels, inside the image
-    size: int  # the model's square working resolution
+def _clip_region(region: Box, w: int, h: int) -> Box | None:
+    x0, y0, x1, y1 = (int(v) for v in region)
+    x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+    return (x0, y0, x1, y1) if x1 - x0 >= 2 and y1 - y0 >= 2 else None
 
-    @classmethod
-    def around_mask(cls, mask: np.ndarray, size: int, context: float = 0.5,
-                    region: tuple[int, int, int, int] | None = None) -> "CropPlan":
-        """A square box (non-square only when the image is too small) holding the hole plus ``context`` times
-        its size on each side; ``region`` (a user-placed box, e.g. the face box) overrides it."""
-        h, w = mask.shape
-        if region is not None:
-            x0, y0, x1, y1 = (int(v) for v in region)
-            x0, y0 = max(0, x0), max(0, y0)
-            x1, y1 = min(w, x1), min(h, y1)
-            if x1 - x0 >= 2 and y1 - y0 >= 2:
-                return cls((x0, y0, x1, y1), size)
-        bx0, by0, bx1, by1 = mask_bbox(mask)
-        side = int(round(max(bx1 - bx0, by1 - by0) * (1 + 2 * context)))
-        side = max(side, 8)
+
+def context_box(mask: np.ndarray, context: float | None, square: bool) -> Box:
+    """The hole's bounding box grown by ``context`` hole sizes on each side, inside the image (None: the whole
+    image; no hole: the whole image). ``square``: a square of that side centred on the hole, shifted inside the
+    image (non-square only when the image is too small)."""
+    h, w = mask.shape
+    if context is None or not mask.any():
+        return 0, 0, w, h
+    bx0, by0, bx1, by1 = mask_bbox(mask)
+    if square:
+        side = max(int(round(max(bx1 - bx0, by1 - by0) * (1 + 2 * context))), 8)
         x0, x1 = _fit_axis(bx0, bx1, side, w)
         y0, y1 = _fit_axis(by0, by1, side, h)
-        return cls((x0, y0, x1, y1), size)
+        return x0, y0, x1, y1
+    pad = int(round(context * max(bx1 - bx0, by1 - by0)))
+    return max(0, bx0 - pad), max(0, by0 - pad), min(w, bx1 + pad), min(h, by1 + pad)
+
+
+@dataclass(frozen=True)
+class CropPlan:
+    box: Box  # the part of the image the model sees, in image pixels
+    work: tuple[int, int]  # (width, height) it is resized to, before padding
+    pad: tuple[int, int] = (0, 0)  # (right, bottom) reflected padding up to the geometry's multiple
+
+    @classmethod
+    def plan(cls, geometry: Geometry, mask: np.ndarray, region: Box | None = None) -> "CropPlan":
+        """The crop for ``mask`` (H x W bool) under ``geometry``; ``region`` (a user-placed box, e.g. the face box)
+        replaces the box around the hole."""
+        h, w = mask.shape
+        box = _clip_region(region, w, h) if region is not None else None
+        if box is None:
+            box = context_box(mask, geometry.context, square=geometry.size is not None)
+        x0, y0, x1, y1 = box
+        bw, bh = x1 - x0, y1 - y0
+        if geometry.size is not None:
+            work = (geometry.size, geometry.size)
+        else:
+            scale = 1.0
+            if geometry.max_side:
+                scale = min(scale, geometry.max_side / max(bw, bh))
+            if geometry.max_hole and mask.any():
+                hx0, hy0, hx1, hy1 = mask_bbox(mask)
+                scale = min(scale, geometry.max_hole / max(hx1 - hx0, hy1 - hy0))
+            work = (bw, bh) if scale >= 1.0 else (max(8, round(bw * scale)), max(8, round(bh * scale)))
+        m = max(1, geometry.multiple)
+        return cls(box, work, ((-work[0]) % m, (-work[1]) % m))
+
+    @classmethod
+    def around_mask(cls, mask: np.ndarray, size: int, context: float = 0.5, region: Box | None = None) -> "CropPlan":
+        """The fixed-size plan: a square box holding the hole plus ``context`` times its size on each side."""
+        return cls.plan(Geometry(size=size, context=context), mask, region)
 
     @property
     def scale(self) -> float:
-        """Image pixels per model pixel (> 1 when the model works at a lower resolution)."""
+        """Image pixels per working pixel (> 1 when the model works at a lower resolution)."""
         x0, y0, x1, y1 = self.box
-        return max(x1 - x0, y1 - y0) / self.size
+        return max((x1 - x0) / self.work[0], (y1 - y0) / self.work[1])
+
+    @property
+    def resized(self) -> bool:
+        x0, y0, x1, y1 = self.box
+        return (x1 - x0, y1 - y0) != self.work
+
+    def _pad(self, a: np.ndarray) -> np.ndarray:
+        right, bottom = self.pad
+        if not right and not bottom:
+            return a
+        h, w = a.shape[:2]
+        mode = "reflect" if min(h, w) > max(right, bottom) else "edge"
+        return np.pad(a, ((0, bottom), (0, right)) + ((0, 0),) * (a.ndim - 2), mode=mode)
 
     def crop_image(self, image: np.ndarray) -> np.ndarray:
-        """The box resized to size x size; INTER_AREA when shrinking (no aliasing), cubic when growing."""
+        """The box at the working size (INTER_AREA when shrinking: no aliasing; cubic when growing), padded."""
         x0, y0, x1, y1 = self.box
-        patch = image[y0:y1, x0:x1]
-        interp = cv2.INTER_AREA if self.scale > 1 else cv2.INTER_CUBIC
-        return cv2.resize(patch, (self.size, self.size), interpolation=interp)
+        patch = np.ascontiguousarray(image[y0:y1, x0:x1])
+        if self.resized:
+            patch = cv2.resize(patch, self.work, interpolation=cv2.INTER_AREA if self.scale > 1 else cv2.INTER_CUBIC)
+        return self._pad(patch)
 
     def crop_mask(self, mask: np.ndarray) -> np.ndarray:
-        """Model-size mask, conservative: a model pixel is a hole if any image pixel under it is."""
+        """Working-size mask, conservative: a working pixel is a hole if any image pixel under it is. The padding
+        is never a hole."""
         x0, y0, x1, y1 = self.box
-        patch = mask[y0:y1, x0:x1].astype(np.float32)
-        small = cv2.resize(patch, (self.size, self.size), interpolation=cv2.INTER_AREA)
-        return small > 1e-3
+        patch = mask[y0:y1, x0:x1]
+        if self.resized:
+            patch = cv2.resize(patch.astype(np.float32), self.work, interpolation=cv2.INTER_AREA) > 1e-3
+        right, bottom = self.pad
+        return np.pad(patch.astype(bool), ((0, bottom), (0, right)))
+
+    def image_box(self, box: Box | None, shape: tuple[int, ...]) -> tuple[Box, Box] | None:
+        """Where a preview of ``box`` (working pixels incl. padding; None = the whole padded crop) whose image has
+        ``shape`` lands: (the part of that image inside the unpadded crop, in the image's pixels; that part's box
+        in full-image pixels). None when it lies in the padding only."""
+        pw, ph = self.work[0] + self.pad[0], self.work[1] + self.pad[1]
+        bx0, by0, bx1, by1 = box if box is not None else (0, 0, pw, ph)
+        cx1, cy1 = min(bx1, self.work[0]), min(by1, self.work[1])
+        if cx1 <= bx0 or cy1 <= by0:
+            return None
+        ih, iw = shape[:2]
+        sub = (0, 0, max(1, round(iw * (cx1 - bx0) / (bx1 - bx0))), max(1, round(ih * (cy1 - by0) / (by1 - by0))))
+        x0, y0, x1, y1 = self.box
+        kx, ky = (x1 - x0) / self.work[0], (y1 - y0) / self.work[1]
+        full = (x0 + int(bx0 * kx), y0 + int(by0 * ky), min(x1, x0 + round(cx1 * kx)), min(y1, y0 + round(cy1 * ky)))
+        return sub, full
 
     def paste(self, image: np.ndarray, fill: np.ndarray, mask: np.ndarray, feather: float | None = None) -> np.ndarray:
-        """Full-size image with ``fill`` (size x size x C, uint8) resized into the box, blended into the hole
-        over ``feather`` pixels from its edge (default: about one model pixel)."""
+        """Full-size image with ``fill`` (the padded working crop, H x W or H x W x C uint8) resized into the box,
+        blended into the hole over ``feather`` pixels from its edge (default: about one working pixel, so a
+        native-resolution fill is pasted hard)."""
         x0, y0, x1, y1 = self.box
-        bw, bh = x1 - x0, y1 - y0
-        big = cv2.resize(fill, (bw, bh), interpolation=cv2.INTER_CUBIC if self.scale > 1 else cv2.INTER_AREA)
-        if big.ndim == 2:
-            big = big[..., None]
-        if big.shape[2] == 1 and image.shape[2] == 3:
-            big = np.repeat(big, 3, axis=2)
+        fill = fill[:self.work[1], :self.work[0]]
+        if self.resized:
+            grow = self.scale > 1
+            fill = cv2.resize(fill, (x1 - x0, y1 - y0), interpolation=cv2.INTER_CUBIC if grow else cv2.INTER_AREA)
+        if fill.ndim == 2:
+            fill = fill[..., None]
+        if fill.shape[2] == 1 and image.shape[2] == 3:
+            fill = np.repeat(fill, 3, axis=2)
         out = image.copy()
         hole = mask[y0:y1, x0:x1]
         alpha = feather_alpha(hole, self.scale if feather is None else feather)
-        region = out[y0:y1, x0:x1].astype(np.float32)
-        blended = region * (1 - alpha[..., None]) + big.astype(np.float32) * alpha[..., None]
+        if alpha.max() <= 0:
+            return out
+        region = out[y0:y1, x0:x1]
+        if feather is None and self.scale <= 1:  # hard paste: the fill's own pixels in the hole
+            region[hole] = fill[hole]
+            return out
+        blended = region.astype(np.float32) * (1 - alpha[..., None]) + fill.astype(np.float32) * alpha[..., None]
         out[y0:y1, x0:x1] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
         return out
 
@@ -97,3 +179,12 @@ def feather_alpha(hole: np.ndarray, feather: float) -> np.ndarray:
     # Pad with "hole" so the image border does not count as a kept pixel.
     dist = cv2.distanceTransform(np.pad(hole_u8, 1, constant_values=1), cv2.DIST_L2, 3)[1:-1, 1:-1]
     return np.clip(dist / feather, 0.0, 1.0).astype(np.float32) * hole_u8
+
+
+def shrink(image: np.ndarray, side: int) -> np.ndarray:
+    """``image`` with its longer side at most ``side`` (INTER_AREA), contiguous."""
+    h, w = image.shape[:2]
+    k = side / max(h, w)
+    if k >= 1:
+        return np.ascontiguousarray(image)
+    return cv2.resize(image, (max(1, int(w * k)), max(1, int(h * k))), interpolation=cv2.INTER_AREA)

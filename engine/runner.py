@@ -1,6 +1,7 @@
-"""Drives one inpainting job: validates, seeds, streams previews, enforces the mask, times everything.
+"""Drives one job for every model: validates, resolves parameters, crops, streams previews, pastes back, times.
 
-Both the editor's worker thread and the CLI call ``run_job``; models only implement ``Inpainter.run``.
+Both the editor's worker thread and the CLI call ``run_job`` / ``run_learn``; models only implement
+``Inpainter.run`` (and ``learn_image``) on the working crop the runner gives them (``engine.crop.CropPlan``).
 """
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from typing import Generator
 
 import numpy as np
 
-from engine.api import CancelToken, Inpainter, InpaintError, Preview, Request, Result, drive, now
+from engine.api import (CancelToken, Inpainter, InpaintError, ModelOutput, Preview, Request, Result, drive, now)
+from engine.crop import CropPlan, shrink
+
+PREVIEW_SIDE = 384  # previews cross to the GUI at most this big: it draws them into the hole's box on screen
 
 
 def composite(original: np.ndarray, filled: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -24,32 +28,44 @@ def composite(original: np.ndarray, filled: np.ndarray, mask: np.ndarray) -> np.
     return out
 
 
-def run_job(inpainter: Inpainter, request: Request, cancel: CancelToken | None = None) -> Generator[Preview, None, Result]:
-    """Yield the model's previews, then return a Result (``result = yield from run_job(...)``).
+def _working_request(inpainter: Inpainter, request: Request, need_mask: bool = True
+                     ) -> tuple[Request, CropPlan]:
+    """The request as the model sees it: validated, parameters resolved, cropped to its geometry."""
+    info = inpainter.info
+    request.validate(need_mask)
+    params = info.resolve_params(request.params)
+    mask = request.mask.astype(bool)
+    plan = CropPlan.plan(inpainter.geometry(params), mask, request.region)
+    work_mask = plan.crop_mask(mask)
+    if need_mask and not work_mask.any():
+        raise InpaintError("the hole lies outside the working box: move the box over the area to fill")
+    sketch = None if request.sketch is None else plan.crop_mask(request.sketch.astype(bool))
+    work = dataclasses.replace(request, image=plan.crop_image(request.image), mask=work_mask, sketch=sketch,
+                               params=params, attributes=info.resolve_attributes(request.attributes), region=None,
+                               scale=plan.scale)
+    return work, plan
+
+
+def run_job(inpainter: Inpainter, request: Request, cancel: CancelToken | None = None
+            ) -> Generator[Preview, None, Result]:
+    """Yield the model's previews (in image pixels), then return a Result (``result = yield from run_job(...)``).
 
     Raises Cancelled (promptly, between previews) when ``cancel`` is set, InpaintError for bad input.
     """
     cancel = cancel or CancelToken()
     info = inpainter.info
-    request.validate()
-    req = dataclasses.replace(
-        request,
-        mask=request.mask.astype(bool),
-        sketch=None if request.sketch is None else request.sketch.astype(bool),
-        params=info.resolve_params(request.params),
-        attributes=info.resolve_attributes(request.attributes),
-    )
     t0 = now()
+    work, plan = _working_request(inpainter, request)
     timings: dict[str, float] = {}
-    filled = yield from _stream(inpainter.run(req, cancel), cancel, timings)
-    if filled is None:
+    out = yield from _stream(inpainter.run(work, cancel), cancel, timings, plan)
+    if not isinstance(out, ModelOutput):
         raise InpaintError(f"model {info.name} returned no image")
-    image = composite(req.image, np.asarray(filled), req.mask)
+    mask = request.mask.astype(bool)
+    image = composite(request.image, plan.paste(request.image, np.asarray(out.image), mask), mask)
     timings["total"] = now() - t0
-    unet_calls = getattr(inpainter, "last_unet_calls", None)
-    chosen = dict(getattr(inpainter, "last_chosen", None) or {})
-    return Result(image=image, model=info.name, seed=req.seed, params=req.params, attributes=req.attributes,
-                  timings=timings, unet_calls=unet_calls, chosen=chosen)
+    return Result(image=image, model=info.name, seed=work.seed, params=work.params, attributes=work.attributes,
+                  timings=timings, unet_calls=out.unet_calls, chosen=dict(out.chosen), stats=dict(out.stats),
+                  prompt=request.prompt)
 
 
 def run_learn(inpainter: Inpainter, request: Request, cancel: CancelToken | None = None
@@ -59,17 +75,16 @@ def run_learn(inpainter: Inpainter, request: Request, cancel: CancelToken | None
     cancel = cancel or CancelToken()
     if not inpainter.info.learns_on_image:
         raise InpaintError(f"model {inpainter.info.name} does not learn on the image")
-    request.validate(need_mask=False)
-    req = dataclasses.replace(request, mask=request.mask.astype(bool),
-                              params=inpainter.info.resolve_params(request.params))
     t0 = now()
-    stats = yield from _stream(inpainter.learn_image(req, cancel), cancel, {})
+    work, plan = _working_request(inpainter, request, need_mask=False)
+    stats = yield from _stream(inpainter.learn_image(work, cancel), cancel, {}, plan)
     return dict(stats, wall=now() - t0)
 
 
-def _stream(gen: Generator, cancel: CancelToken, timings: dict[str, float]) -> Generator[Preview, None, object]:
-    """Pass on a model's previews, checking ``cancel`` before each (and at the end), noting the first one's time.
-    A GPU out of memory is something the user can fix: it becomes an InpaintError saying how."""
+def _stream(gen: Generator, cancel: CancelToken, timings: dict[str, float], plan: CropPlan
+            ) -> Generator[Preview, None, object]:
+    """Pass on a model's previews mapped onto the image, checking ``cancel`` before each (and at the end), noting
+    the first one's time. A GPU out of memory is something the user can fix: it becomes an InpaintError saying how."""
     t0 = now()
     while True:
         cancel.check()
@@ -89,7 +104,18 @@ def _stream(gen: Generator, cancel: CancelToken, timings: dict[str, float]) -> G
                                "or INPAINT_STUDIO_DEVICE=cpu), or ask for less (frugal: a smaller batch or crop, "
                                "automatic guidance off; Stable Diffusion: no sketch guidance, cfg_scale 1)")
         timings.setdefault("first_preview", now() - t0)
-        yield preview
+        yield _on_image(preview, plan)
+
+
+def _on_image(preview: Preview, plan: CropPlan) -> Preview:
+    """The preview with its box in image pixels and its image cut to the unpadded crop and shrunk."""
+    if preview.image is None:
+        return dataclasses.replace(preview, box=None)
+    where = plan.image_box(preview.box, preview.image.shape)
+    if where is None:
+        return dataclasses.replace(preview, image=None, box=None)
+    (sx0, sy0, sx1, sy1), box = where
+    return dataclasses.replace(preview, image=shrink(preview.image[sy0:sy1, sx0:sx1], PREVIEW_SIDE), box=box)
 
 
 def _gpu_out_of_memory(exc: BaseException) -> bool:

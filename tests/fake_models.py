@@ -19,11 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from engine import registry
-from engine.api import Attribute, CancelToken, Geometry, InpaintError, JobGen, ModelInfo, Param, Preview, Request
-from engine.crop import CropPlan
+from engine.api import (Attribute, CancelToken, Geometry, Inpainter, InpaintError, JobGen, ModelInfo, ModelOutput,
+                        Param, Preview, Request)
 from engine.registry import ModelSpec
 
-PREVIEW_SIZE = 64
 HERE = "tests.fake_models"
 
 
@@ -43,17 +42,14 @@ def _burn(ms: float) -> None:
         a = torch.tanh(a @ a)
 
 
-class SlowInpainter:
-    """Interpolates from noise to a flat seed colour over ``steps`` steps, reporting the crop as a preview.
+class SlowInpainter(Inpainter):
+    """Interpolates from noise to a flat seed colour over ``steps`` steps, reporting its working crop as a preview.
 
     As ``test-train`` (``learns_on_image``) its steps are training steps with a loss, and ``learn_image`` runs them
     alone: an image learned that way is then filled without training (one "loaded from cache" preview, then the
     steps as denoising), like the frugal model's weight cache."""
 
     learned: set[bytes] = set()  # images learned by learn_image (class-wide, like a cache on disk)
-
-    def __init__(self, info: ModelInfo) -> None:
-        self.info = info
 
     def learn_image(self, request: Request, cancel: CancelToken) -> JobGen:
         steps, step_ms = int(request.params.get("steps", 40)), float(request.params.get("step_ms", 20.0))
@@ -68,8 +64,7 @@ class SlowInpainter:
     def run(self, request: Request, cancel: CancelToken) -> JobGen:
         p = request.params
         steps, step_ms = int(p.get("steps", 40)), float(p.get("step_ms", 20.0))
-        plan = CropPlan.around_mask(request.mask, PREVIEW_SIZE, region=request.region)
-        crop = plan.crop_image(request.image).astype(np.float32)
+        crop = request.image.astype(np.float32)
         colour = _fill_colour(request)
         rng = np.random.default_rng(request.seed)
         noise = rng.uniform(0, 255, crop.shape).astype(np.float32)
@@ -81,19 +76,16 @@ class SlowInpainter:
             _burn(step_ms)
             t = i / steps
             est = (1 - t) * noise + t * colour
-            yield Preview(step=i, total=steps, image=np.clip(est, 0, 255).astype(np.uint8), box=plan.box,
+            yield Preview(step=i, total=steps, image=np.clip(est, 0, 255).astype(np.uint8),
                           stage="train" if learns else "denoise", loss=float(np.exp(-4 * t)) if learns else None,
                           message="learning this image" if learns else "")
         out = request.image.copy()
         out[request.mask] = colour.astype(np.uint8)
-        return out
+        return ModelOutput(out, unet_calls=steps)
 
 
-class AttributeInpainter:
+class AttributeInpainter(Inpainter):
     """Instant: the hole becomes a colour set by the attributes (red = smile, blue = glasses)."""
-
-    def __init__(self, info: ModelInfo) -> None:
-        self.info = info
 
     def run(self, request: Request, cancel: CancelToken) -> JobGen:
         a = request.attributes
@@ -101,13 +93,10 @@ class AttributeInpainter:
         out = request.image.copy()
         out[request.mask] = colour
         yield Preview(step=1, total=1, image=out)
-        return out
+        return ModelOutput(out)
 
 
-class FailingInpainter:
-    def __init__(self, info: ModelInfo) -> None:
-        self.info = info
-
+class FailingInpainter(Inpainter):
     def run(self, request: Request, cancel: CancelToken) -> JobGen:
         yield Preview(step=1, total=2)
         raise InpaintError("the test model failed on purpose")

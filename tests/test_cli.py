@@ -151,8 +151,8 @@ def test_region_models_get_the_detected_box_when_none_is_given(files, capsys, mo
     registry.register(dataclasses.replace(spec, info=info, region_detector="tests.test_cli:_fake_detector"))
     real_run = registry.load("telea-region").run
 
-    def spy(request, cancel):
-        seen["region"] = request.region
+    def spy(request, cancel):  # the runner hands the model the region's crop
+        seen["region"] = request.image.shape[:2]
         return real_run(request, cancel)
 
     monkeypatch.setattr(registry.load("telea-region"), "run", spy)
@@ -160,11 +160,11 @@ def test_region_models_get_the_detected_box_when_none_is_given(files, capsys, mo
         code, _, err = _run(capsys, "inpaint", "--model", "telea-region", "--image", str(d / "img.png"),
                             "--mask", str(d / "mask.png"), "--out", str(d / "o.png"))
         assert code == 0, err
-        assert seen["region"] == (1, 2, 40, 41)
+        assert seen["region"] == (39, 39)  # the detector's box (1, 2, 40, 41)
         code, _, err = _run(capsys, "inpaint", "--model", "telea-region", "--image", str(d / "img.png"),
                             "--mask", str(d / "mask.png"), "--out", str(d / "o2.png"), "--region", "0,0,30,30")
         assert code == 0, err
-        assert seen["region"] == (0, 0, 30, 30)
+        assert seen["region"] == (30, 30)
     finally:
         registry.unregister("telea-region")
 
@@ -182,8 +182,8 @@ def test_learn_caches_the_weights_a_later_fill_uses(files, capsys, monkeypatch):
     code, out, err = _run(capsys, "learn", "--image", str(d / "img.png"), "--mask", str(d / "mask.png"), *tiny)
     assert code == 0, err
     assert "learned in" in out and "6 iterations" in out
-    cached = list((d / "cache" / "frugal").glob("*.safetensors"))
-    assert len(cached) == 1 and str(cached[0]) in out
+    cached = list((d / "cache" / "frugal").glob("*/model.safetensors"))
+    assert len(cached) == 1 and str(cached[0].parent) in out
     code, out, err = _run(capsys, "learn", "--image", str(d / "img.png"), *tiny, "--json", "--device", "cpu")
     assert code == 0 and json.loads(out)["cached"] is True and json.loads(out)["device"] == "cpu", err  # no mask
     from engine import device

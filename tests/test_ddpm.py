@@ -14,10 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from engine.api import CancelToken, Cancelled, Request, drive
-from engine.ddpm.model import NoiseSchedule, ScheduleConfig, build_unet, load_ddpm, save_ddpm
-from engine.ddpm.repaint import (DEFAULT, FAST, CountingUNet, RePaintConfig, jump_schedule,
-                                 renoise_indices, repaint, repaint_steps)
+from engine.api import CancelToken, Cancelled, InpaintError, Request, drive
+from engine.ddpm.model import CountingUNet, build_unet, load_ddpm, save_ddpm
+from engine.ddpm.pipeline import DEFAULT, FAST
+from engine.diffusion.repaint import RePaintConfig, jump_schedule, repaint, repaint_steps
+from engine.diffusion.samplers import renoise_indices
+from engine.diffusion.schedule import NoiseSchedule, ScheduleConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -106,7 +108,7 @@ def test_renoise_matches_the_level_gap(t_T):
     schedule = NoiseSchedule()
     stride = 1000 // t_T
     for k in range(t_T):
-        idx = list(renoise_indices(k, stride, 1000))
+        idx = list(renoise_indices(k * stride - stride if k else -1, k * stride, 1000, stride))
         gain = torch.prod(1 - schedule.betas[idx].double())
         want = schedule.alphas_cumprod[k * stride].double() / schedule.alpha_bar(k * stride - stride).double()
         assert abs(gain.item() - want.item()) < 1e-5
@@ -134,38 +136,56 @@ def test_mcg_moves_the_unknown_part_down_the_residual_gradient():
     model_fn = lambda x, t: torch.nn.functional.conv2d(x, kernel, padding=1)  # noqa: E731
     image, mask = batch(2)
     schedule = NoiseSchedule(ScheduleConfig(100))
+
+    def denoise(x, t):
+        eps = model_fn(x, t)
+        return eps, schedule.predict_x0(x, t, eps)
+
     x_T = torch.randn(image.shape, generator=torch.Generator().manual_seed(5))
     first = {}
     for zeta in (0.0, 0.7):
         steps = repaint_steps(None, schedule, image, mask, RePaintConfig(t_T=4, jump_length=1, jump_n_sample=1,
                                                                           mcg=zeta),
-                              generator=torch.Generator().manual_seed(9), x_T=x_T, model_fn=model_fn)
+                              generator=torch.Generator().manual_seed(9), x_T=x_T, denoise=denoise)
         first[zeta] = next(steps)
     t = first[0.0].t
     x = x_T.clone().requires_grad_(True)
     residual = ((1 - mask) * (image - schedule.predict_x0(x, t, model_fn(x, t)))).flatten(1).norm(dim=1)
     grad = torch.autograd.grad(residual.sum(), x)[0]
     assert (grad * mask).abs().max() > 1e-3  # the test is not vacuous
-    torch.testing.assert_close(first[0.7].x_t - first[0.0].x_t, -0.7 * mask * grad)
-    assert first[0.7].index == first[0.0].index == 1 and RePaintConfig(mcg=0.7).unet_backward == DEFAULT.unet_calls
+    torch.testing.assert_close(first[0.7].x - first[0.0].x, -0.7 * mask * grad)
+    assert first[0.7].step == first[0.0].step == 1 and RePaintConfig(mcg=0.7).unet_backward == DEFAULT.unet_calls
 
 
-def test_guidance_and_model_fn_hooks():
+def test_guidance_and_denoiser_hooks():
+    """The guidance hook gets the step's input with its graph (only where ``active``) and pushes only the hole."""
+    from engine.diffusion.samplers import Guidance, eps_denoiser
+
     unet = tiny_unet()
     image, mask = batch(1)
-    seen = []
+    schedule = NoiseSchedule(ScheduleConfig(100))
+    seen, guided = [], []
+    plain = eps_denoiser(unet, schedule)
 
-    def model_fn(x, t):
+    def denoise(x, t):
         seen.append(t)
-        return unet(x, torch.full((x.shape[0],), t)).sample
+        return plain(x, t)
 
-    def guidance(x_t, t, x_prev):
-        return x_prev + 0.01
+    class Push(Guidance):
+        def active(self, t):
+            return t >= 40
+
+        def __call__(self, x_in, t, x_t, x_prev):
+            guided.append((t, x_in.requires_grad))
+            return x_prev + 0.01
 
     cfg = RePaintConfig(t_T=5, jump_length=2, jump_n_sample=1)
-    out = repaint(None, NoiseSchedule(ScheduleConfig(100)), image, mask, cfg, model_fn=model_fn, guidance=guidance,
-                  generator=torch.Generator().manual_seed(0))
-    assert seen == [80, 60, 40, 20, 0] and out.shape == image.shape
+    gen = torch.Generator().manual_seed(0)
+    out = repaint(None, schedule, image, mask, cfg, denoise=denoise, guidance=Push(), generator=gen)
+    base = repaint(unet, schedule, image, mask, cfg, generator=torch.Generator().manual_seed(0))
+    assert seen == [80, 60, 40, 20, 0] and guided == [(80, True), (60, True), (40, True)]
+    keep = mask == 0
+    assert torch.equal(out[keep], base[keep]) and not torch.equal(out, base)
 
 
 def test_cancel_stops_promptly():
@@ -175,7 +195,7 @@ def test_cancel_stops_promptly():
     steps = repaint_steps(unet, NoiseSchedule(ScheduleConfig(100)), image, mask, RePaintConfig(t_T=50),
                           generator=torch.Generator().manual_seed(0), cancel=cancel)
     for step in steps:
-        if step.index == 3:
+        if step.step == 3:
             cancel.cancel()
             with pytest.raises(Cancelled):
                 next(steps)
@@ -194,38 +214,56 @@ def test_save_pretrained_roundtrip(tmp_path, layout):
         DDPMPipeline(unet=unet, scheduler=DDPMScheduler(100, beta_schedule="squaredcos_cap_v2")).save_pretrained(
             tmp_path)
     assert not list(tmp_path.rglob("*.bin")) and list(tmp_path.rglob("*.safetensors"))
-    loaded, schedule = load_ddpm(tmp_path)
-    assert schedule.num_train_timesteps == 100 and schedule.cfg.beta_schedule == "squaredcos_cap_v2"
+    ddpm = load_ddpm(tmp_path)
+    assert ddpm.schedule.num_train_timesteps == 100 and ddpm.schedule.cfg.beta_schedule == "squaredcos_cap_v2"
     x = torch.randn(1, 1, 8, 8)
     with torch.no_grad():
-        assert torch.allclose(unet(x, 3).sample, loaded(x, 3).sample, atol=1e-5)
+        assert torch.allclose(unet(x, 3).sample, ddpm.unet(x, 3).sample, atol=1e-5)
+
+
+def test_bad_checkpoint_folders_are_one_clear_line(tmp_path):
+    """A mistyped folder is "not found" (never a hub download); weights that fill none of the UNet are refused
+    instead of running on random weights; a pickle-only folder is refused (safetensors only)."""
+    from safetensors.torch import save_file
+
+    with pytest.raises(InpaintError, match="not found"):
+        load_ddpm(tmp_path / "no-such-folder")
+    save_ddpm(tmp_path / "other", tiny_unet(), NoiseSchedule(ScheduleConfig(100)))
+    save_file({"something.else": torch.zeros(3)}, str(tmp_path / "other" / "diffusion_pytorch_model.safetensors"))
+    with pytest.raises(InpaintError, match="missing"):
+        load_ddpm(tmp_path / "other")
+    save_ddpm(tmp_path / "pickle", tiny_unet(), NoiseSchedule(ScheduleConfig(100)))
+    (tmp_path / "pickle" / "diffusion_pytorch_model.safetensors").rename(tmp_path / "pickle" / "diffusion_pytorch_model.bin")
+    with pytest.raises(InpaintError, match="only safetensors"):
+        load_ddpm(tmp_path / "pickle")
 
 
 def test_compact_unet_roundtrip(tmp_path):
     net = build_unet("compact", block_out_channels=[8, 16], layers_per_block=1, norm_num_groups=4).eval()
     save_ddpm(tmp_path, net, NoiseSchedule(ScheduleConfig(50)))
-    loaded, schedule = load_ddpm(tmp_path)
+    loaded = load_ddpm(tmp_path).unet
     x = torch.randn(2, 1, 28, 28)
     with torch.no_grad():
         assert torch.allclose(net(x, torch.tensor([4, 9])).sample, loaded(x, torch.tensor([4, 9])).sample, atol=1e-5)
 
 
-def test_from_pretrained_inpainter_on_rgb_image(tmp_path):
-    from engine.ddpm.pipeline import from_pretrained
+def test_ddpm_folder_inpainter_on_rgb_image(tmp_path):
+    from engine import registry
     from engine.runner import run_job
 
     save_ddpm(tmp_path, tiny_unet(channels=3, size=16), NoiseSchedule(ScheduleConfig(100)))
-    inp = from_pretrained(tmp_path)
+    inp = registry.load("repaint-ddpm-folder")
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
     mask = np.zeros((40, 50), bool)
     mask[10:20, 15:30] = True
-    req = Request(image=image, mask=mask, seed=3, params={"steps": 10, "jump_length": 2, "resamples": 2})
+    req = Request(image=image, mask=mask, seed=3, params={"checkpoint": str(tmp_path), "steps": 10,
+                                                         "jump_length": 2, "resamples": 2})
     gen = run_job(inp, req)
     previews = []
     result = drive(gen, previews.append)
     assert len(previews) == RePaintConfig(t_T=10, jump_length=2, jump_n_sample=2).unet_calls == result.unet_calls
-    assert previews[-1].box is not None and previews[-1].image.shape == (16, 16, 3)
+    assert previews[-1].box is not None and previews[-1].image.shape[2] == 3
     assert np.array_equal(result.image[~mask], image[~mask])
     assert not np.array_equal(result.image[mask], image[mask])
 
@@ -242,7 +280,7 @@ def test_training_script_runs_and_resumes(tmp_path):
     steps = [json.loads(line)["step"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3]  # resumed at 2, not restarted
     assert (tmp_path / "samples" / "step_000002.png").exists()
-    unet, _ = load_ddpm(tmp_path / "export")
+    unet = load_ddpm(tmp_path / "export").unet
     assert unet.config.block_out_channels == [8, 16] or tuple(unet.config.block_out_channels) == (8, 16)
 
 

@@ -68,9 +68,9 @@ def test_a_gpu_out_of_memory_is_a_clear_error_not_a_crash(rng):
     from engine.api import Preview
     from engine.runner import run_to_end
 
-    class Greedy:
-        info = registry.get_info("telea")
+    from engine.api import Inpainter
 
+    class Greedy(Inpainter):
         def run(self, request, cancel):
             yield Preview(step=1, total=2)
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
@@ -79,7 +79,7 @@ def test_a_gpu_out_of_memory_is_a_clear_error_not_a_crash(rng):
     mask = np.zeros((16, 16), bool)
     mask[4:8, 4:8] = True
     with pytest.raises(InpaintError, match="GPU ran out of memory.*on the CPU"):
-        run_to_end(Greedy(), Request(img, mask))
+        run_to_end(Greedy(registry.get_info("telea")), Request(img, mask))
 
 
 def test_seeded_noise_is_the_generators_draw_on_the_target_device_and_dtype():
@@ -97,18 +97,22 @@ def test_meta_device_refuses_cpu_tensors_as_cuda_does():
 
 
 def _frugal_on_meta():
-    from engine.frugal.model import DiffusionSchedule, FrugalUNet, UNetConfig
+    from engine.diffusion.schedule import NoiseSchedule
+    from engine.frugal.model import FrugalUNet, UNetConfig
+    from engine.frugal.train import frugal_schedule
 
     net = FrugalUNet(UNetConfig(base=8, emb_dim=8, groups=4)).to(META)
     x0 = torch.zeros(2, 3, 16, 16, device=META)
     mask = torch.zeros(2, 1, 16, 16, device=META)
-    return net, DiffusionSchedule().to(META), x0, mask
+    return net, NoiseSchedule(frugal_schedule()).to(META), x0, mask
 
 
 @pytest.mark.parametrize("edm", [False, True])
-def test_frugal_losses_sampler_and_regression_stay_on_the_models_device(edm):
+def test_frugal_losses_and_sampler_stay_on_the_models_device(edm):
+    from engine.diffusion.samplers import sample
     from engine.frugal import train as tr
-    from engine.frugal.sampler import regress, sample_inpaint_iter
+    from engine.frugal.pipeline import denoiser, level_grid
+    from engine.tensors import to_tensor
 
     net, sched, x0, mask = _frugal_on_meta()
     net.cfg.precond = edm
@@ -117,30 +121,35 @@ def test_frugal_losses_sampler_and_regression_stay_on_the_models_device(edm):
         assert tr.diffusion_loss(net, sched, x0, mask, gen, weighting).device == META
     assert tr.regression_loss(net, x0, mask).device == META
     previews = []
-    out = drive(sample_inpaint_iter(net, sched, x0[:1], mask[:1], steps=4, gen=gen), previews.append)
-    assert out.device == META and len(previews) == 4 and previews[-1][2].device == META
-    assert regress(net, x0[:1], mask[:1]).device == META
-    batch = tr.to_tensor(np.zeros((2, 8, 8, 3), np.uint8), META)
+    y, m = x0[:1], mask[:1]
+    out = drive(sample(denoiser(net, sched, y, m), torch.zeros_like(y), level_grid(sched, 4), sched, known=y, mask=m,
+                       clip=False, generator=gen), previews.append)
+    assert out.device == META and len(previews) == 4 and previews[-1].denoised.device == META
+    batch = to_tensor(np.zeros((2, 8, 8, 3), np.uint8), META)
     assert batch.device == META and batch.dtype == torch.float32
 
 
 def test_pixel_ddpm_sketch_guidance_stays_on_the_models_device():
-    from engine.sketch.guidance import SketchGuide, iter_ddpm
+    from engine.diffusion.repaint import RePaintConfig, repaint
+    from engine.diffusion.schedule import NoiseSchedule
+    from engine.sketch.guidance import SketchGuidance
 
     unet = tiny_unet2d(16)
     lgp = tiny_lgp(unet, 16).to(META)
     unet = unet.to(META)
-    abar = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000), 0)  # the schedule stays on the CPU (scalars)
+    schedule = NoiseSchedule().to(META)
     known = torch.zeros(1, 1, 16, 16, device=META)
     hole = torch.ones(1, 1, 16, 16, device=META)
-    guide = SketchGuide(lgp, torch.zeros(1, 1, 16, 16, device=META), beta=1.0, share=1.0, weight=hole)
-    x = drive(iter_ddpm(unet, abar, (1, 1, 16, 16), 3, torch.Generator().manual_seed(0), guide, known, hole, 2))
+    with SketchGuidance(unet, lgp, torch.zeros(1, 1, 16, 16, device=META), schedule.alphas_cumprod, 1.0, 0,
+                        hole) as guide:
+        x = repaint(unet, schedule, known, hole, RePaintConfig(t_T=3, jump_length=1, jump_n_sample=2),
+                    generator=torch.Generator().manual_seed(0), guidance=guide)
     assert x.device == META
 
 
 def test_repaint_sampler_stays_on_the_models_device():
-    from engine.ddpm.model import NoiseSchedule, ScheduleConfig
-    from engine.ddpm.repaint import RePaintConfig, repaint_steps
+    from engine.diffusion.repaint import RePaintConfig, repaint_steps
+    from engine.diffusion.schedule import NoiseSchedule, ScheduleConfig
 
     unet = tiny_unet2d(16).to(META)
     schedule = NoiseSchedule(ScheduleConfig(1000)).to(META)
@@ -149,14 +158,14 @@ def test_repaint_sampler_stays_on_the_models_device():
     for mcg in (0.0, 1.0):  # resampling jumps, and the manifold-constraint gradient step
         cfg = RePaintConfig(t_T=6, jump_length=2, jump_n_sample=2, mcg=mcg)
         steps = list(repaint_steps(unet, schedule, image, mask, cfg, generator=torch.Generator().manual_seed(0)))
-        assert steps and steps[-1].x0.device == META
+        assert steps and steps[-1].denoised.device == META
 
 
 def test_stable_diffusion_sketch_generation_moves_its_inputs_to_the_models_device(tmp_path):
-    from engine.sketch.sd import iter_generate, load_sd_folder
+    from engine.sketch.sd import _load_parts, iter_generate
     from engine.sketch.tiny_sd import make_tiny_sd_folder
 
-    comp = load_sd_folder(make_tiny_sd_folder(tmp_path / "sd"), cache=False)
+    comp = _load_parts(make_tiny_sd_folder(tmp_path / "sd"))  # not the shared cache: it is moved to meta
     r, n = comp.resolution, comp.latent_size
     ctx = torch.zeros(1, 77, comp.text_encoder.config.hidden_size)
     example = dict(sample=torch.zeros(1, 4, n, n), timestep=torch.tensor([10]), encoder_hidden_states=ctx)
@@ -219,10 +228,10 @@ def test_frugal_learns_and_fills_on_cuda_and_its_cache_serves_the_cpu(rng, monke
     monkeypatch.setattr(engine.datasets, "CACHE", tmp_path / "cache")
     img = rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)
     params = {"iterations": 20, "crop": 16, "batch": 4, "steps": 5, "minutes": 5.0}
-    inp, _ = _fill("frugal", params, img, "cuda", monkeypatch)
-    assert inp.last_stats["device"] == "cuda" and inp.last_stats["cached"] is False
-    inp, _ = _fill("frugal", params, img, "cpu", monkeypatch)  # weights learned on the GPU, loaded on the CPU
-    assert inp.last_stats["cached"] is True
+    _, res = _fill("frugal", params, img, "cuda", monkeypatch)
+    assert res.stats["device"] == "cuda" and res.stats["cached"] is False
+    _, res = _fill("frugal", params, img, "cpu", monkeypatch)  # weights learned on the GPU, loaded on the CPU
+    assert res.stats["cached"] is True
 
 
 @has_cuda

@@ -1,9 +1,11 @@
-"""The engine contract: registry, parameter schema, runner (mask enforcement, cancellation), crop/paste-back."""
+"""The engine contract: registry, parameter schema, runner (mask enforcement, cancellation, geometry, the one
+result object), crop/paste-back."""
 import numpy as np
 import pytest
 
 from engine import registry
-from engine.api import Cancelled, CancelToken, InpaintError, ModelInfo, Param, Preview, Request, drive
+from engine.api import (Cancelled, CancelToken, Geometry, Inpainter, InpaintError, ModelInfo, ModelOutput, Param,
+                        Preview, Request, drive)
 from engine.crop import CropPlan, feather_alpha
 from engine.registry import ModelSpec
 from engine.runner import run_job, run_to_end
@@ -17,16 +19,20 @@ def _req(h=64, w=96, seed=0):
     return Request(image=img, mask=mask)
 
 
-class _Sloppy:
+class _Sloppy(Inpainter):
     """Writes garbage everywhere, also outside the mask: the runner must put the original back."""
 
-    info = ModelInfo(name="sloppy", title="t", family="test", description="", domain="",
+    INFO = ModelInfo(name="sloppy", title="t", family="test", description="", domain="",
                      params=(Param("n", "int", 3, min=1, max=10),))
+
+    def __init__(self, info: ModelInfo = INFO) -> None:
+        super().__init__(info)
 
     def run(self, request, cancel):
         for i in range(request.params["n"]):
             yield Preview(step=i + 1, total=request.params["n"])
-        return np.full_like(request.image, 7)
+        return ModelOutput(np.full_like(request.image, 7), unet_calls=request.params["n"], chosen={"w": 2.0},
+                           stats={"seen": request.image.shape})
 
 
 def test_registry_lists_classical_models_with_metadata():
@@ -54,6 +60,62 @@ def test_runner_enforces_mask_and_counts_previews():
     res = drive(gen, previews.append)
     assert len(previews) == 3 and res.params == {"n": 3}
     assert np.array_equal(res.image[~req.mask], req.image[~req.mask]) and (res.image[req.mask] == 7).all()
+    assert (res.unet_calls, res.chosen, res.stats) == (3, {"w": 2.0}, {"seen": (64, 96, 3)}), "run's one result"
+
+
+def test_the_base_class_gives_the_optional_capabilities_their_defaults():
+    model = _Sloppy()
+    model.warm_up()  # a no-op, callable on every model
+    assert model.geometry({}) == Geometry(context=None)
+    with pytest.raises(InpaintError, match="does not learn"):
+        next(model.learn_image(_req(), CancelToken()))
+
+
+class _Shape(Inpainter):
+    """Records the working crop it was given and fills it with a constant; previews the whole crop."""
+
+    def __init__(self, geometry: Geometry) -> None:
+        super().__init__(ModelInfo(name="shape", title="t", family="test", description="", domain="",
+                                   geometry=geometry))
+        self.seen: list[Request] = []
+
+    def run(self, request, cancel):
+        self.seen.append(request)
+        yield Preview(step=1, total=1, image=np.full_like(request.image, 50))
+        return ModelOutput(np.full_like(request.image, 200))
+
+
+@pytest.mark.parametrize("geometry, work", [
+    (Geometry(size=32), (32, 32)),  # fixed size: a square around the hole, resized
+    (Geometry(context=None), (400, 300)),  # native, the whole image
+    (Geometry(context=0.5), (80, 80)),  # native: the hole's box (40 x 40) plus 20 px on each side
+    (Geometry(context=None, max_side=100), (100, 75)),  # the whole image, shrunk to a 100 px side
+    (Geometry(context=0.5, max_hole=20), (40, 40)),  # shrunk until the hole is 20 px
+    (Geometry(context=0.5, multiple=48), (96, 96)),  # padded up to a multiple
+])
+def test_the_runner_crops_to_the_geometry_and_pastes_only_the_hole(geometry, work):
+    rng = np.random.default_rng(2)
+    img = rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    mask = np.zeros((300, 400), bool)
+    mask[100:140, 200:240] = True
+    model = _Shape(geometry)
+    previews: list[Preview] = []
+    res = drive(run_job(model, Request(image=img, mask=mask)), previews.append)
+    seen = model.seen[0]
+    assert seen.image.shape[1::-1] == work and seen.mask.shape == seen.image.shape[:2] and seen.mask.any()
+    assert np.array_equal(res.image[~mask], img[~mask]), "outside the hole: bit-identical"
+    assert (res.image[110:130, 210:230] == 200).all(), "deep in the hole: the fill"
+    x0, y0, x1, y1 = previews[0].box  # in image pixels, covering the hole, never the padding
+    assert x0 <= 200 and y0 <= 100 and x1 >= 240 and y1 >= 140 and x1 <= 400 and y1 <= 300
+    assert max(previews[0].image.shape[:2]) <= 384
+
+
+def test_a_region_outside_the_hole_is_a_clear_error():
+    mask = np.zeros((100, 100), bool)
+    mask[80:90, 80:90] = True
+    req = Request(image=np.zeros((100, 100, 3), np.uint8), mask=mask, region=(0, 0, 40, 40))
+    with pytest.raises(InpaintError, match="outside the working box"):
+        run_to_end(_Shape(Geometry(size=16)), req)
 
 
 def test_runner_cancels_between_steps():
@@ -96,17 +158,13 @@ def test_param_parse_kinds():
 
 
 def test_runtime_registration_and_replacement():
-    registry.register(ModelSpec(_Sloppy.info, factory="tests.test_engine_core:_make_sloppy"))
+    registry.register(ModelSpec(_Sloppy.INFO, factory="tests.test_engine_core:_Sloppy"))
     try:
         assert registry.load("sloppy").info.name == "sloppy"
         assert "sloppy" in [m.name for m in registry.all_models()]
     finally:
         registry.unregister("sloppy")
     assert "sloppy" not in [m.name for m in registry.all_models()]
-
-
-def _make_sloppy(info):
-    return _Sloppy()
 
 
 def test_crop_plan_square_box_around_hole():

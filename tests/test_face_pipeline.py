@@ -55,8 +55,10 @@ def test_seed_and_variation(tiny_face_model, sample_rgb):
 
 
 def test_no_region_falls_back_to_mask_box(tiny_face_model, sample_rgb):
+    from engine.crop import CropPlan
+
     req = _request(sample_rgb)
-    box = tiny_face_model.plan(req).box
+    box = CropPlan.plan(tiny_face_model.geometry({}), req.mask).box
     assert box[0] <= 200 and box[2] >= 260 and box[1] <= 150 and box[3] >= 190
 
 

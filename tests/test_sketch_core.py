@@ -96,7 +96,7 @@ def test_lgp_forward_shape_and_roundtrip(tmp_path):
     with pytest.raises(InpaintError, match="needs config.json"):
         LatentGuidancePredictor.load(tmp_path / "missing")
     (tmp_path / "lgp" / "lgp.safetensors").write_bytes(b"garbage")
-    with pytest.raises(InpaintError, match="could not be loaded"):
+    with pytest.raises(InpaintError, match="lgp.safetensors: not a readable safetensors file"):
         LatentGuidancePredictor.load(tmp_path / "lgp")
 
 
@@ -119,10 +119,9 @@ def test_guidance_step_alpha_scaling():
     assert guided_steps(50, 0.5) == 25 and guided_steps(50, 0) == 0 and guided_steps(50, 2) == 50
 
 
-def test_guidance_moves_prediction_towards_sketch():
-    """On a toy 'UNet' whose block is the identity on x_t, and an LGP that copies that feature, guided sampling
-    ends closer to the target than unguided sampling."""
-    from engine.sketch.guidance import SketchGuide, sample_ddpm
+def _toy_unet_and_copying_lgp(size: int = 8):
+    """A toy 'UNet' whose hooked block is the identity on x_t (and which predicts eps = 0), and an LGP that copies
+    that feature: its loss pulls x_t itself toward the target."""
     from engine.sketch.lgp import LatentGuidancePredictor, LGPConfig
 
     class Out:
@@ -138,22 +137,47 @@ def test_guidance_moves_prediction_towards_sketch():
         def forward(self, x, t):
             return Out(self.block(x) * 0 + self.w)  # eps = 0: the sampler just rescales x
 
-    toy = Toy()
-    cfg = LGPConfig(blocks=["block"], feature_channels=1, resolution=8, hidden=[], pos_freqs=0)
+    cfg = LGPConfig(blocks=["block"], feature_channels=1, resolution=size, hidden=[], pos_freqs=0)
     lgp = LatentGuidancePredictor(cfg)
     with torch.no_grad():  # prediction = the hooked feature (x_t itself)
         lgp.mlp[0].weight.zero_()
         lgp.mlp[0].weight[0, 0] = 1.0
         lgp.mlp[0].bias.zero_()
+    return Toy(), lgp
+
+
+def test_guidance_moves_the_sample_towards_the_sketch():
+    """The LGP hook on the shared sampler: guided sampling ends closer to the target than unguided sampling."""
+    from engine.diffusion.samplers import ancestral, eps_denoiser
+    from engine.diffusion.schedule import NoiseSchedule, strided
+    from engine.sketch.guidance import SketchGuidance
+
+    toy, lgp = _toy_unet_and_copying_lgp()
     target = torch.zeros(1, 1, 8, 8)
     target[..., 2:6, 2:6] = 1.0
-    abar = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000), 0)
+    schedule = NoiseSchedule()
+    grid = strided(1000, 20)
     dists = {}
     for beta in (0.0, 2.0):
-        x = sample_ddpm(toy, abar, (1, 1, 8, 8), 20, torch.Generator().manual_seed(0),
-                        SketchGuide(lgp, target, beta=beta, share=1.0), clip=False)
+        x = torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+        with SketchGuidance(toy, lgp, target, schedule.alphas_cumprod, beta, t_min=0) as guide:
+            x = drive(ancestral(eps_denoiser(toy, schedule), x, grid, schedule, clip=False, guidance=guide,
+                                generator=torch.Generator().manual_seed(0)))
         dists[beta] = (x - target).norm().item()
     assert dists[2.0] < dists[0.0] * 0.8
+
+
+def test_guidance_acts_only_on_its_share_of_the_grid():
+    from engine.sketch.guidance import SketchGuidance
+
+    grid = list(range(0, 100, 10))
+    assert SketchGuidance.t_min_for(grid, 0.5) == 50 and SketchGuidance.t_min_for(grid, 1.0) == 0
+    assert SketchGuidance.t_min_for(grid, 0.0) is None
+    toy, lgp = _toy_unet_and_copying_lgp()
+    guide = SketchGuidance(toy, lgp, torch.zeros(1, 1, 8, 8), torch.ones(100), 1.0, t_min=50)
+    assert guide.active(90) and guide.active(50) and not guide.active(40)
+    guide.close()
+    assert not toy.block._forward_hooks
 
 
 def _tiny_ddpm_folder(tmp_path):
@@ -166,40 +190,53 @@ def _tiny_ddpm_folder(tmp_path):
     return u, folder
 
 
-def test_guided_inpainting_keeps_known_pixels(tmp_path):
-    from engine.sketch.guidance import SketchGuide, iter_ddpm
+def test_guided_repaint_keeps_known_pixels_and_changes_the_fill():
+    """The LGP hook on RePaint (jumps and resampling): the fill changes with guidance, known pixels stay exact."""
+    from engine.diffusion.repaint import RePaintConfig, repaint
+    from engine.diffusion.schedule import NoiseSchedule
+    from engine.sketch.guidance import SketchGuidance
 
     u = tiny_unet2d(16)
     lgp = tiny_lgp(u, 16)
-    abar = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000), 0)
+    sched = NoiseSchedule()
+    cfg = RePaintConfig(t_T=6, jump_length=2, jump_n_sample=2)
     known = torch.rand(1, 1, 16, 16) * 2 - 1
-    hole = torch.zeros(1, 1, 16, 16)
-    hole[..., 4:12, 4:12] = 1
+    mask = torch.zeros(1, 1, 16, 16)
+    mask[..., 4:12, 4:12] = 1
     target = torch.zeros(1, 1, 16, 16)
     target[..., 8, 4:12] = 1
-    it = iter_ddpm(u, abar, (1, 1, 16, 16), 4, torch.Generator().manual_seed(0),
-                   SketchGuide(lgp, target, beta=1.0, share=1.0, weight=hole), known, hole, resample=2)
-    previews = []
-    x = drive(it, previews.append)
-    assert [p[0] for p in previews] == [1, 2, 3, 4]
-    keep = hole == 0
-    assert torch.equal(x[keep], known[keep])
-    assert not torch.equal(x[~keep], known[~keep])
+    outs = {}
+    for beta in (0.0, 2.0):
+        with SketchGuidance(u, lgp, target, sched.alphas_cumprod, beta, t_min=0, weight=mask) as guide:
+            outs[beta] = repaint(u, sched, known, mask, cfg, generator=torch.Generator().manual_seed(0),
+                                 guidance=guide)
+    keep = mask == 0
+    for x in outs.values():
+        assert torch.equal(x[keep], known[keep])
+    assert not torch.allclose(outs[0.0][~keep], outs[2.0][~keep])
 
 
 def test_sketch_ddpm_inpainter_end_to_end(tmp_path):
     """Registry model on a tiny DDPM + LGP: previews stream, pixels outside the mask are bit-identical."""
     from engine import registry
-    from engine.api import CancelToken, Cancelled, ModelInfo, Param
-    from engine.runner import run_job, run_to_end
+    from engine.api import ModelInfo
 
     u, folder = _tiny_ddpm_folder(tmp_path)
     tiny_lgp(u, 16).save(tmp_path / "lgp")
     base = registry.get_info("sketch-mnist")
-    info = ModelInfo(**{**base.__dict__, "name": "sketch-tiny-test", "weights": tmp_path / "lgp", "resolution": 16})
+    info = ModelInfo(**{**base.__dict__, "name": "sketch-tiny-test", "weights": tmp_path / "lgp"})
     registry.register(registry.ModelSpec(info, "engine.sketch.pipeline:SketchDDPMInpainter",
                                          {"ddpm": str(folder), "lgp": str(tmp_path / "lgp")}))
-    model = registry.load("sketch-tiny-test")
+    try:
+        _sketch_model_end_to_end(registry.load("sketch-tiny-test"))
+    finally:
+        registry.unregister("sketch-tiny-test")
+
+
+def _sketch_model_end_to_end(model) -> None:
+    from engine.api import CancelToken, Cancelled
+    from engine.runner import run_job, run_to_end
+
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
     mask = np.zeros((40, 48), bool)
@@ -210,7 +247,8 @@ def test_sketch_ddpm_inpainter_end_to_end(tmp_path):
     previews = []
     gen = run_job(model, req)
     res = drive(gen, previews.append)
-    assert len(previews) == 3 and previews[-1].box is not None and previews[-1].image.shape == (16, 16, 3)
+    assert len(previews) == res.unet_calls == 3 and previews[-1].box is not None
+    assert previews[0].image.shape[2] == 3 and previews[0].message == ""
     assert np.array_equal(res.image[~mask], img[~mask])
     again = run_to_end(model, Request(img, mask, sketch=sketch, seed=3, params={"steps": 3, "share": 1.0}))
     assert np.array_equal(again.image, res.image)  # seeded
@@ -220,8 +258,8 @@ def test_sketch_ddpm_inpainter_end_to_end(tmp_path):
     tok.cancel()
     with pytest.raises(Cancelled):
         next(gen)
-    assert Param  # schema is the registered one
-    assert {p.name for p in info.params} >= {"beta", "share", "steps"}
+    first = next(run_job(model, Request(img, mask, params={"steps": 3})))
+    assert first.message == "no sketch: filling without guidance"
 
 
 def test_hed_port_matches_numpy_reference_and_finds_edges():
@@ -277,9 +315,7 @@ def test_shipped_sketch_mnist_follows_a_sketch():
     from engine.sketch.edges import canny_edges
     from engine.sketch.pixel import mnist_pairs
 
-    root = registry.get_info("sketch-mnist").weights.parents[2]
-    if not (root / DDPM_DIR / "config.json").is_file() or not (root / LGP_MNIST_DIR / "lgp.safetensors").is_file():
-        pytest.skip("shipped weights not present")
+    assert (DDPM_DIR / "config.json").is_file() and (LGP_MNIST_DIR / "lgp.safetensors").is_file(), "shipped weights"
     _, sketches, _ = mnist_pairs(28, "test", 4, "canny", seed=0)
     model = registry.load("sketch-mnist")
     img = np.zeros((28, 28, 3), np.uint8)
@@ -296,36 +332,6 @@ def test_shipped_sketch_mnist_follows_a_sketch():
     assert hits[1.0] > hits[0.0] + 0.1
 
 
-def test_guidance_hook_in_project_repaint_sampler():
-    """``make_guidance_hook`` plugs into engine/ddpm's RePaint loop (``guidance(x_t, t, x_prev)``): the fill
-    changes, the known pixels stay exact."""
-    repaint_mod = pytest.importorskip("engine.ddpm.repaint")
-    from engine.ddpm.model import NoiseSchedule
-    from engine.sketch.guidance import SketchGuide, make_guidance_hook
-
-    u = tiny_unet2d(16)
-    lgp = tiny_lgp(u, 16)
-    sched = NoiseSchedule()
-    cfg = repaint_mod.RePaintConfig(t_T=6, jump_length=2, jump_n_sample=2)
-    known = torch.rand(1, 1, 16, 16) * 2 - 1
-    mask = torch.zeros(1, 1, 16, 16)
-    mask[..., 4:12, 4:12] = 1
-    target = torch.zeros(1, 1, 16, 16)
-    target[..., 8, 4:12] = 1
-    n_calls = cfg.unet_calls
-    outs = {}
-    for beta in (0.0, 2.0):
-        hook = make_guidance_hook(u, SketchGuide(lgp, target, beta=beta, share=1.0, weight=mask),
-                                  sched.alphas_cumprod, n_calls)
-        outs[beta] = repaint_mod.repaint(u, sched, known, mask, cfg, generator=torch.Generator().manual_seed(0),
-                                         guidance=hook)
-        hook.hooks.remove()
-    keep = mask == 0
-    for x in outs.values():
-        assert torch.equal(x[keep], known[keep])
-    assert not torch.allclose(outs[0.0][~keep], outs[2.0][~keep])
-
-
 def test_shipped_lgp_was_trained_on_the_shipped_ddpm():
     """The LGP reads the DDPM's activations: new DDPM weights without a retrained LGP would guide badly."""
     import json
@@ -334,5 +340,5 @@ def test_shipped_lgp_was_trained_on_the_shipped_ddpm():
     from engine.sketch.train import weights_digest
 
     models = Path(__file__).resolve().parents[1] / "resources" / "models"
-    extra = json.loads((models / "sketch-lgp-mnist" / "config.json").read_text())["extra"]
-    assert extra["ddpm_weights_sha256"] == weights_digest(models / "ddpm-mnist")
+    training = json.loads((models / "sketch-lgp-mnist" / "config.json").read_text())["training"]
+    assert training["ddpm_weights_sha256"] == weights_digest(models / "ddpm-mnist")

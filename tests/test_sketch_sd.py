@@ -68,7 +68,7 @@ def test_missing_and_corrupt_sd_folder_errors(tmp_path, sd_folder):
     shutil.copytree(sd_folder, corrupt, ignore=shutil.ignore_patterns("sketch-lgp"))
     (corrupt / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(InpaintError, match="could not load unet/"):
-        load_sd_folder(corrupt, cache=False)
+        load_sd_folder(corrupt)
 
 
 def test_train_lgp_on_sd_folder_then_guided_inpainting(sd_folder, photos):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from engine.api import CancelToken, JobGen, ModelInfo, Preview, Request
+from engine.api import CancelToken, Inpainter, JobGen, ModelInfo, ModelOutput, Preview, Request
 
 _FLAGS = {"telea": cv2.INPAINT_TELEA, "ns": cv2.INPAINT_NS}
 
@@ -14,12 +14,12 @@ def opencv_inpaint(image: np.ndarray, mask: np.ndarray, radius: float = 5, metho
     return cv2.inpaint(np.ascontiguousarray(image), mask.astype(np.uint8) * 255, float(radius), _FLAGS[method])
 
 
-class OpenCVInpainter:
+class OpenCVInpainter(Inpainter):
     def __init__(self, info: ModelInfo, method: str = "telea") -> None:
-        self.info = info
+        super().__init__(info)
         self.method = method
 
     def run(self, request: Request, cancel: CancelToken) -> JobGen:
         out = opencv_inpaint(request.image, request.mask, request.params["radius"], self.method)
         yield Preview(step=1, total=1, image=out)
-        return out
+        return ModelOutput(out)

@@ -3,12 +3,10 @@
 - "repaint-mnist": the shipped MNIST DDPM (resources/models/ddpm-mnist), 28x28 grey digits.
 - "repaint-ddpm-folder": any diffusers-format DDPM checkpoint named by the ``checkpoint`` parameter.
 """
-from pathlib import Path
-
 from engine.api import Geometry, ModelInfo, Param
 from engine.registry import ModelSpec
+from engine.weights import MODELS_DIR
 
-MODELS_DIR = Path(__file__).resolve().parents[2] / "resources" / "models"
 MNIST_DIR = MODELS_DIR / "ddpm-mnist"
 
 MCG_DEFAULT = 1.0  # manifold-constraint step the editor starts with (docs/ddpm.md: fast mode 82.7 -> 88.3 %)
@@ -39,9 +37,10 @@ MODELS = [
     ModelSpec(ModelInfo(
         name="repaint-ddpm-folder", title="RePaint (your DDPM checkpoint)", family="ddpm",
         description="RePaint over any diffusers-format DDPM (a folder with config.json + safetensors, a pipeline "
-                    "folder with unet/ and scheduler/, or a hub id when online). Works on a crop at the UNet's size.",
+                    "folder with unet/ and scheduler/). Works on a crop at the UNet's size.",
         domain="whatever the checkpoint was trained on (its UNet's sample_size, 1 or 3 channels)",
-        params=(Param("checkpoint", "folder", "", "Checkpoint", "DDPM folder or hub id", remember=True),) + PARAMS,
+        params=(Param("checkpoint", "folder", "", "Checkpoint", "DDPM checkpoint folder (diffusers layout, safetensors)",
+                      remember=True),) + PARAMS,
         weights=None),
         factory="engine.ddpm.pipeline:RePaintInpainter", order=31),
 ]

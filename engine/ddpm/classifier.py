@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +25,9 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-DEFAULT_DIR = Path(__file__).resolve().parents[2] / "resources" / "models" / "mnist-classifier"
-WEIGHTS = "model.safetensors"
+from engine.weights import MODELS_DIR, load_pretrained, save_pretrained
+
+DEFAULT_DIR = MODELS_DIR / "mnist-classifier"
 
 
 @dataclass
@@ -56,25 +57,12 @@ class DigitClassifier(nn.Module):
         """x: N x 1 x 28 x 28 in [0, 1] -> logits N x 10."""
         return self.head(self.features((x - 0.1307) / 0.3081))
 
-    def save_pretrained(self, folder: str | Path, extra: dict | None = None) -> None:
-        from safetensors.torch import save_file
-
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "config.json").write_text(json.dumps({**asdict(self.config), **(extra or {})}, indent=2))
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}, folder / WEIGHTS)
+    def save_pretrained(self, folder: str | Path, training: dict | None = None) -> None:
+        save_pretrained(folder, self, self.config, training)
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> "DigitClassifier":
-        from safetensors.torch import load_file
-
-        folder = Path(folder)
-        raw = json.loads((folder / "config.json").read_text())
-        cfg = ClassifierConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in raw.items()
-                                  if k in ClassifierConfig.__dataclass_fields__})
-        net = cls(cfg)
-        net.load_state_dict(load_file(folder / WEIGHTS))
-        return net.eval()
+        return load_pretrained(folder, cls, ClassifierConfig)[0]
 
 
 def load_classifier(folder: str | Path = DEFAULT_DIR) -> DigitClassifier:

@@ -1,4 +1,4 @@
-"""DDPM networks, the noise schedule, and loading/saving of diffusers-format checkpoints.
+"""DDPM networks and DDPM checkpoint folders (diffusers' layout); the noise schedule is engine.diffusion's.
 
 Two denoisers ``eps_theta(x_t, t)`` are available (both predict the noise, Ho et al. 2020 eq. 11/14):
 
@@ -14,88 +14,26 @@ Checkpoint folder layout (what ``save_pretrained`` writes and ``load_ddpm`` read
     diffusion_pytorch_model.safetensors  the weights (EMA weights for trained models)
     scheduler_config.json                the beta schedule (diffusers DDPMScheduler format)
 
-A full diffusers pipeline folder (``model_index.json`` + ``unet/`` + ``scheduler/``) and a hub id load too.
+A full diffusers pipeline folder (``model_index.json`` + ``unet/`` + ``scheduler/``) loads too. Only local folders
+and only safetensors: a mistyped path is "no such folder", never a download, and a ``.bin`` pickle is never read.
 """
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 import torch.nn.functional as F
 
+from engine.api import InpaintError
+from engine.diffusion.schedule import NoiseSchedule, ScheduleConfig
+from engine.weights import load_pretrained, save_pretrained
+
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 SCHEDULER_NAME = "scheduler_config.json"
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Noise schedule
-# ----------------------------------------------------------------------------------------------------------------
-@dataclass
-class ScheduleConfig:
-    """The forward process q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I) (Ho et al. 2020 eq. 2).
-    Field names follow diffusers' DDPMScheduler so the JSON is interchangeable with it."""
-
-    num_train_timesteps: int = 1000
-    beta_start: float = 1e-4
-    beta_end: float = 0.02
-    beta_schedule: str = "linear"  # "linear" (Ho et al.) | "squaredcos_cap_v2" (cosine, Nichol & Dhariwal 2021)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ScheduleConfig":
-        known = {k: d[k] for k in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule") if k in d}
-        return cls(**known)
-
-
-def make_betas(cfg: ScheduleConfig) -> torch.Tensor:
-    """beta_1..beta_T (float32, index t-1 stored at t-1 as in diffusers: betas[t] for t = 0..T-1)."""
-    T = cfg.num_train_timesteps
-    if cfg.beta_schedule == "linear":
-        return torch.linspace(cfg.beta_start, cfg.beta_end, T, dtype=torch.float32)
-    if cfg.beta_schedule in ("squaredcos_cap_v2", "cosine"):
-        # alpha_bar(t) = cos^2((t/T + s) / (1 + s) * pi/2), s = 0.008; beta_t = 1 - abar(t+1)/abar(t), cap 0.999
-        def abar(u: float) -> float:
-            return math.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2
-        return torch.tensor([min(1 - abar((i + 1) / T) / abar(i / T), 0.999) for i in range(T)], dtype=torch.float32)
-    raise ValueError(f"unknown beta_schedule {cfg.beta_schedule!r}")
-
-
-class NoiseSchedule(nn.Module):
-    """Schedule tensors as buffers (moved with ``.to(device)``), with closed-form helpers."""
-
-    def __init__(self, cfg: ScheduleConfig | None = None) -> None:
-        super().__init__()
-        self.cfg = cfg or ScheduleConfig()
-        betas = make_betas(self.cfg)
-        alphas = 1.0 - betas
-        self.register_buffer("betas", betas)  # beta_t
-        self.register_buffer("alphas", alphas)  # alpha_t = 1 - beta_t
-        self.register_buffer("alphas_cumprod", torch.cumprod(alphas, 0))  # alpha_bar_t = prod_{s<=t} alpha_s
-
-    @property
-    def num_train_timesteps(self) -> int:
-        return self.cfg.num_train_timesteps
-
-    def alpha_bar(self, t: int) -> torch.Tensor:
-        """alpha_bar_t, with alpha_bar_{-1} = 1 (the clean image) for t < 0."""
-        return self.alphas_cumprod[t] if t >= 0 else torch.ones((), device=self.alphas_cumprod.device)
-
-    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps (Ho et al. 2020 eq. 4); ``t`` per batch item."""
-        ab = self.alphas_cumprod[t].view(-1, *([1] * (x0.dim() - 1)))
-        return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
-
-    def predict_x0(self, x_t: torch.Tensor, t: int, eps: torch.Tensor) -> torch.Tensor:
-        """x_0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t) (eq. 4 solved for x_0, cf. eq. 15)."""
-        ab = self.alpha_bar(t)
-        return (x_t - (1 - ab).sqrt() * eps) / ab.sqrt()
-
-    def to_json(self) -> dict:
-        return {"_class_name": "DDPMScheduler", **asdict(self.cfg), "prediction_type": "epsilon",
-                "clip_sample": True, "variance_type": "fixed_small"}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -248,22 +186,11 @@ class CompactUNet(nn.Module):
         return _Output(self.conv_out(F.silu(self.norm_out(h))))
 
     def save_pretrained(self, folder: str | Path) -> None:
-        from safetensors.torch import save_file
-
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "config.json").write_text(json.dumps(asdict(self.config), indent=2))
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}, folder / WEIGHTS_NAME)
+        save_pretrained(folder, self, self.config, weights_name=WEIGHTS_NAME)
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> "CompactUNet":
-        from safetensors.torch import load_file
-
-        folder = Path(folder)
-        cfg = json.loads((folder / "config.json").read_text())
-        net = cls(CompactUNetConfig(**{k: v for k, v in cfg.items() if k in CompactUNetConfig.__dataclass_fields__}))
-        net.load_state_dict(load_file(folder / WEIGHTS_NAME))
-        return net
+        return load_pretrained(folder, cls, CompactUNetConfig, weights_name=WEIGHTS_NAME)[0]
 
 
 def build_unet(arch: str = "diffusers", **kwargs) -> nn.Module:
@@ -281,6 +208,27 @@ def count_params(net: nn.Module) -> int:
 # ----------------------------------------------------------------------------------------------------------------
 # Checkpoint folders
 # ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class DDPM:
+    """A loaded checkpoint: the noise-predicting UNet (eval mode, frozen) and its schedule, moved together."""
+
+    unet: nn.Module
+    schedule: NoiseSchedule
+
+    def to(self, device: str | torch.device) -> "DDPM":
+        self.unet.to(device)
+        self.schedule.to(device)
+        return self
+
+    @property
+    def sample_size(self) -> int:
+        return int(getattr(self.unet.config, "sample_size", 28) or 28)
+
+    @property
+    def channels(self) -> int:
+        return int(getattr(self.unet.config, "in_channels", 1))
+
+
 def save_ddpm(folder: str | Path, unet: nn.Module, schedule: NoiseSchedule, extra: dict | None = None) -> Path:
     """Write ``unet`` (config.json + safetensors) and ``scheduler_config.json``; ``extra`` goes to training.json."""
     folder = Path(folder)
@@ -295,37 +243,83 @@ def save_ddpm(folder: str | Path, unet: nn.Module, schedule: NoiseSchedule, extr
     return folder
 
 
-def load_ddpm(path_or_id: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, NoiseSchedule]:
-    """(unet in eval mode, schedule) from a checkpoint folder, a diffusers pipeline folder, or a hub id.
+def load_ddpm(path: str | Path, device: str | torch.device = "cpu") -> DDPM:
+    """A checkpoint folder or a diffusers pipeline folder, frozen, in eval mode; InpaintError (one line naming the
+    folder) when it is missing, incomplete, or its weights do not fill the UNet.
 
     The schedule comes from ``scheduler_config.json`` (flat folder) or ``scheduler/scheduler_config.json``
     (pipeline folder); diffusers' defaults (linear 1e-4..0.02, T = 1000) when neither exists.
     """
-    p = Path(path_or_id)
+    p = Path(path).expanduser()
+    if not str(path).strip() or not p.is_dir():
+        raise InpaintError(f"DDPM checkpoint folder not found: {p}")
+    unet_dir = p / "unet" if (p / "unet" / "config.json").is_file() else p
+    if not (unet_dir / "config.json").is_file():
+        raise InpaintError(f"{p} is not a DDPM checkpoint: config.json is missing")
     sched_cfg: dict = {}
-    if p.exists():
-        unet_dir = p / "unet" if (p / "unet" / "config.json").exists() else p
-        for cand in (p / SCHEDULER_NAME, p / "scheduler" / SCHEDULER_NAME):
-            if cand.exists():
-                sched_cfg = json.loads(cand.read_text())
-                break
-        cfg = json.loads((unet_dir / "config.json").read_text())
-        if cfg.get("_class_name") == "CompactUNet":
-            unet: nn.Module = CompactUNet.from_pretrained(unet_dir)
-        else:
-            from diffusers import UNet2DModel
+    for cand in (p / SCHEDULER_NAME, p / "scheduler" / SCHEDULER_NAME):
+        if cand.is_file():
+            sched_cfg = _read_json(cand)
+            break
+    cfg = _read_json(unet_dir / "config.json")
+    if cfg.get("_class_name") == "CompactUNet":
+        unet: nn.Module = CompactUNet.from_pretrained(unet_dir)
+    else:
+        unet = _load_unet2d(unet_dir)
+    try:
+        schedule = NoiseSchedule(ScheduleConfig.from_dict(sched_cfg))
+    except (TypeError, ValueError) as exc:
+        raise InpaintError(f"{p}: unusable scheduler config ({exc})") from None
+    return DDPM(unet.eval().requires_grad_(False), schedule).to(device)
 
-            unet = UNet2DModel.from_pretrained(unet_dir, low_cpu_mem_usage=False)  # no `accelerate` needed
-    else:  # a hub id (needs a network)
-        from diffusers import DDPMScheduler, UNet2DModel
 
-        try:
-            unet = UNet2DModel.from_pretrained(str(path_or_id), subfolder="unet")
-        except (OSError, EnvironmentError):
-            unet = UNet2DModel.from_pretrained(str(path_or_id))
-        try:
-            sched_cfg = dict(DDPMScheduler.load_config(str(path_or_id), subfolder="scheduler"))
-        except (OSError, EnvironmentError):
-            sched_cfg = {}
-    schedule = NoiseSchedule(ScheduleConfig.from_dict(sched_cfg))
-    return unet.to(device).eval(), schedule.to(device)
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InpaintError(f"{path}: not readable JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise InpaintError(f"{path}: expected a JSON object")
+    return data
+
+
+def _load_unet2d(folder: Path) -> nn.Module:
+    """diffusers' UNet2DModel from safetensors only; weights that leave any parameter unfilled are refused (diffusers
+    would otherwise start those at random and only warn)."""
+    from diffusers import UNet2DModel
+
+    if not (folder / WEIGHTS_NAME).is_file():
+        raise InpaintError(f"{folder}: {WEIGHTS_NAME} is missing (only safetensors weights are read)")
+    try:
+        unet, info = UNet2DModel.from_pretrained(folder, use_safetensors=True, local_files_only=True,
+                                                 low_cpu_mem_usage=False, output_loading_info=True)
+    except Exception as exc:  # wrong shapes, truncated file, a config for another class
+        text = str(exc).strip()
+        raise InpaintError(f"{folder}: could not load the UNet ({text.splitlines()[0][:200] if text else type(exc).__name__})"
+                           ) from None
+    missing = info.get("missing_keys") or []
+    if missing:
+        raise InpaintError(f"{folder / WEIGHTS_NAME}: {len(missing)} of the UNet's weights are missing (e.g. "
+                           f"{missing[0]}): not this UNet's checkpoint")
+    return unet
+
+
+class CountingUNet(torch.nn.Module):
+    """Wraps a UNet and counts forward calls (tests and the benchmark)."""
+
+    def __init__(self, unet: torch.nn.Module) -> None:
+        super().__init__()
+        self.unet = unet
+        self.calls = 0
+
+    @property
+    def config(self):
+        return self.unet.config
+
+    @property
+    def dtype(self):
+        return self.unet.dtype
+
+    def forward(self, *args, **kwargs):
+        self.calls += 1
+        return self.unet(*args, **kwargs)

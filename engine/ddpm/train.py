@@ -25,9 +25,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from engine.api import InpaintError
-from engine.ddpm.model import NoiseSchedule, ScheduleConfig, build_unet, count_params, save_ddpm
+from engine.api import InpaintError, drive
+from engine.ddpm.model import build_unet, count_params, save_ddpm
 from engine.device import compute_device
+from engine.diffusion.samplers import ddim, eps_denoiser
+from engine.diffusion.schedule import NoiseSchedule, ScheduleConfig, spaced
 
 
 @dataclass
@@ -73,20 +75,12 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
         be.copy_(bm)
 
 
-@torch.no_grad()
 def ddim_sample(net: torch.nn.Module, schedule: NoiseSchedule, n: int, steps: int, generator: torch.Generator,
                 device: torch.device) -> torch.Tensor:
     """Unconditional samples for the preview grids: DDIM with eta = 0 (Song et al. 2021, eq. 12)."""
-    T = schedule.num_train_timesteps
     size = getattr(net.config, "sample_size", 28)
     x = torch.randn(n, 1, size, size, generator=generator).to(device)
-    ts = np.linspace(T - 1, 0, steps).round().astype(int)
-    for i, t in enumerate(ts):
-        eps = net(x, torch.full((n,), int(t), device=device)).sample.float()
-        x0 = schedule.predict_x0(x, int(t), eps).clamp(-1, 1)
-        ab_prev = schedule.alpha_bar(int(ts[i + 1]) if i + 1 < len(ts) else -1)
-        x = ab_prev.sqrt() * x0 + (1 - ab_prev).sqrt() * eps
-    return x
+    return drive(ddim(eps_denoiser(net, schedule), x, spaced(schedule.num_train_timesteps, steps), schedule))
 
 
 def save_grid(x: torch.Tensor, path: Path, nrow: int = 8) -> None:

@@ -10,8 +10,8 @@ Two independent sigmoid outputs (multi-label), binary cross-entropy.
 from __future__ import annotations
 
 import argparse
-import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -21,20 +21,27 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from engine.face.data import CLASSIFIER_SEED, EVAL_SEED, procedural_pool
+from engine.weights import MODELS_DIR, load_pretrained, save_pretrained
 
-FOLDER = Path(__file__).resolve().parents[2] / "resources" / "models" / "face-attr-classifier"
+FOLDER = MODELS_DIR / "face-attr-classifier"
+
+
+@dataclass
+class ClassifierConfig:
+    ch: int = 16  # channels of the first conv; the others are 2x, 4x, 4x
 
 
 class AttributeClassifier(nn.Module):
-    def __init__(self, ch: int = 16) -> None:
+    def __init__(self, config: ClassifierConfig | None = None) -> None:
         super().__init__()
+        self.config = config or ClassifierConfig()
+        ch = self.config.ch
         layers, cin = [], 3
         for c in (ch, ch * 2, ch * 4, ch * 4):
             layers += [nn.Conv2d(cin, c, 3, 1, 1), nn.BatchNorm2d(c), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
             cin = c
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(cin, 2)
-        self.ch = ch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # B x 3 x 64 x 64 in [0, 1] -> logits B x 2
         return self.head(self.features(x * 2 - 1).mean((2, 3)))
@@ -68,21 +75,11 @@ def predict(model: AttributeClassifier, imgs: np.ndarray, batch: int = 256) -> n
 
 
 def save(model: AttributeClassifier, folder: Path, facts: dict) -> None:
-    from safetensors.torch import save_file
-
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps({"ch": model.ch, "training": facts}, indent=2) + "\n")
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(folder / "model.safetensors"))
+    save_pretrained(folder, model, model.config, facts)
 
 
 def load(folder: Path = FOLDER) -> AttributeClassifier:
-    from safetensors.torch import load_file
-
-    cfg = json.loads((folder / "config.json").read_text())
-    m = AttributeClassifier(cfg["ch"])
-    m.load_state_dict(load_file(str(folder / "model.safetensors")))
-    return m.eval()
+    return load_pretrained(folder, AttributeClassifier, ClassifierConfig)[0]
 
 
 def train_step(model: AttributeClassifier, opt: torch.optim.Optimizer, rng: np.random.Generator,

@@ -6,28 +6,20 @@ chin inside), or None. Boxes may extend past the image; ``engine.crop.CropPlan``
 """
 from __future__ import annotations
 
-import threading
-
 import cv2
 import numpy as np
+
+from engine.weights import CACHE
 
 ENLARGE = 1.8  # box side / Haar box side: the procedural faces are ~55 % of the frame wide
 SHIFT_DOWN = 0.1  # box centre below the Haar box centre, in Haar box sides
 
-_lock = threading.Lock()
-_cascade: cv2.CascadeClassifier | None = None
-
-
-def _get_cascade() -> cv2.CascadeClassifier:
-    global _cascade
-    with _lock:
-        if _cascade is None:
-            path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
-            c = cv2.CascadeClassifier(path)
-            if c.empty():
-                raise RuntimeError(f"could not load the Haar cascade at {path}")
-            _cascade = c
-        return _cascade
+def _load_cascade() -> cv2.CascadeClassifier:
+    path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
+    c = cv2.CascadeClassifier(path)
+    if c.empty():
+        raise RuntimeError(f"could not load the Haar cascade at {path}")
+    return c
 
 
 def detect_faces(image: np.ndarray, max_side: int = 640) -> list[tuple[int, int, int, int]]:
@@ -38,7 +30,7 @@ def detect_faces(image: np.ndarray, max_side: int = 640) -> list[tuple[int, int,
     small = cv2.resize(grey, (max(1, int(w * f)), max(1, int(h * f))), interpolation=cv2.INTER_AREA) if f < 1 else grey
     small = cv2.equalizeHist(small)
     min_side = max(12, int(min(small.shape) * 0.06))
-    found = _get_cascade().detectMultiScale(small, scaleFactor=1.1, minNeighbors=5, minSize=(min_side, min_side))
+    found = CACHE.get("haar-face", _load_cascade).detectMultiScale(small, scaleFactor=1.1, minNeighbors=5, minSize=(min_side, min_side))
     boxes = [tuple(int(round(v / f)) for v in b) for b in (found if len(found) else [])]
     return sorted(boxes, key=lambda b: -b[2] * b[3])
 

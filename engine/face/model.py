@@ -30,14 +30,15 @@ With skips the decoder leans on them and the attribute, entering only at 4x4, wa
 """
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from engine import weights
 
 ATTRIBUTES = ("smile", "glasses")
 
@@ -52,14 +53,6 @@ class FaceConfig:
     skips: bool = True
     attr_everywhere: bool = True  # also broadcast the attribute embeddings into every decoder scale
     disc_ch: int = 32
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "FaceConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 def _down(cin: int, cout: int, bn: bool = True) -> nn.Sequential:
@@ -256,25 +249,10 @@ def count_params(m: nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
 
 
-def save_pretrained(model: FaceCVAE, folder: str | Path, extra: dict | None = None) -> None:
-    """config.json (the dataclass, plus ``extra`` training facts) + model.safetensors (generator only)."""
-    from safetensors.torch import save_file
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    cfg = asdict(model.cfg)
-    if extra:
-        cfg["training"] = extra
-    (folder / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    save_file(state, str(folder / "model.safetensors"))
+def save_pretrained(model: FaceCVAE, folder: str | Path, training: dict | None = None) -> None:
+    """config.json (the dataclass, plus ``training`` facts) + model.safetensors (generator only): engine.weights."""
+    weights.save_pretrained(folder, model, model.cfg, training)
 
 
 def from_pretrained(folder: str | Path) -> FaceCVAE:
-    from safetensors.torch import load_file
-
-    folder = Path(folder)
-    cfg = FaceConfig.from_dict(json.loads((folder / "config.json").read_text()))
-    model = FaceCVAE(cfg)
-    model.load_state_dict(load_file(str(folder / "model.safetensors")))
-    return model.eval()
+    return weights.load_pretrained(folder, FaceCVAE, FaceConfig)[0]

@@ -20,7 +20,8 @@ _LEARN = (
           "Holes larger than this are learned and filled on a downscaled image, then upscaled", min=32, max=2048,
           step=16),
     Param("folder", "folder", "", "Also learn from folder", "Optional folder of similar images to learn from too"),
-    Param("relearn", "bool", False, "Relearn", "Ignore the cached weights for this image and learn again"),
+    Param("relearn", "bool", False, "Relearn", "Ignore the cached weights for this image and learn again (once)",
+          once=True),
 )
 _SAMPLE = (
     Param("steps", "int", 25, "Sampling steps", "Denoising steps of the reverse diffusion", min=1, max=1000, step=1),

@@ -9,13 +9,14 @@ concatenated before the first convolution, as in the paper (Sec. 2.2, Fig. 1):
 and the noise variance sigma_t^2 enters through a small embedding (Fourier features of log sigma_t^2 -> MLP) that
 is added as a per-channel bias inside every residual block. The network predicts the clean image x_0 (Eq. 1).
 
-The variance-preserving schedule lives here too (``DiffusionSchedule``): a cosine abar_t (Nichol & Dhariwal 2021)
-over T discrete steps, so sigma_t^2 = 1 - abar_t covers the paper's range sigma_0^2 = 0 < ... < sigma_T^2 = 1.
+The schedule is the engine's (``engine.diffusion.schedule``, ``beta_schedule="cosine"``): a cosine abar_t (Nichol &
+Dhariwal 2021) over T steps ending at exactly 0, so sigma_t^2 = 1 - abar_t covers the paper's range from (nearly) 0
+to sigma_T^2 = 1; the network sees sigma_t^2.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +25,7 @@ from torch import nn
 
 @dataclass
 class UNetConfig:
-    """Architecture of the frugal UNet; stored as JSON in the safetensors metadata next to the weights."""
+    """Architecture of the frugal UNet (stored in the learned weights' config.json, engine.weights)."""
 
     in_channels: int = 7  # x_t (3) + y (3) + M (1)
     out_channels: int = 3
@@ -36,17 +37,6 @@ class UNetConfig:
     precond: bool = False  # EDM-style skip: x0 = c_skip x_t + c_out F(c_in x_t, ...) (see FrugalUNet.forward)
     sigma_data: float = 0.5  # std of the images in [-1, 1], for the preconditioning; <= 0: measured when training
     unshuffle: int = 2  # >1: space-to-depth the input by this factor first (pixel (un)shuffle), 4x fewer FLOPs for 2
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["mults"] = list(self.mults)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "UNetConfig":
-        d = dict(d)
-        d["mults"] = tuple(d["mults"])
-        return cls(**d)
 
 
 def _norm(ch: int, groups: int) -> nn.Module:
@@ -169,42 +159,3 @@ class FrugalUNet(nn.Module):
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-@dataclass
-class ScheduleConfig:
-    T: int = 1000  # number of discrete noise levels
-    s: float = 0.008  # cosine schedule offset (Nichol & Dhariwal 2021)
-
-
-class DiffusionSchedule(nn.Module):
-    """Variance-preserving forward process q(x_t | x_0) = N(sqrt(abar_t) x_0, sigma_t^2 I), sigma_t^2 = 1 - abar_t.
-
-    Index 0 is the clean image (sigma_0^2 = 0) and index T is (numerically) pure noise (sigma_T^2 = 1).
-    """
-
-    def __init__(self, cfg: ScheduleConfig | None = None) -> None:
-        super().__init__()
-        cfg = cfg or ScheduleConfig()
-        self.cfg = cfg
-        t = torch.arange(cfg.T + 1, dtype=torch.float64) / cfg.T
-        f = torch.cos((t + cfg.s) / (1 + cfg.s) * math.pi / 2) ** 2
-        abar = (f / f[0]).clamp(min=0.0, max=1.0)
-        abar[-1] = 0.0
-        self.register_buffer("abar", abar.float(), persistent=False)  # abar_t = prod_{s<=t} (1 - beta_s)
-        self.register_buffer("sigma2", (1 - abar).float(), persistent=False)  # sigma_t^2 = 1 - abar_t
-
-    @property
-    def T(self) -> int:
-        return self.cfg.T
-
-    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """x_t = sqrt(abar_t) x_0 + sigma_t eps  (DDPM Eq. 4)."""
-        a = self.abar[t].view(-1, 1, 1, 1)
-        return a.sqrt() * x0 + (1 - a).sqrt() * noise
-
-
-def default_config_dict() -> dict:
-    return {"unet": UNetConfig().to_dict(), "schedule": asdict(ScheduleConfig())}
-
-

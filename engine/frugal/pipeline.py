@@ -1,134 +1,104 @@
 """The "Learn this image" inpainters: learn the frugal UNet on the opened image, then fill the hole.
 
-One job = (1) pick a working scale (big holes are learned and filled downscaled, ``max_hole``), (2) load the
-weights cached for this image and training config, or train them on crops of the known region, streaming
-``Preview(stage="train", loss=...)``, and cache them (with the autoguidance snapshot), (3) fill: diffusion
-sampling with known-pixel replacement and autoguidance (``guidance``), streaming ``Preview(stage="denoise")`` of
-the predicted x_0 at every step, or the regression net's single pass.
-The network is fully convolutional, so it fills a box around the hole at the working resolution.
+The runner hands the model the whole image at its working scale (``Geometry(context=None, max_hole=...)``: a hole
+wider than ``max_hole`` is learned and filled on a downscaled image, then pasted back). One job = (1) load the
+weights cached for this (working) image and training config, or train them on crops of the known region, streaming
+``Preview(stage="train", loss=...)``, and cache them (with the autoguidance snapshot); (2) fill: for diffusion,
+optionally a patch-method draft (stage "draft"), then the shared sampler with known-pixel replacement and
+autoguidance, a ``Preview(stage="denoise")`` of the predicted x_0 per network call; for regression one pass. The
+network is fully convolutional, so it fills only a box around the hole (plus context), not the whole image.
 """
 from __future__ import annotations
-
-import math
 
 import cv2
 import numpy as np
 import torch
 from torch import nn
 
-from engine.api import CancelToken, InpaintError, JobGen, ModelInfo, Preview, Request, map_yields
-from engine.crop import mask_bbox
-from engine.device import compute_device
+from engine.api import (CancelToken, Geometry, Inpainter, InpaintError, JobGen, ModelInfo, ModelOutput, Preview,
+                        Request, map_yields)
+from engine.crop import Box, context_box, mask_bbox
+from engine.device import compute_device, seeded_noise
+from engine.diffusion.samplers import sample
+from engine.diffusion.schedule import NoiseSchedule
 from engine.frugal import train as tr
 from engine.frugal.data import load_folder
 from engine.frugal.guidance import AUTO_WS, DEFAULT_W, AutoGuided, describe, match_surroundings
-from engine.frugal.model import DiffusionSchedule
-from engine.frugal.sampler import regress, sample_inpaint_iter
+from engine.frugal.model import FrugalUNet, UNetConfig
 from engine.patch.patchmatch import PatchConfig, inpaint_iter
+from engine.tensors import to_images, to_tensor
 
-PREVIEW_SIDE = 256
 COARSE_DRAFT = 0.5  # draft strengths from which the patch draft is made at half size
 MIN_DRAFT_HOLE = 16  # ... if the hole stays this wide there (about two 7 px patches)
+MULTIPLE = FrugalUNet(UNetConfig()).multiple  # input sides must be multiples of this
 
 
-def working_scale(mask: np.ndarray, max_hole: int) -> float:
-    """1.0, or the factor that brings the hole's bounding box down to ``max_hole`` pixels."""
-    x0, y0, x1, y1 = mask_bbox(mask)
-    side = max(x1 - x0, y1 - y0)
-    return 1.0 if side <= max_hole else round(max_hole / side, 4)
-
-
-def resize_pair(image: np.ndarray, mask: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
-    if scale == 1.0:
-        return image, mask
-    h, w = mask.shape
-    size = (max(8, int(round(w * scale))), max(8, int(round(h * scale))))
-    small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-    small_mask = cv2.resize(mask.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 1e-3
-    return small, small_mask
-
-
-def fill_box(mask: np.ndarray, multiple: int, context: float = 0.25, min_context: int = 16) -> tuple[int, ...]:
-    """The hole's bounding box plus context, sides rounded up to ``multiple`` where the image allows."""
+def fill_box(mask: np.ndarray, context: float = 0.25, min_context: int = 16) -> Box:
+    """The hole's box plus context (at least ``min_context`` px), sides rounded up to MULTIPLE where the image
+    allows (the runner pads the working image to a multiple, so they always can be)."""
     h, w = mask.shape
     x0, y0, x1, y1 = mask_bbox(mask)
     pad = max(min_context, int(context * max(x1 - x0, y1 - y0)))
     box = []
     for lo, hi, limit in ((x0, x1, w), (y0, y1, h)):
         lo, hi = max(0, lo - pad), min(limit, hi + pad)
-        side = int(math.ceil((hi - lo) / multiple) * multiple)
-        if side > limit:
-            side = limit
+        side = min(limit, -(-(hi - lo) // MULTIPLE) * MULTIPLE)
         lo = max(0, min(lo - (side - (hi - lo)) // 2, limit - side))
         box.append((lo, lo + side))
     (bx0, bx1), (by0, by1) = box
     return bx0, by0, bx1, by1
 
 
-def pad_to_multiple(a: np.ndarray, multiple: int) -> np.ndarray:
-    h, w = a.shape[:2]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph == 0 and pw == 0:
-        return a
-    pads = ((0, ph), (0, pw)) + ((0, 0),) * (a.ndim - 2)
-    return np.pad(a, pads, mode="reflect" if min(h, w) > max(ph, pw) else "edge")
-
-
-def small_preview(a: np.ndarray) -> np.ndarray:
-    h, w = a.shape[:2]
-    k = PREVIEW_SIDE / max(h, w)
-    if k >= 1:
-        return np.ascontiguousarray(a)
-    return cv2.resize(a, (max(1, int(w * k)), max(1, int(h * k))), interpolation=cv2.INTER_AREA)
-
-
-class FrugalInpainter:
+class FrugalInpainter(Inpainter):
     """Inpainter for ``objective`` "diffusion" (the paper's model) or "regression" (its fixed-architecture baseline)."""
 
     def __init__(self, info: ModelInfo, objective: str = "diffusion") -> None:
-        self.info = info
+        super().__init__(info)
         self.objective = objective
-        self.last_unet_calls: int | None = None
-        self.last_stats: dict = {}
-        self.last_chosen: dict = {}  # what the model picked itself: automatic guidance's w
+
+    def geometry(self, params: dict) -> Geometry:
+        return Geometry(context=None, max_hole=int(params["max_hole"]), multiple=MULTIPLE)
 
     def warm_up(self) -> None:
         """The first optimizer a process builds imports torch._dynamo (1.7 s here): done when the model is picked, not
         when Learn starts and the user is painting (editor/worker.py)."""
         torch.optim.Adam([torch.zeros(1, requires_grad=True)])
 
-    def train_config(self, params: dict, scale: float) -> tr.TrainConfig:
-        edm = bool(params.get("edm", False)) and self.objective == "diffusion"
+    def train_config(self, params: dict) -> tr.TrainConfig:
+        edm = self.objective == "diffusion" and bool(params["edm"])
         cfg = tr.TrainConfig(objective=self.objective, minutes=float(params["minutes"]),
                              iterations=int(params["iterations"]), crop=int(params["crop"]),
-                             batch=int(params["batch"]), scale=scale, weighting="edm" if edm else "uniform")
+                             batch=int(params["batch"]), weighting="edm" if edm else "uniform")
         cfg.unet.precond = edm
         return cfg
 
-    def learn(self, image: np.ndarray, mask: np.ndarray, cfg: tr.TrainConfig, folder: str, relearn: bool,
-              cancel: CancelToken, full_image: np.ndarray) -> JobGen:
-        """Cached weights for (image, config, folder), or train them; yields train-stage previews. The net comes back
-        on ``compute_device()``; the cache does not depend on the device it was learned on."""
+    def learned(self, request: Request, cancel: CancelToken) -> JobGen:
+        """(net on ``compute_device()``, its config, stats): the weights cached for this working image, training
+        config and folder, or learned now (train-stage previews). The mask (possibly empty) is kept out of learning;
+        the cache does not depend on it, nor on the device it was learned on."""
+        p = request.params
+        cfg = self.train_config(p)
+        folder = str(p["folder"]).strip()
         device = compute_device()
-        key = tr.cache_key(full_image, cfg, extra=folder)
-        path = tr.cache_path(key)
-        if path.exists() and not relearn:
-            net, _, stats = tr.load(path)
-            self.last_stats = dict(stats, cached=True, cache=str(path))
-            yield Preview(step=1, total=1, stage="train", loss=float(stats.get("loss", float("nan"))),
-                          message=f"learned weights loaded from cache ({stats.get('iterations', '?')} iterations)")
-            return net.to(device)
-        images, excludes = [image], [cv2.dilate(mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)]
+        path = tr.cache_path(tr.cache_key(request.image, cfg, extra=folder))
+        if path.exists() and not p["relearn"]:
+            try:
+                net, _, stats = tr.load(path, device)
+            except InpaintError as exc:  # a damaged cache (a crash, a full disk): learn again, and say so
+                yield Preview(step=1, total=1, stage="train", message=f"discarding unreadable cached weights ({exc})")
+            else:
+                yield Preview(step=1, total=1, stage="train", loss=float(stats.get("loss", float("nan"))),
+                              message=f"learned weights loaded from cache ({stats.get('iterations', '?')} iterations)")
+                return net, cfg, dict(stats, cached=True, cache=str(path))
+        images = [request.image]
+        excludes = [cv2.dilate(request.mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)]
         if folder:
             extra = load_folder(folder)
             if not extra:
                 raise InpaintError(f"no images found in folder {folder}")
             images += extra
             excludes += [None] * len(extra)
-        # a big hole is learned at a smaller size: say so, since weights learned at full size do not serve it
-        what = "learning the image"
-        if cfg.scale != 1.0:
-            what += f" at {cfg.scale:.0%} size (hole wider than max_hole)"
+        what = self._learning_what(request)
         try:
             gen = tr.train(images, excludes, cfg, check=cancel.check, device=device)
             net, stats = yield from map_yields(gen, lambda s: Preview(
@@ -137,72 +107,78 @@ class FrugalInpainter:
         except ValueError as exc:  # no hole-free crop fits
             raise InpaintError(str(exc)) from None
         tr.save(net, cfg, stats, path)
-        self.last_stats = dict(stats, cached=False, cache=str(path))
-        return net
+        return net, cfg, dict(stats, cached=False, cache=str(path))
+
+    def _learning_what(self, request: Request) -> str:
+        """The learning status line: a big hole is learned at a smaller size, and weights learned before the mask
+        was painted serve only holes up to max_hole: say so, since either means learning again for another hole."""
+        max_hole = int(request.params["max_hole"])
+        if request.scale > 1:
+            return f"learning the image at {1 / request.scale:.0%} size (hole wider than {max_hole} px)"
+        if not request.mask.any() and max(request.image.shape[:2]) > max_hole:
+            return f"learning the image (no mask yet: a hole wider than {max_hole} px is learned again, smaller)"
+        return "learning the image"
 
     def learn_image(self, request: Request, cancel: CancelToken) -> JobGen:
         """Learn (or find in the cache) the weights a Fill of this image would use, without filling: the editor's
-        "Learn this image" while the mask is still being painted. As for a Fill, the mask so far (possibly empty) is
-        kept out of learning and sets the working scale. Returns the learning stats."""
-        yield from self._learned(request, cancel)
-        return dict(self.last_stats)
-
-    def _learned(self, request: Request, cancel: CancelToken) -> JobGen:
-        """(net, cfg, work, work_mask, scale): the request's image at its working scale and the net learned on it."""
-        p = request.params
-        image, mask = request.image, request.mask
-        scale = working_scale(mask, int(p["max_hole"])) if mask.any() else 1.0
-        work, work_mask = resize_pair(image, mask, scale)
-        cfg = self.train_config(p, scale)
-        net = yield from self.learn(work, work_mask, cfg, str(p.get("folder", "")).strip(),
-                                    bool(p.get("relearn", False)), cancel, image)
-        return net, cfg, work, work_mask, scale
+        "Learn this image" while the mask is still being painted. Returns the learning stats."""
+        _, _, stats = yield from self.learned(request, cancel)
+        return stats
 
     def run(self, request: Request, cancel: CancelToken) -> JobGen:
         p = request.params
-        self.last_chosen = {}
-        image, mask = request.image, request.mask
-        net, cfg, work, work_mask, scale = yield from self._learned(request, cancel)
-        auto = isinstance(net, AutoGuided) and bool(p.get("auto_guidance", True))
-        if isinstance(net, AutoGuided):
-            net.w = AUTO_WS if auto else float(p.get("guidance", DEFAULT_W))
-        info: dict = {}
-        job = fill(net, cfg, image, mask, work, work_mask, scale, int(p.get("steps", 1)), float(p.get("eta", 1.0)),
-                   int(request.seed), cancel, info, draft=float(p.get("draft_strength", 0.0)))
-        result = yield from map_yields(job, self._count_calls)
-        self.last_stats.update(info)
-        if auto:
-            self.last_chosen = {"guidance": info["guidance"]}
-        return result
-
-    def _count_calls(self, preview: Preview) -> Preview:
-        """One denoise preview per network call (one in all for regression): the last total is the call count."""
-        self.last_unet_calls = preview.total
-        return preview
+        net, cfg, stats = yield from self.learned(request, cancel)
+        if self.objective != "diffusion":
+            cancel.check()
+            out = regress(net, request.image, request.mask)
+            yield Preview(step=1, total=1, image=out, stage="denoise")
+            return ModelOutput(out, unet_calls=1, stats=stats)
+        guided = isinstance(net, AutoGuided)
+        auto = guided and bool(p["auto_guidance"])
+        ws = AUTO_WS if auto else (float(p["guidance"]) if guided else 1.0,)
+        out, calls, chosen = yield from fill(net, request.image, request.mask, ws, int(p["steps"]), float(p["eta"]),
+                                             int(request.seed), cancel, float(p["draft_strength"]))
+        return ModelOutput(out, unet_calls=calls, chosen={"guidance": chosen} if auto else {},
+                           stats=dict(stats, guidance=chosen))
 
 
-def patch_draft(work: np.ndarray, work_mask: np.ndarray, seed: int, cancel: CancelToken, scale: float,
-                full_shape: tuple[int, ...], strength: float) -> JobGen:
+@torch.inference_mode()
+def regress(net: FrugalUNet, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The regression baseline's one-shot fill: f_theta(y, y, M, 0) in the hole's box, y outside."""
+    x0, y0, x1, y1 = fill_box(mask)
+    device = next(net.parameters()).device
+    y = to_tensor(image[y0:y1, x0:x1], device)
+    m = torch.from_numpy(mask[y0:y1, x0:x1])[None, None].to(device).float()
+    y = y * (1 - m)
+    pred = net(y, y, m, torch.zeros(1, device=device)).clamp(-1, 1)
+    out = image.copy()
+    out[y0:y1, x0:x1] = to_images(m * pred + (1 - m) * y)[0]
+    return out
+
+
+def patch_draft(work: np.ndarray, work_mask: np.ndarray, seed: int, cancel: CancelToken, strength: float) -> JobGen:
     """``work`` with its hole filled by the patch method, which draws on the hole's neighbourhood only (two hole sizes
     around it: a big photo costs what a small one does); previewed as stage "draft". None (and a message) when too
     little of that neighbourhood is known to copy patches from.
 
     A draft noised to sigma >= ``COARSE_DRAFT`` keeps little of its finest octave (sqrt(abar) <= 0.87, and the net
     redraws it), so it is drafted at half size: a quarter of the PatchMatch work (128 px hole: 3.5 -> 0.9 s; SSIM and
-    detail of the fills the same within the seed spread, docs/frugal.md)."""
-    rx0, ry0, rx1, ry1 = fill_box(work_mask, 1, context=2.0)
+    detail of the fills the same within the seed spread, docs/lab/frugal-notebook.md)."""
+    box = rx0, ry0, rx1, ry1 = context_box(work_mask, 2.0, square=False)
     region, region_mask = work[ry0:ry1, rx0:rx1], work_mask[ry0:ry1, rx0:rx1]
     rh, rw = region_mask.shape
     x0, y0, x1, y1 = mask_bbox(region_mask)
     k = 2 if strength >= COARSE_DRAFT and min(x1 - x0, y1 - y0) >= 2 * MIN_DRAFT_HOLE else 1
-    small, small_mask = resize_pair(region, region_mask, 1 / k)
-    h, w = full_shape[:2]
-    box = (int(rx0 / scale), int(ry0 / scale), min(w, int(round(rx1 / scale))), min(h, int(round(ry1 / scale))))
+    small, small_mask = region, region_mask
+    if k > 1:
+        size = (max(8, round(rw / k)), max(8, round(rh / k)))
+        small = cv2.resize(region, size, interpolation=cv2.INTER_AREA)
+        small_mask = cv2.resize(region_mask.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 1e-3
     est = small
     try:
         for i, total, est in inpaint_iter(small, small_mask, PatchConfig(seed=seed), check=cancel.check):
             # coarse to fine: est is the whole region at the current pyramid level; the editor scales it into the box
-            yield Preview(step=i, total=total, image=small_preview(est), box=box, stage="draft",
+            yield Preview(step=i, total=total, image=est, box=box, stage="draft",
                           message="drafting the fill with the patch method")
     except ValueError as exc:  # too few known patches around the hole: the learned net can still fill it
         yield Preview(step=1, total=1, box=box, stage="draft", message=f"no patch draft ({exc}): denoising from noise")
@@ -214,70 +190,78 @@ def patch_draft(work: np.ndarray, work_mask: np.ndarray, seed: int, cancel: Canc
     return out
 
 
-def fill(net: nn.Module, cfg: tr.TrainConfig, image: np.ndarray, mask: np.ndarray, work: np.ndarray,
-         work_mask: np.ndarray, scale: float, steps: int, eta: float, seed: int,
-         cancel: CancelToken | None = None, info: dict | None = None, draft: float = 0.0) -> JobGen:
-    """Fill ``mask`` of ``image`` with a learned net, working on ``work`` / ``work_mask`` (``image`` at ``scale``).
+def level_grid(schedule: NoiseSchedule, steps: int, strength: float | None = None) -> list[int]:
+    """The timesteps of ``steps`` evenly spaced levels (the paper's linspace(T, 0, steps + 1) on levels 1..T, i.e.
+    timesteps 0..T-1), increasing; with ``strength`` only those whose sigma <= strength (at least one)."""
+    T = schedule.num_train_timesteps
+    levels = torch.linspace(T, 0, max(1, min(int(steps), T)) + 1).round().long().tolist()
+    grid = sorted({t - 1 for t in levels if t >= 1})
+    if strength is not None:
+        below = [t for t in grid if float(schedule.sigmas[t]) <= strength]
+        grid = below or grid[:1]
+    return grid
 
-    Diffusion: ``steps`` sampling steps, each yielding a denoise Preview of x0_hat in the hole's box. ``draft`` > 0:
-    first the patch method's fill (``patch_draft``), then only the steps from sigma = ``draft`` down, starting from
-    that fill noised to it. With a tuple of guidance weights (automatic w) the candidates are sampled together, the
-    preview shows the one nearest the default w, and the fill keeps the one that matches the surroundings (its w goes
-    to ``info["guidance"]``). Regression: one pass. Returns the full-size image (the hole filled; the runner enforces
-    the pixels outside it)."""
+
+def denoiser(net: nn.Module, schedule: NoiseSchedule, y: torch.Tensor, mask: torch.Tensor):
+    """The x_0-predicting net as the sampler's denoiser: x0_hat = M f(x_t, y, M, sigma_t^2) + (1 - M) y (the paper's
+    Eq. 1 network, known pixels given), and the noise it implies. ``y``, ``mask``: batch 1."""
+    def denoise(x_t: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x0 = net(x_t, y, mask, (schedule.sigmas[t] ** 2).expand(1)).clamp(-1, 1)
+        x0 = mask * x0 + (1 - mask) * y
+        return schedule.predict_eps(x_t, t, x0), x0
+    return denoise
+
+
+def fill(net: nn.Module, image: np.ndarray, mask: np.ndarray, ws: tuple[float, ...], steps: int, eta: float,
+         seed: int, cancel: CancelToken | None = None, draft: float = 0.0) -> JobGen:
+    """Fill ``mask`` of ``image`` (the working image) with a learned diffusion net; returns (image, network calls,
+    the guidance weight kept).
+
+    ``steps`` sampling steps, each a denoise Preview of x0_hat in the hole's box. ``draft`` > 0: first the patch
+    method's fill (``patch_draft``), then only the steps from sigma = ``draft`` down, starting from that fill noised
+    to it (SDEdit, Meng et al. 2022). With several guidance weights ``ws`` (automatic w) the candidates are sampled
+    together (they share the path down to the guidance interval), the preview shows the one nearest the default w,
+    and the fill keeps the one that matches the surroundings."""
     cancel = cancel or CancelToken()
-    info = {} if info is None else info
-    m = net.multiple
-    bx0, by0, bx1, by1 = fill_box(work_mask, m)
-    h, w = by1 - by0, bx1 - bx0
-    crop = pad_to_multiple(work[by0:by1, bx0:bx1], m)
-    crop_mask = pad_to_multiple(work_mask[by0:by1, bx0:bx1].astype(np.uint8), m).astype(bool)
     device = next(net.parameters()).device
-    y = tr.to_tensor(crop[None], device)
-    mt = torch.from_numpy(crop_mask)[None, None].to(device).float()
-    if scale != 1.0:
-        fx0, fy0 = int(round(bx0 / scale)), int(round(by0 / scale))
-        fx1, fy1 = min(int(round(bx1 / scale)), image.shape[1]), min(int(round(by1 / scale)), image.shape[0])
+    if isinstance(net, AutoGuided):
+        net.w = ws if len(ws) > 1 else ws[0]
+    box = bx0, by0, bx1, by1 = fill_box(mask)
+    crop_mask = mask[by0:by1, bx0:bx1]
+    y = to_tensor(image[by0:by1, bx0:bx1], device)
+    m = torch.from_numpy(crop_mask)[None, None].to(device).float()
+    y = y * (1 - m)
+    start = None
+    if draft > 0:
+        drafted = yield from patch_draft(image, mask, seed, cancel, draft)
+        if drafted is not None:
+            start = m * to_tensor(drafted[by0:by1, bx0:bx1], device) + (1 - m) * y
+    schedule = NoiseSchedule(tr.frugal_schedule()).to(device)
+    grid = level_grid(schedule, steps, draft if start is not None else None)
+    gen = torch.Generator().manual_seed(seed)
+    top = torch.full((1,), grid[-1], device=device)
+    if start is not None:
+        x = schedule.q_sample(start, top, seeded_noise(y.shape, gen, y))
     else:
-        fx0, fy0, fx1, fy1 = bx0, by0, bx1, by1
-    box = (fx0, fy0, fx1, fy1)
-    if cfg.objective == "diffusion":
-        ws = tuple(np.atleast_1d(getattr(net, "w", 1.0)).tolist())
-        shown = int(np.argmin([abs(v - DEFAULT_W) for v in ws]))
-        start = None
-        if draft > 0:
-            drafted = yield from patch_draft(work, work_mask, seed, cancel, scale, image.shape, draft)
-            if drafted is not None:
-                start = tr.to_tensor(pad_to_multiple(drafted[by0:by1, bx0:bx1], m)[None], device)
-        sched = DiffusionSchedule(cfg.schedule).to(device)
-        it = sample_inpaint_iter(net, sched, y, mt, steps=steps, eta=eta, gen=torch.Generator().manual_seed(seed),
-                                 draft=start, strength=draft)
-        n = [steps]
+        x = m * seeded_noise(y.shape, gen, y) + (1 - m) * schedule.q_sample(y, top, seeded_noise(y.shape, gen, y))
+    shown = int(np.argmin([abs(v - DEFAULT_W) for v in ws]))
 
-        def preview(s: tuple[int, int, torch.Tensor]) -> Preview:  # the runner checks cancellation between previews
-            n[0] = s[1]
-            x0 = s[2][min(shown, len(s[2]) - 1)]
-            return Preview(step=s[0], total=s[1], image=small_preview(tr.to_uint8(x0[None])[0][:h, :w]), box=box,
-                           stage="denoise")
+    def preview(s) -> Preview:  # the runner checks cancellation between previews
+        x0 = s.denoised[min(shown, len(s.denoised) - 1)]
+        return Preview(step=s.step, total=s.total, image=to_images(x0[None])[0], box=box, stage="denoise")
 
-        out = yield from map_yields(it, preview)
-        candidates = tr.to_uint8(out)[:, :h, :w]
-        pick = 0
-        if len(candidates) > 1:
-            report: dict = {}
-            found = match_surroundings(candidates, crop_mask[:h, :w], report=report)
-            pick = shown if found is None else found
-            yield Preview(step=n[0], total=n[0], image=small_preview(candidates[pick]), box=box, stage="denoise",
-                          message=describe(ws[pick], report.get("ratio")))
-        info["guidance"] = ws[pick] if len(candidates) == len(ws) else 1.0  # 1.0: sampling never reached the interval
-        filled = candidates[pick]
-    else:
-        cancel.check()
-        filled = tr.to_uint8(regress(net, y, mt))[0][:h, :w]
-    if scale != 1.0:
-        filled = cv2.resize(filled, (fx1 - fx0, fy1 - fy0), interpolation=cv2.INTER_CUBIC)
-    if cfg.objective != "diffusion":
-        yield Preview(step=1, total=1, image=small_preview(filled), box=box, stage="denoise")
+    steps_ = sample(denoiser(net, schedule, y, m), x, grid, schedule, known=y, mask=m, eta=eta, clip=False,
+                    generator=gen, cancel=cancel)
+    out = yield from map_yields(steps_, preview)
+    candidates = to_images(out)
+    pick = 0
+    if len(candidates) > 1:
+        report: dict = {}
+        found = match_surroundings(candidates, crop_mask, report=report)
+        pick = shown if found is None else found
+        yield Preview(step=len(grid), total=len(grid), image=candidates[pick], box=box, stage="denoise",
+                      message=describe(ws[pick], report.get("ratio")))
+    chosen = ws[pick] if len(candidates) == len(ws) else 1.0  # 1.0: sampling never reached the guidance interval
     result = image.copy()
-    result[fy0:fy1, fx0:fx1] = np.where(mask[fy0:fy1, fx0:fx1, None], filled, result[fy0:fy1, fx0:fx1])
-    return result
+    result[by0:by1, bx0:bx1] = np.where(crop_mask[..., None], candidates[pick], result[by0:by1, bx0:bx1])
+    return result, len(grid), chosen

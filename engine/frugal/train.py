@@ -19,8 +19,9 @@ run on their own threads, one core each (torch ops release the GIL): 1.5x the it
 slices is timed at the start of every Learn and the fastest kept.
 
 ``train`` is a generator: it yields ``(iteration, total_estimate, loss)`` every few iterations, checks the
-cancel token every iteration, and returns the trained network. ``save`` / ``load`` keep the weights with their
-config in safetensors (metadata), and ``cache_path`` names the per-image cache file.
+cancel token every iteration, and returns the trained network. ``save`` / ``load`` keep the weights as an
+engine.weights folder (the TrainConfig in config.json, the learning stats as its "training" facts), and
+``cache_path`` names the per-image cache folder.
 """
 from __future__ import annotations
 
@@ -29,19 +30,26 @@ import json
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Generator
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from engine.device import seeded_noise
+from engine.diffusion.schedule import NoiseSchedule, ScheduleConfig
 from engine.frugal.data import CropSampler
 from engine.frugal.guidance import AutoGuided
-from engine.frugal.model import DiffusionSchedule, FrugalUNet, ScheduleConfig, UNetConfig, count_parameters
+from engine.frugal.model import FrugalUNet, UNetConfig, count_parameters
+from engine.tensors import to_tensor
+from engine.weights import WEIGHTS_NAME, config_to_dict, load_weights, read_config, save_pretrained
+
+
+def frugal_schedule() -> ScheduleConfig:
+    """The paper's variance-preserving cosine schedule over T = 1000 steps (sigma_T^2 = 1)."""
+    return ScheduleConfig(num_train_timesteps=1000, beta_schedule="cosine")
 
 
 @dataclass
@@ -60,61 +68,39 @@ class TrainConfig:
     ema: float = 0.0  # decay of an exponential moving average of the weights (0 = off); the EMA is what is kept
     guide_at: float = 0.1  # autoguidance: keep the weights at this share of the budget as the "bad" net (0 = off)
     seed: int = 0
-    scale: float = 1.0  # working scale of the image (< 1 when a big hole is learned and filled downscaled)
     unet: UNetConfig = field(default_factory=UNetConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    schedule: ScheduleConfig = field(default_factory=frugal_schedule)
 
     def __post_init__(self) -> None:
         if self.objective == "regression":  # no noise input: the x_t skip of the preconditioning would copy y
             self.unet.precond = False
             self.guide_at = 0.0  # one-shot fill: nothing to guide
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["unet"] = self.unet.to_dict()
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        d = dict(d)
-        d.setdefault("guide_at", 0.0)  # weights cached before autoguidance
-        d["unet"] = UNetConfig.from_dict(d["unet"])
-        d["schedule"] = ScheduleConfig(**d["schedule"])
-        return cls(**d)
 
 
-def to_tensor(images: np.ndarray, device: torch.device | None = None) -> torch.Tensor:
-    """(B, H, W, 3) uint8 -> (B, 3, H, W) float in [-1, 1], on ``device`` (moved as uint8: 4x fewer bytes)."""
-    # torch.tensor copies: the batch may be a read-only view of a cached image (from_numpy warns on those)
-    return torch.tensor(images).to(device).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
-
-
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """(B, 3, H, W) in [-1, 1] on any device -> (B, H, W, 3) uint8."""
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-
-
-def diffusion_loss(net: FrugalUNet, sched: DiffusionSchedule, x0: torch.Tensor, mask: torch.Tensor,
+def diffusion_loss(net: FrugalUNet, sched: NoiseSchedule, x0: torch.Tensor, mask: torch.Tensor,
                    gen: torch.Generator, weighting: str = "uniform") -> torch.Tensor:
-    """Eq. 1 on a batch: noise x0 at t ~ U{1..T}, predict x0 from (x_t, y, M, sigma_t^2), L2 on the hole.
+    """Eq. 1 on a batch: noise x0 at t ~ U{0..T-1} (the paper's 1..T), predict x0 from (x_t, y, M, sigma_t^2), L2
+    on the hole.
 
     ``weighting="min-snr"`` multiplies each sample's loss by clamp(SNR_t, 0.05, 5), SNR_t = abar_t / sigma_t^2
     (Min-SNR, Hang et al. 2023, for x0 targets, with a floor so the pure-noise end is still learned): uniform x0
     weights spend most of the gradient on high noise, this moves it to the fine-detail end."""
     b = x0.shape[0]
-    t = torch.randint(1, sched.T + 1, (b,), generator=gen, device=gen.device).to(x0.device)
+    t = torch.randint(0, sched.num_train_timesteps, (b,), generator=gen, device=gen.device).to(x0.device)
     noise = seeded_noise(x0.shape, gen, x0)
     x_t = sched.q_sample(x0, t, noise)
     y = x0 * (1 - mask)
-    pred = net(x_t, y, mask, sched.sigma2[t])
+    s2 = sched.sigmas[t] ** 2
+    pred = net(x_t, y, mask, s2)
     if weighting == "uniform":
         return hole_mse(pred, x0, mask)
     if weighting == "edm":  # lambda = 1 / c_out^2 of the preconditioning, capped at the sigma = 0.02 level
-        s2, sd2 = sched.sigma2[t], net.cfg.sigma_data ** 2
+        sd2 = net.cfg.sigma_data ** 2
         w = ((s2 + (1 - s2) * sd2) / (s2 * sd2)).clamp(max=2500.0)
         w = (w / 4.0).view(-1, 1, 1, 1)  # 1 at pure noise
     else:
-        snr = sched.abar[t] / sched.sigma2[t]
+        snr = sched.alphas_cumprod[t] / s2
         w = snr.clamp(0.05, 5.0).view(-1, 1, 1, 1)
     return (w * (pred - x0) ** 2 * mask).sum() / (mask.sum() * x0.shape[1]).clamp(min=1.0)
 
@@ -231,7 +217,7 @@ def _train(images: list[np.ndarray], excludes: list[np.ndarray | None], cfg: Tra
         cfg.unet.sigma_data = round(max(float(known.std()) / 127.5, 0.05), 4)
     net = FrugalUNet(cfg.unet).to(device)
     bad_state = None
-    sched = DiffusionSchedule(cfg.schedule).to(device)
+    sched = NoiseSchedule(cfg.schedule).to(device)
     sampler = CropSampler(images, excludes, cfg.crop, seed=cfg.seed, multiple=net.multiple, p_full=cfg.p_full)
     params = list(net.parameters())
     opt = torch.optim.Adam(params, lr=cfg.lr)
@@ -292,19 +278,21 @@ def _train(images: list[np.ndarray], excludes: list[np.ndarray | None], cfg: Tra
              "crop": sampler.crop, "parameters": count_parameters(net), "device": str(device), **shards.report()}
     model: nn.Module = net
     if cfg.guide_at > 0:
-        bad = FrugalUNet(cfg.unet).to(device)
-        bad.load_state_dict(bad_state)
-        model = AutoGuided(net, bad.eval())
+        model = build(cfg).to(device)
+        model.good.load_state_dict(net.state_dict())
+        model.bad.load_state_dict(bad_state)
+        model.eval()
     yield it, it, stats["loss"]
     return model, stats
 
 
 def cache_key(image: np.ndarray, cfg: TrainConfig, extra: str = "") -> str:
-    """Content hash of the image plus the mask-independent training config (and ``extra``, e.g. a folder)."""
+    """Content hash of the (working) image plus the mask-independent training config (and ``extra``, e.g. a
+    folder)."""
     h = hashlib.sha256()
     h.update(str(image.shape).encode())
     h.update(np.ascontiguousarray(image).tobytes())
-    h.update(json.dumps(cfg.to_dict(), sort_keys=True).encode())
+    h.update(json.dumps(config_to_dict(cfg), sort_keys=True).encode())
     h.update(extra.encode())
     return h.hexdigest()[:32]
 
@@ -312,25 +300,22 @@ def cache_key(image: np.ndarray, cfg: TrainConfig, extra: str = "") -> str:
 def cache_path(key: str) -> Path:
     from engine.datasets import CACHE  # honours INPAINT_STUDIO_CACHE
 
-    return CACHE / "frugal" / f"{key}.safetensors"
+    return CACHE / "frugal" / key
 
 
-def save(net: nn.Module, cfg: TrainConfig, stats: dict, path: Path) -> None:
-    """Weights in safetensors, the TrainConfig (with the UNetConfig) and training stats in its metadata."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    meta = {"config": json.dumps(cfg.to_dict()), "stats": json.dumps(stats), "format": "inpaint-studio-frugal-2"}
-    save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(tmp), metadata=meta)
-    tmp.replace(path)  # atomic: a cancelled or crashed run never leaves a half-written cache file
+def build(cfg: TrainConfig) -> nn.Module:
+    """The network a TrainConfig learns: a FrugalUNet, or the AutoGuided pair when the Learn keeps its snapshot."""
+    return AutoGuided(FrugalUNet(cfg.unet), FrugalUNet(cfg.unet)) if cfg.guide_at > 0 else FrugalUNet(cfg.unet)
 
 
-def load(path: Path) -> tuple[nn.Module, TrainConfig, dict]:
-    from safetensors import safe_open
+def save(net: nn.Module, cfg: TrainConfig, stats: dict, folder: Path) -> None:
+    """The learned weights as an engine.weights folder: the TrainConfig, the stats as its training facts."""
+    save_pretrained(folder, net, cfg, stats)
 
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata()
-    cfg = TrainConfig.from_dict(json.loads(meta["config"]))
-    net = AutoGuided(FrugalUNet(cfg.unet), FrugalUNet(cfg.unet)) if cfg.guide_at > 0 else FrugalUNet(cfg.unet)
-    net.load_state_dict(load_file(str(path)))
-    net.eval()
-    return net, cfg, json.loads(meta.get("stats", "{}"))
+
+def load(folder: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, TrainConfig, dict]:
+    """(net in eval mode, its TrainConfig, the learning stats); InpaintError naming the file when unusable."""
+    cfg, stats = read_config(folder, TrainConfig)
+    net = build(cfg)
+    load_weights(net, folder / WEIGHTS_NAME, device)
+    return net.to(device).eval(), cfg, stats

@@ -4,15 +4,13 @@ A sketch drawn in the hole steers the fill: at each reverse step a small per-pix
 activations and predicts the edge map; the step is pushed down the gradient of its distance to the sketch.
 Kept cheap to import (no torch): the registry imports this file to read ``MODELS``.
 """
-from pathlib import Path
-
 from engine.api import Geometry, ModelInfo, Param
 from engine.registry import ModelSpec
+from engine.weights import MODELS_DIR
 
-_REPO = Path(__file__).resolve().parents[2]
-# The project's MNIST DDPM (engine/ddpm, issue 3) and the LGP trained on it (this family).
-DDPM_DIR = "resources/models/ddpm-mnist"
-LGP_MNIST_DIR = "resources/models/sketch-lgp-mnist"
+# The project's MNIST DDPM (engine/ddpm) and the LGP trained on it (this family).
+DDPM_DIR = MODELS_DIR / "ddpm-mnist"
+LGP_MNIST_DIR = MODELS_DIR / "sketch-lgp-mnist"
 
 _BETA = Param("beta", "float", 1.0, "Sketch strength (beta)",
               "Guidance step relative to the denoising step (Voynov et al.): 0 = ignore the sketch, 1 = follow it, "
@@ -29,12 +27,12 @@ MODELS = [
         domain="28x28 grey MNIST digits; sketch = outline edges of a digit",
         geometry=Geometry(size=28), grey=True, uses_sketch=True,
         params=(_BETA, _SHARE,
-                Param("steps", "int", 100, "Steps", "Reverse diffusion steps (respaced DDPM)", min=2, max=1000,
+                Param("steps", "int", 100, "Steps", "Reverse diffusion steps (RePaint's strided schedule)", min=2, max=1000,
                       step=5),
                 Param("resample", "int", 1, "Resampling (RePaint r)",
-                      "Repeat each step this many times, re-noising in between, to harmonise the fill with the "
-                      "known pixels", min=1, max=10, step=1)),
-        weights=_REPO / LGP_MNIST_DIR),
+                      "Visit each step this many times (RePaint's jumps of length 1), re-noising in between, to "
+                      "harmonise the fill with the known pixels", min=1, max=10, step=1)),
+        weights=LGP_MNIST_DIR),
         factory="engine.sketch.pipeline:SketchDDPMInpainter", kwargs={"ddpm": DDPM_DIR, "lgp": LGP_MNIST_DIR},
         order=40),
     ModelSpec(ModelInfo(

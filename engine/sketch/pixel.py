@@ -1,78 +1,14 @@
-"""Pixel-space DDPM side of the sketch family: loading a DDPM checkpoint folder and MNIST training pairs.
+"""Pixel-space DDPM side of the sketch family: MNIST training pairs (digits and their edge maps) for the LGP.
 
-A DDPM folder is what ``engine.ddpm`` ships (flat: ``config.json`` + ``diffusion_pytorch_model.safetensors`` +
-``scheduler_config.json``) or a diffusers pipeline folder (``unet/`` + ``scheduler/``); the project's own loader
-``engine.ddpm.model.load_ddpm`` is used when present, so its compact UNet loads too. Images are in [-1, 1].
+The DDPM itself is the one ``engine.ddpm`` loads and caches (``engine.ddpm.pipeline.cached_ddpm``). Images are in
+[-1, 1].
 """
 from __future__ import annotations
-
-import json
-import threading
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from engine.api import InpaintError
 from engine.sketch.edges import canny_edges, hed_edges, sobel_edges
-
-
-def _fallback_load(folder: Path):
-    from diffusers import DDPMScheduler, UNet2DModel
-
-    unet_dir = folder / "unet" if (folder / "unet" / "config.json").is_file() else folder
-    unet = UNet2DModel.from_pretrained(unet_dir)
-    sched_cfg: dict = {}
-    for cand in (folder / "scheduler_config.json", folder / "scheduler" / "scheduler_config.json"):
-        if cand.is_file():
-            sched_cfg = {k: v for k, v in json.loads(cand.read_text()).items() if not k.startswith("_")}
-            break
-    return unet, DDPMScheduler.from_config(sched_cfg).alphas_cumprod
-
-
-_cache: dict[str, tuple] = {}  # folder -> (unet, alphas_cumprod)
-_lock = threading.Lock()
-
-
-def load_pixel_ddpm(folder: str | Path, device: torch.device | None = None) -> tuple[torch.nn.Module, torch.Tensor]:
-    """(frozen eps-UNet in eval mode on ``device``, alphas_cumprod on the CPU) of a DDPM folder; InpaintError when
-    missing/unreadable. Cached per folder: one copy, moved in place to the device of the latest caller."""
-    path = Path(folder).expanduser()
-    device = torch.device(device or "cpu")
-    key = str(path.resolve()) if path.exists() else str(path)
-    with _lock:
-        if key in _cache:
-            unet, abar = _cache[key]
-            return unet.to(device), abar
-    if not (path / "config.json").is_file() and not (path / "unet" / "config.json").is_file():
-        raise InpaintError(f"DDPM checkpoint not found at {path} (expected config.json + "
-                           f"diffusion_pytorch_model.safetensors)")
-    try:
-        try:
-            from engine.ddpm.model import load_ddpm  # the project's loader (handles its compact UNet too)
-        except ImportError:
-            load_ddpm = None
-        if load_ddpm is not None:
-            unet, schedule = load_ddpm(path)
-            abar = schedule.alphas_cumprod.detach().cpu()
-        else:
-            unet, abar = _fallback_load(path)
-    except InpaintError:
-        raise
-    except Exception as exc:
-        msg = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise InpaintError(f"DDPM checkpoint at {path} could not be loaded ({msg})") from None
-    unet.to(device).eval().requires_grad_(False)
-    with _lock:
-        _cache[key] = (unet, abar)
-    return unet, abar
-
-
-def unet_io(unet) -> tuple[int, int]:
-    """(sample_size, in_channels) of a diffusers-like UNet."""
-    cfg = unet.config
-    get = cfg.get if isinstance(cfg, dict) else (lambda k, d=None: getattr(cfg, k, d))
-    return int(get("sample_size", 28)), int(get("in_channels", 1))
 
 
 def to_canvas(digits: np.ndarray, size: int) -> np.ndarray:

@@ -4,32 +4,34 @@ Loading: a folder in diffusers layout (``model_index.json``, ``unet/``, ``vae/``
 ``tokenizer/``, ``scheduler/``) is read with ``from_pretrained`` on the local path only (no hub access); any
 missing or unreadable part is reported as one ``InpaintError`` line naming it.
 
-Sampling (``generate``): DDIM (Song et al. 2021, eta = 0) over the folder's training schedule, classifier-free
-guidance (Ho & Salimans 2022) when ``cfg_scale > 1``, and on the first ``share`` of the steps the LGP step of
-Voynov et al. 2022 (arXiv 2211.13752, eq. 4): z~_{t-1} = z_{t-1} - alpha * grad_{z_t} ||LGP(F(z_t|c,t)) - E(e)||^2,
-alpha = beta * ||z_t - z_{t-1}|| / ||grad||, where E(e) is the VAE latent of the sketch drawn as black strokes on
-white. Features come from the text-conditioned pass. Inpainting replaces the known region in latent space at every
-step with the VAE latent of the image (encoded once), forward-noised to the new level (RePaint, Lugmayr et al.
-2022), and the sketch loss is weighted to the hole.
+Sampling (``iter_generate``): the shared sampler (``engine.diffusion.samplers``) with DDIM (Song et al. 2021,
+eta = 0) on the folder's own schedule and time grid (as diffusers' DDIMScheduler builds them), classifier-free
+guidance (Ho & Salimans 2022) inside the denoiser when ``cfg_scale > 1``, and on the first ``share`` of the steps
+the LGP step of Voynov et al. 2022 (``engine.sketch.guidance``), whose target E(e) is the VAE latent of the sketch
+drawn as black strokes on white; features come from the text-conditioned pass. Inpainting replaces the known
+region in latent space at every step with the VAE latent of the image (encoded once), forward-noised to the new
+level (RePaint, Lugmayr et al. 2022), and the sketch loss is weighted to the hole.
 
 Previews are a fixed linear 4 -> 3 projection of the predicted clean latent (no VAE decode per step).
 """
 from __future__ import annotations
 
 import json
-import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Generator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.api import InpaintError, drive
+from engine.api import InpaintError
 from engine.device import seeded_noise
-from engine.sketch.guidance import apply_guidance, guided_steps
-from engine.sketch.lgp import FeatureHooks, LatentGuidancePredictor, edge_loss
+from engine.diffusion.samplers import Step, sample
+from engine.diffusion.schedule import NoiseSchedule, ScheduleConfig, diffusers_timesteps
+from engine.sketch.guidance import SketchGuidance
+from engine.sketch.lgp import LatentGuidancePredictor
+from engine.weights import CACHE, cache_key
 
 PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
@@ -76,11 +78,14 @@ class SDComponents:
             m.to(device)
         return self
 
-    def make_scheduler(self):
-        from diffusers import DDIMScheduler
+    @property
+    def schedule(self) -> NoiseSchedule:
+        """The folder's training schedule (on the CPU: the sampler moves what it uses)."""
+        return NoiseSchedule(ScheduleConfig.from_dict(self.scheduler_config))
 
-        cfg = {k: v for k, v in self.scheduler_config.items() if not k.startswith("_")}
-        return DDIMScheduler.from_config(cfg)
+    def timesteps(self, steps: int) -> tuple[list[int], int | None]:
+        """The DDIM grid of ``steps`` levels and the timestep the chain ends at, as the folder's config asks."""
+        return diffusers_timesteps(self.scheduler_config, steps)
 
 
 def check_sd_folder(folder: str | Path) -> Path:
@@ -99,31 +104,27 @@ def check_sd_folder(folder: str | Path) -> Path:
     return path
 
 
-_cache: dict[str, SDComponents] = {}
-_cache_lock = threading.Lock()
-
-
-def load_sd_folder(folder: str | Path, cache: bool = True, device: torch.device | str | None = None
-                   ) -> SDComponents:
-    """Load (and cache by resolved path) the parts of a local SD folder, frozen, in float32 on ``device``. One copy
-    of the weights (SD is GBs): a cached one moves to ``device`` in place; None: the CPU when loaded, else where it
-    is."""
+def load_sd_folder(folder: str | Path, device: torch.device | str | None = None) -> SDComponents:
+    """The parts of a local SD folder, frozen, in float32: loaded once per folder (``engine.weights.CACHE``) and
+    moved in place to ``device`` (one copy of the weights: SD is GBs)."""
     path = check_sd_folder(folder)
-    key = str(path.resolve())
-    with _cache_lock:
-        if cache and key in _cache:
-            return _cache[key] if device is None else _cache[key].to(device)
+    return CACHE.get(cache_key("sd", path), lambda: _load_parts(path), device)
+
+
+def _load_parts(path: Path) -> SDComponents:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
     part = "?"
     try:
         part = "unet"
-        unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", local_files_only=True)
+        unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", local_files_only=True,
+                                                    use_safetensors=True)
         part = "vae"
-        vae = AutoencoderKL.from_pretrained(path, subfolder="vae", local_files_only=True)
+        vae = AutoencoderKL.from_pretrained(path, subfolder="vae", local_files_only=True, use_safetensors=True)
         part = "text_encoder"
-        text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", local_files_only=True)
+        text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", local_files_only=True,
+                                                     use_safetensors=True)
         part = "tokenizer"
         tokenizer = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer", local_files_only=True)
         part = "scheduler"
@@ -133,11 +134,7 @@ def load_sd_folder(folder: str | Path, cache: bool = True, device: torch.device 
         raise InpaintError(f"Stable Diffusion folder {path}: could not load {part}/ ({msg})") from None
     for m in (unet, vae, text_encoder):
         m.eval().requires_grad_(False)
-    comp = SDComponents(path, unet, vae, text_encoder, tokenizer, sched_cfg).to(device or "cpu")
-    if cache:
-        with _cache_lock:
-            _cache[key] = comp
-    return comp
+    return SDComponents(path, unet, vae, text_encoder, tokenizer, sched_cfg)
 
 
 @torch.no_grad()
@@ -180,90 +177,55 @@ def pixel_to_latent_mask(hole: torch.Tensor, latent_size: int) -> torch.Tensor:
     return (F.adaptive_max_pool2d(hole.float(), latent_size) > 0).float()
 
 
-def generate(comp: SDComponents, prompt: str, *args, callback: Callable[[int, int, torch.Tensor], None] | None = None,
-             **kwargs) -> torch.Tensor:
-    """``iter_generate`` run to the end; ``callback(step, total, x0_latent)`` gets each step's clean latent."""
-    gen = iter_generate(comp, prompt, *args, **kwargs)
-    return drive(gen, None if callback is None else lambda step: callback(*step))
+def cfg_denoiser(comp: SDComponents, schedule: NoiseSchedule, context: torch.Tensor, cfg_scale: float):
+    """The UNet as a denoiser, with classifier-free guidance (Ho & Salimans 2022) when ``cfg_scale`` > 1:
+    ``context`` is then [negative prompt, prompt] and eps = eps_u + s (eps_c - eps_u)."""
+    do_cfg = cfg_scale > 1.0
+
+    def denoise(z: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        eps = comp.unet(torch.cat([z, z]) if do_cfg else z, t, encoder_hidden_states=context).sample
+        if do_cfg:
+            eps_u, eps_c = eps.chunk(2)
+            eps = eps_u + cfg_scale * (eps_c - eps_u)
+        return eps, schedule.predict_x0(z, t, eps)
+    return denoise
 
 
 def iter_generate(comp: SDComponents, prompt: str, num_steps: int = 30, seed: int = 0, cfg_scale: float = 7.5,
                   lgp: LatentGuidancePredictor | None = None, sketch: torch.Tensor | None = None, beta: float = 1.0,
                   share: float = 0.5, image: torch.Tensor | None = None, hole: torch.Tensor | None = None,
-                  check_cancel: Callable[[], None] | None = None, negative_prompt: str = ""):
+                  cancel=None, negative_prompt: str = "") -> Generator[Step, None, torch.Tensor]:
     """Text-to-image (or inpainting, with ``image`` 1 x 3 x R x R in [-1, 1] and ``hole`` 1 x 1 x R x R) with
-    optional sketch guidance (``sketch`` 1 x 1 x R x R in {0, 1}). A generator: yields ``(step, total,
-    x0_latent)`` after each step (the predicted clean latent, for previews); returns 1 x 3 x R x R in [-1, 1].
-    Runs on ``comp.device``; the inputs are moved there, the noise is drawn on the CPU from ``seed``."""
-    unet = comp.unet
+    optional sketch guidance (``sketch`` 1 x 1 x R x R in {0, 1}). A generator of the sampler's ``Step``s (their
+    ``denoised`` is the predicted clean latent, for previews); returns 1 x 3 x R x R in [-1, 1]. Runs on
+    ``comp.device``; the inputs are moved there, the noise is drawn on the CPU from ``seed``."""
     device = comp.device
     image, hole, sketch = (None if v is None else v.to(device) for v in (image, hole, sketch))
     size = comp.latent_size
     gen = torch.Generator().manual_seed(int(seed))
-    sched = comp.make_scheduler()
-    sched.set_timesteps(num_steps)
-    timesteps = sched.timesteps
-    total = len(timesteps)
-    abar = sched.alphas_cumprod
-    do_cfg = cfg_scale > 1.0
+    schedule = comp.schedule.to(device)
+    timesteps, final = comp.timesteps(num_steps)
     cond = encode_prompt(comp, [prompt])
-    ctx = torch.cat([encode_prompt(comp, [negative_prompt]), cond]) if do_cfg else cond
-    shape = (1, unet.config.in_channels, size, size)
-    z = seeded_noise(shape, gen, cond) * sched.init_noise_sigma
-
-    use_lgp = lgp is not None and sketch is not None and beta > 0
-    n_guided = guided_steps(total, share) if use_lgp else 0
+    context = torch.cat([encode_prompt(comp, [negative_prompt]), cond]) if cfg_scale > 1.0 else cond
+    z = seeded_noise((1, comp.unet.config.in_channels, size, size), gen, cond)
     known = lat_hole = None
     if image is not None and hole is not None:
         known = vae_encode(comp, image)
         lat_hole = pixel_to_latent_mask(hole, size)
-    target = weight = None
-    if use_lgp:
+    guide = None
+    t_min = SketchGuidance.t_min_for(timesteps, share)
+    if lgp is not None and sketch is not None and beta > 0 and t_min is not None:
         target = edge_latent(comp, sketch)
         if target.shape[-1] != lgp.config.resolution:
             target = F.interpolate(target, size=lgp.config.resolution, mode="bilinear", align_corners=False)
-        if lat_hole is not None:
-            weight = F.interpolate(lat_hole, size=lgp.config.resolution, mode="nearest")
-    hooks = FeatureHooks(unet, lgp.config.blocks) if n_guided else None
+        weight = None if lat_hole is None else F.interpolate(lat_hole, size=lgp.config.resolution, mode="nearest")
+        guide = SketchGuidance(comp.unet, lgp, target, schedule.alphas_cumprod, beta, t_min, weight,
+                               conditional_half=cfg_scale > 1.0)
     try:
-        for i, t in enumerate(timesteps):
-            if check_cancel is not None:
-                check_cancel()
-            guided = i < n_guided
-            z_in = torch.cat([z, z]) if do_cfg else z
-            with torch.set_grad_enabled(guided):
-                if guided:
-                    z_in = z_in.detach().requires_grad_(True)
-                    hooks.clear()
-                eps_all = unet(z_in, t, encoder_hidden_states=ctx).sample
-                if guided:
-                    feats = [f[-1:] for f in hooks.collect()]  # the text-conditioned half
-                    nl = (1 - abar[int(t)]).sqrt()
-                    loss = edge_loss(lgp(feats, t.reshape(1), nl), target, weight)
-                    (grad_all,) = torch.autograd.grad(loss, z_in)
-                    grad = grad_all.sum(0, keepdim=True) if do_cfg else grad_all
-            eps_all = eps_all.detach()
-            if do_cfg:
-                eps_u, eps_c = eps_all.chunk(2)
-                eps = eps_u + cfg_scale * (eps_c - eps_u)
-            else:
-                eps = eps_all
-            out = sched.step(eps, t, z)
-            z_prev, x0 = out.prev_sample, out.pred_original_sample
-            if guided:
-                z_prev = apply_guidance(z, z_prev, grad, beta)
-            if known is not None:
-                if i + 1 < total:
-                    t_next = timesteps[i + 1]
-                    noise = seeded_noise(known.shape, gen, known)
-                    known_prev = sched.add_noise(known, noise, t_next.reshape(1))
-                else:
-                    known_prev = known
-                z_prev = lat_hole * z_prev + (1 - lat_hole) * known_prev
-                x0 = lat_hole * x0 + (1 - lat_hole) * known
-            z = z_prev.detach()
-            yield i + 1, total, x0.detach()
+        z = yield from sample(cfg_denoiser(comp, schedule, context, cfg_scale), z, timesteps, schedule, known=known,
+                              mask=lat_hole, eta=0.0, clip=False, guidance=guide, generator=gen, cancel=cancel,
+                              final=final)
     finally:
-        if hooks is not None:
-            hooks.remove()
+        if guide is not None:
+            guide.close()
     return vae_decode(comp, z)

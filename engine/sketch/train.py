@@ -37,6 +37,7 @@ from engine.api import InpaintError
 from engine.device import compute_device, describe, seeded_noise
 from engine.sketch.lgp import (FeatureHooks, LatentGuidancePredictor, LGPConfig, default_blocks, edge_loss,
                                probe_channels)
+from engine.weights import SAMPLES_DIR
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
@@ -76,10 +77,12 @@ class PixelSource:
     """MNIST digits on the DDPM's canvas; sketch target in pixel space."""
 
     def __init__(self, cfg: TrainConfig, device: torch.device):
-        from engine.sketch.pixel import load_pixel_ddpm, mnist_pairs, unet_io
+        from engine.ddpm.pipeline import cached_ddpm
+        from engine.sketch.pixel import mnist_pairs
 
-        self.unet, self.abar = load_pixel_ddpm(cfg.ddpm, device)
-        self.size, _ = unet_io(self.unet)
+        ddpm = cached_ddpm(cfg.ddpm, device)
+        self.unet, self.abar = ddpm.unet, ddpm.schedule.alphas_cumprod.cpu()
+        self.size = ddpm.sample_size
         t0 = time.time()
         self.x0, self.sketch, _ = mnist_pairs(self.size, "train", cfg.limit, cfg.edges, cfg.seed)
         print(f"data: {len(self.x0)} MNIST digits, {cfg.edges} sketches at {self.size}px "
@@ -112,7 +115,7 @@ class SDSource:
         self.unet = self.comp.unet
         self.size = self.comp.resolution
         self.lat = self.comp.latent_size
-        folder = Path(cfg.images) if cfg.images else Path(__file__).resolve().parents[2] / "resources" / "samples"
+        folder = Path(cfg.images) if cfg.images else SAMPLES_DIR
         paths = _list_images(folder)
         if not paths:
             raise SystemExit(f"no images ({', '.join(IMAGE_EXTS)}) under {folder}")
@@ -123,8 +126,7 @@ class SDSource:
         self.ctx = {pr: encode_prompt(self.comp, [pr]) for pr in set(prompts)}
         self.prompts = prompts
         self.edges = cfg.edges
-        sched = self.comp.make_scheduler()
-        self.abar = sched.alphas_cumprod
+        self.abar = self.comp.schedule.alphas_cumprod
         self.resolution, self.out_channels, self.target_kind = self.lat, int(self.unet.config.in_channels), "latent"
         print(f"data: {len(paths)} images from {folder}, crops {self.size}px, latents {self.lat}px", flush=True)
 
@@ -217,10 +219,10 @@ def train(cfg: TrainConfig) -> Path:
                 print(f"step {step}/{cfg.steps} loss {loss.item():.4f} ema {ema:.4f} {el:.0f}s", flush=True)
                 history.append((step, round(ema, 5), round(el, 1)))
             if step % 500 == 0:
-                lgp.save(out, extra=_extra(cfg, step, ema, t_start, history, device))
+                lgp.save(out, training=_extra(cfg, step, ema, t_start, history, device))
     finally:
         hooks.remove()
-    lgp.save(out, extra=_extra(cfg, step, ema, t_start, history, device))
+    lgp.save(out, training=_extra(cfg, step, ema, t_start, history, device))
     print(f"saved {out} after {step} steps, {time.time() - t_start:.0f}s, loss ema {ema}", flush=True)
     return out
 

@@ -1,0 +1,172 @@
+"""Where shipped weights live, the one way networks are saved and loaded, and the one cache of loaded models.
+
+A network folder (what ``save_pretrained`` writes and ``load_pretrained`` reads) is, as in diffusers:
+
+    config.json          the network's config dataclass (nested dataclasses and tuples included), plus an
+                         optional "training" object (data, command, metrics: what the model card summarises)
+    model.safetensors    the state dict (another name where a class says so, e.g. lgp.safetensors)
+
+safetensors only: no pickle is ever read or written. Networks that come from diffusers (UNet2DModel, Stable
+Diffusion parts) keep diffusers' own format and loaders. Both files are written atomically (a temporary name,
+then a rename), so a crash never leaves a half-written model under its final name.
+
+``CACHE`` holds every loaded model once, keyed by what it was loaded from; a cached model is moved in place to
+the device of the latest job (one copy of the weights: Stable Diffusion is gigabytes).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import threading
+import typing
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from engine.api import InpaintError
+
+RESOURCES = Path(__file__).resolve().parents[1] / "resources"
+MODELS_DIR = RESOURCES / "models"  # shipped weights: resources/models/<name>/{config.json, *.safetensors, MODEL_CARD.md}
+SAMPLES_DIR = RESOURCES / "samples"
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+TRAINING_KEY = "training"
+
+T = TypeVar("T")
+
+
+def config_to_dict(config: Any) -> dict:
+    """A config dataclass as JSON-ready data (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def config_from_dict(cls: type[T], data: dict, where: str = "config") -> T:
+    """The dataclass ``cls`` from ``data``: nested dataclasses rebuilt, lists turned back into tuples where the
+    field is a tuple; an unknown key is an error (a config for another network must not load silently)."""
+    if not isinstance(data, dict):
+        raise InpaintError(f"{where}: expected a JSON object for {cls.__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise InpaintError(f"{where}: unknown {cls.__name__} field(s) {', '.join(unknown)}")
+    values = {}
+    for name, value in data.items():
+        kind = hints.get(name)
+        if dataclasses.is_dataclass(kind) and isinstance(value, dict):
+            value = config_from_dict(kind, value, where)
+        elif isinstance(value, list) and typing.get_origin(kind) is tuple:
+            value = tuple(value)
+        values[name] = value
+    return cls(**values)
+
+
+def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_pretrained(folder: str | Path, net, config: Any, training: dict | None = None,
+                    weights_name: str = WEIGHTS_NAME) -> Path:
+    """Write ``config`` (a dataclass) and ``training`` to config.json and ``net``'s state dict to safetensors."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    data = config_to_dict(config)
+    if training is not None:
+        data[TRAINING_KEY] = training
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    _write_atomic(folder / weights_name, lambda p: save_file(state, str(p)))
+    _write_atomic(folder / CONFIG_NAME, lambda p: p.write_text(json.dumps(data, indent=2) + "\n"))
+    return folder
+
+
+def read_config(folder: str | Path, config_cls: type[T]) -> tuple[T, dict]:
+    """(config, training facts) from ``folder``/config.json; InpaintError naming the file when it is unusable."""
+    path = Path(folder) / CONFIG_NAME
+    if not path.is_file():
+        raise InpaintError(f"{path}: no such file (a model folder holds {CONFIG_NAME} and its weights)")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InpaintError(f"{path}: not readable JSON ({exc})") from None
+    training = data.pop(TRAINING_KEY, None) if isinstance(data, dict) else None
+    try:
+        return config_from_dict(config_cls, data, str(path)), training or {}
+    except TypeError as exc:
+        raise InpaintError(f"{path}: {exc}") from None
+
+
+def load_weights(net, path: str | Path, device="cpu") -> None:
+    """Load a safetensors state dict into ``net`` (strict); InpaintError naming the file on any mismatch."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise InpaintError(f"{path}: no such file")
+    try:
+        state = load_file(str(path), device=str(device))
+    except Exception as exc:  # truncated or not safetensors at all
+        raise InpaintError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:  # missing / unexpected keys, wrong shapes: another network's weights
+        raise InpaintError(f"{path}: the weights do not fit this network ({_first_line(exc)})") from None
+
+
+def load_pretrained(folder: str | Path, build: Callable[[Any], T], config_cls: type, device="cpu",
+                    weights_name: str = WEIGHTS_NAME) -> tuple[T, dict]:
+    """(network in eval mode on ``device``, training facts): ``build(config)`` makes the network, the folder's
+    safetensors fill it. Every failure is one InpaintError line naming the file."""
+    config, training = read_config(folder, config_cls)
+    net = build(config)
+    load_weights(net, Path(folder) / weights_name, device)
+    return net.to(device).eval(), training
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
+
+
+class ModelCache:
+    """Every loaded model, once. ``get(key, load, device)`` loads on first use (one lock per key, so a slow load
+    does not block other models) and moves the cached object in place to ``device`` (anything with ``.to``)."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, Any] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def get(self, key: str, load: Callable[[], T], device=None) -> T:
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self._items:
+                self._items[key] = load()
+            item = self._items[key]
+            if device is not None:
+                item.to(device)
+            return item
+
+    def drop(self, key: str) -> None:
+        with self._guard:
+            self._items.pop(key, None)
+
+    def clear(self) -> None:
+        with self._guard:
+            self._items.clear()
+
+
+CACHE = ModelCache()
+
+
+def cache_key(*parts: Any) -> str:
+    """A cache key from paths (resolved) and other values."""
+    return "|".join(str(Path(p).expanduser().resolve()) if isinstance(p, Path) else str(p) for p in parts)
