@@ -132,9 +132,9 @@ def test_drag_and_drop_and_recent_files(window, tmp_path, qtbot):
     ev = QDropEvent(QPointF(100, 100), Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
     window.dropEvent(ev)
     assert window.doc.path == other and window.doc.image.shape == load_image(other).rgb.shape
-    assert window.recent_files()[0] == str(other.resolve())
-    assert window.recent_files()[1] == str(SAMPLE.resolve())
-    actions = window.recent_menu.actions()
+    assert window.files.recent_files()[0] == str(other.resolve())
+    assert window.files.recent_files()[1] == str(SAMPLE.resolve())
+    actions = window.files.recent_menu.actions()
     assert actions[0].data() == str(other.resolve())
     actions[1].trigger()
     assert window.doc.path.resolve() == SAMPLE.resolve()

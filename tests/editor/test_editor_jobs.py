@@ -164,20 +164,11 @@ def test_training_loss_curve(window, qtbot, artifacts):
     assert len(losses) == 30 and losses[-1] < losses[0], "every loss point reaches the curve"
 
 
-@pytest.fixture
-def learned_images():
-    """test-train's record of learned images, emptied afterwards (it is class-wide, like a cache on disk)."""
-    from tests.fake_models import SlowInpainter
-
-    yield SlowInpainter.learned
-    SlowInpainter.learned.clear()
-
-
 def test_learn_while_painting_then_fill_uses_it(window, qtbot, artifacts, learned_images):
     select_model(window, "test-train")
     set_param(window, "steps", 60)
     set_param(window, "step_ms", 20.0)
-    assert window.act_learn.isEnabled()
+    assert window.act.learn.isEnabled()
     learn_id = window.learn()  # no mask yet: learning starts on the whole image
     assert window.jobs.job.kind == "learn" and window.progress.loss.isVisible()
     qtbot.waitUntil(lambda: len(window.progress.loss.points) >= 3, timeout=JOB_TIMEOUT_MS)
@@ -211,16 +202,7 @@ def test_cancelled_learning_drops_the_waiting_fill(window, qtbot, learned_images
     assert not window.jobs.busy and not window.doc.results and not learned_images
     assert window.statusBar().currentMessage() == "Learning cancelled"
     select_model(window, "test-slow")
-    assert not window.act_learn.isEnabled() and window.learn() is None, "only models that learn the image learn"
-
-
-def test_learning_before_any_mask_warns_about_big_holes(window, qtbot):
-    select_model(window, "frugal")
-    set_param(window, "max_hole", 128)  # the 512 px sample is wider: a big hole would need other weights
-    window.learn()
-    assert "wider than 128 px is learned again" in window.statusBar().currentMessage()
-    with qtbot.waitSignal(window.jobs.cancelled, timeout=JOB_TIMEOUT_MS):
-        window.jobs.cancel()
+    assert not window.act.learn.isEnabled() and window.learn() is None, "only models that learn the image learn"
 
 
 @pytest.mark.parametrize("width, shown", [(1024, ("learn", "fill", "variation", "cancel")), (800, ("learn", "fill"))])
@@ -229,7 +211,7 @@ def test_fill_actions_stay_on_the_toolbar_of_a_laptop_window(window, qtbot, widt
     window.resize(width, 720)
     bar = window.findChild(QToolBar, "optionsBar")
     for name in shown:
-        button = bar.widgetForAction(getattr(window, f"act_{name}"))
+        button = bar.widgetForAction(getattr(window.act, name))
         qtbot.waitUntil(button.isVisible, timeout=2000)
         assert button.geometry().right() <= bar.width(), name
 
@@ -259,8 +241,8 @@ def test_instant_attribute_toggle_refills_fast(window, qtbot):
     for on in (True, False, True):
         with qtbot.waitSignal(window.jobs.finished, timeout=5000):
             window.model_panel.toggles["smile"].setChecked(on)
-        qtbot.waitUntil(lambda: window.last_toggle_latency is not None and window._toggle_t0 is None, timeout=2000)
-        latencies.append(window.last_toggle_latency)
+        qtbot.waitUntil(lambda: not window.session.refill_pending, timeout=2000)
+        latencies.append(window.session.last_refill_latency)
         smile = doc.results[-1].image[220, 260, 0]
         assert (smile > 200) == on, "the refill follows the toggle"
     assert len(doc.results) == 1, "toggle refills replace the shown result instead of piling up"
@@ -279,7 +261,7 @@ def test_region_box_from_detector_reaches_the_request(window, qtbot, monkeypatch
     original_start = window.jobs.start
     monkeypatch.setattr(window.jobs, "start",
                         lambda name, req, *a: seen.append(req.region) or original_start(name, req, *a))
-    window.tool_actions["region"].trigger()
+    window.act.tools["region"].trigger()
     from tests.editor.helpers import drag
     drag(window.canvas, [(100, 100), (130, 110)])
     assert window.doc.region == (30, 10, 286, 266), "the region tool drags the box"
@@ -310,7 +292,7 @@ def test_parameter_panel_built_from_schema(window):
     fields["sampler"].editor.setCurrentText("ddim")
     fields["note"].editor.setText("hello")
     fields["steps"].slider.setValue(500)
-    params = window.model_panel.params()
+    params = window.session.params  # every edit went into the session as it was made
     assert params["sharpen"] is True and params["sampler"] == "ddim" and params["note"] == "hello"
     assert params["steps"] == pytest.approx(1000, abs=2), "the slider drives the spin box"
     assert "weights missing" in window.model_panel.picker.itemText(window.model_panel.picker.findData("test-noweights"))
@@ -319,7 +301,8 @@ def test_parameter_panel_built_from_schema(window):
 def test_folder_parameters_browse_and_a_models_location_is_remembered(window, qtbot, monkeypatch, tmp_path):
     from PySide6.QtWidgets import QFileDialog, QToolButton
 
-    from editor.panels.model_panel import ModelPanel
+    from editor.document import Document
+    from editor.session import Session
 
     chosen = tmp_path / "stable-diffusion-v1-5"
     chosen.mkdir()
@@ -332,18 +315,18 @@ def test_folder_parameters_browse_and_a_models_location_is_remembered(window, qt
     browse = field.findChild(QToolButton)
     assert browse is not None and browse.text().startswith("Browse")
     qtbot.mouseClick(browse, Qt.LeftButton)
-    assert window.model_panel.params()["checkpoint"] == str(chosen)
+    assert window.session.params["checkpoint"] == str(chosen)
     select_model(window, "frugal")  # frugal's extra-images folder can be browsed, but is not kept
     folder = window.model_panel.fields["folder"]
     assert folder.findChild(QToolButton) is not None
     qtbot.mouseClick(folder.findChild(QToolButton), Qt.LeftButton)
 
-    later = ModelPanel()  # a new session
-    qtbot.addWidget(later)
-    later.select("sd-sketch")
-    assert later.params()["checkpoint"] == str(chosen) and later.params()["lgp"] == ""
-    later.select("frugal")
-    assert later.params()["folder"] == ""
+    later = Session(Document())  # a new session
+    later.set_model("sd-sketch")
+    assert later.params["checkpoint"] == str(chosen) and later.params["lgp"] == ""
+    later.set_model("frugal")
+    assert later.params["folder"] == ""
+    later.shutdown()
 
 
 def test_fast_mode_greys_out_the_schedule_it_overrides(window):
@@ -418,24 +401,24 @@ def test_the_gpu_setting_reaches_the_engine_and_the_status_bar(window, qtbot, mo
     from editor.main_window import MainWindow
     from engine import device
 
-    assert window.act_gpu.isChecked()
+    assert window.act.gpu.isChecked()
     gpu = torch.cuda.is_available()
-    window.device_label.setText("")
+    window.device.label.setText("")
     paint_mask(window)
     fill_and_wait(window, qtbot)  # torch is loaded in this process: the job's start says where it computes
-    qtbot.waitUntil(lambda: window.device_label.text().startswith("Compute: GPU:" if gpu else "Compute: CPU ("),
+    qtbot.waitUntil(lambda: window.device.label.text().startswith("Compute: GPU:" if gpu else "Compute: CPU ("),
                     timeout=5000)
-    assert window.act_gpu.isEnabled() == gpu
-    window._on_use_gpu(False)  # what the menu does when a GPU is there to turn off
+    assert window.act.gpu.isEnabled() == gpu
+    window.device.set_use_gpu(False)  # what the menu does when a GPU is there to turn off
     assert device.compute_device() == torch.device("cpu")
-    qtbot.waitUntil(lambda: window.device_label.text().startswith("Compute: CPU ("), timeout=5000)
+    qtbot.waitUntil(lambda: window.device.label.text().startswith("Compute: CPU ("), timeout=5000)
 
     device.choose(None)  # a new session: the saved choice applies
     again = MainWindow()
     qtbot.addWidget(again)
-    assert not again.act_gpu.isChecked() and again.device_label.text().startswith("Compute: CPU")
+    assert not again.act.gpu.isChecked() and again.device.label.text().startswith("Compute: CPU")
     assert device.compute_device() == torch.device("cpu")
-    window._on_use_gpu(True)
+    window.device.set_use_gpu(True)
     assert window.settings.value("use_gpu", type=bool) is True
     again.close()
 
@@ -444,9 +427,9 @@ def test_the_gpu_setting_reaches_the_engine_and_the_status_bar(window, qtbot, mo
     device.choose(None)
     monkeypatch.setenv(device.ENV, "cuda:7")
     window.jobs.probe_device()
-    qtbot.waitUntil(lambda: device.ENV in window.device_label.text(), timeout=5000)
-    assert window.act_gpu.isEnabled()
-    window._on_use_gpu(False)
+    qtbot.waitUntil(lambda: device.ENV in window.device.label.text(), timeout=5000)
+    assert window.act.gpu.isEnabled()
+    window.device.set_use_gpu(False)
     assert device.compute_device() == torch.device("cpu")
 
 
