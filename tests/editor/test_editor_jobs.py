@@ -1,6 +1,6 @@
 """Fill jobs on the worker thread: results, live previews, cancel, errors, attribute refills, learning the image
 while the mask is painted, closing mid-job."""
-import time
+import threading
 
 import numpy as np
 import pytest
@@ -84,7 +84,8 @@ def test_several_results_per_mask_and_discard(window, qtbot):
     assert doc.results == [second] and window.history.list.count() == 1
 
 
-def test_live_previews_then_cancel_within_half_a_second(window, qtbot, artifacts):
+def test_live_previews_then_cancel(window, qtbot, artifacts):
+    """Esc stops a job between two steps (the < 0.5 s promise is a timing, measured outside the unit tests)."""
     doc = window.doc
     select_model(window, "test-slow")
     set_param(window, "steps", 2000)
@@ -94,28 +95,28 @@ def test_live_previews_then_cancel_within_half_a_second(window, qtbot, artifacts
     qtbot.waitUntil(lambda: doc.preview is not None, timeout=5000)
     assert window.jobs.first_preview_latency is not None
     assert window.progress.bar.maximum() == 2000 and "ETA" in window.progress.bar.format()
-    QTest.qWait(300)  # let a few previews land
+    qtbot.waitUntil(lambda: window.progress.bar.value() >= 5, timeout=5000)  # a few previews have landed
     screenshot(window, artifacts, "live_preview")
-    t0 = time.perf_counter()
     with qtbot.waitSignal(window.jobs.cancelled, timeout=2000):
         QTest.keyClick(window.canvas, Qt.Key_Escape)
-    assert time.perf_counter() - t0 < 0.5
     assert doc.preview is None and not doc.results and not window.jobs.busy
+    assert window.progress.bar.format() == "cancelled" and window.progress.fill_button.text() == "Fill"
 
 
 def test_fast_engine_cannot_flood_the_view(window, qtbot):
-    """Hundreds of previews a second reach the canvas at most ~15 times a second."""
+    """Hundreds of previews a second reach the canvas only on the ~15 fps timer: the first one at once, then at
+    most one per tick, whatever the engine's pace."""
     select_model(window, "test-slow")
     set_param(window, "steps", 600)
     set_param(window, "step_ms", 0.0)
     paint_mask(window, (200, 180, 320, 260))
-    shown = []
+    shown, reported, ticks = [], [], []
     window.doc.preview_changed.connect(lambda: shown.append(window.doc.preview is not None))
-    t0 = time.perf_counter()
+    window.jobs.progress.connect(lambda *a: reported.append(a[0]))
+    window.jobs._timer.timeout.connect(lambda: ticks.append(1))
     fill_and_wait(window, qtbot)
-    seconds = time.perf_counter() - t0
-    assert window.progress.bar.value() == 600 or window.progress.bar.format().startswith("done")
-    assert 1 <= sum(shown) <= 16 * seconds + 2, f"{sum(shown)} previews drawn in {seconds:.2f} s"
+    assert len(reported) == 600 and window.progress.bar.format().startswith("done")
+    assert 1 <= sum(shown) <= len(ticks) + 1, f"{sum(shown)} previews drawn on {len(ticks)} timer ticks"
 
 
 def test_gui_paints_during_a_job(window, qtbot):
@@ -141,10 +142,10 @@ def test_new_job_while_running_replaces_it(window, qtbot):
     qtbot.waitUntil(lambda: window.doc.preview is not None, timeout=5000)
     set_param(window, "steps", 3)
     set_param(window, "step_ms", 1.0)
-    second = window.fill()
+    with qtbot.waitSignal(window.jobs.finished, timeout=JOB_TIMEOUT_MS):
+        second = window.fill()
     assert second != first
-    qtbot.waitUntil(lambda: len(window.doc.results) == 1, timeout=JOB_TIMEOUT_MS)
-    QTest.qWait(100)
+    # the worker runs jobs in order, so whatever the first one reported was delivered before this result
     assert len(window.doc.results) == 1 and window.doc.results[0].params["steps"] == 3
 
 
@@ -171,12 +172,14 @@ def test_learn_while_painting_then_fill_uses_it(window, qtbot, artifacts, learne
     assert window.act.learn.isEnabled()
     learn_id = window.learn()  # no mask yet: learning starts on the whole image
     assert window.jobs.job.kind == "learn" and window.progress.loss.isVisible()
+    assert window.session.phase == "learning" and window.progress.fill_button.text() == "Fill when learned"
     qtbot.waitUntil(lambda: len(window.progress.loss.points) >= 3, timeout=JOB_TIMEOUT_MS)
+    assert window.progress.status.text() == "learning this image", "the model's own message is shown"
     paint_mask(window, (200, 180, 320, 260))  # the user paints while it learns
     assert window.jobs.busy and window.jobs.job.id == learn_id, "painting does not disturb the learning"
     assert window.learn() == learn_id, "Learn again does not restart it"
     assert window.fill() == learn_id, "Fill waits for the learning instead of cancelling it"
-    assert window.progress.fill_button.text() == "Fill when learned"
+    assert window.session.phase == "waiting" and window.progress.fill_button.text() == "Fill when learned"
     screenshot(window, artifacts, "learn_while_painting")
     paint_mask(window, (40, 400, 100, 440), size=20)  # still painting: the fill takes the mask as it is at the end
     qtbot.waitUntil(lambda: len(window.doc.results) == 1, timeout=JOB_TIMEOUT_MS)
@@ -198,7 +201,7 @@ def test_cancelled_learning_drops_the_waiting_fill(window, qtbot, learned_images
     qtbot.waitUntil(lambda: len(window.progress.loss.points) >= 1, timeout=JOB_TIMEOUT_MS)
     with qtbot.waitSignal(window.jobs.cancelled, timeout=2000):
         QTest.keyClick(window.canvas, Qt.Key_Escape)
-    QTest.qWait(200)
+    # the session handles "cancelled" before this test's wait returns: a fill started then would be running now
     assert not window.jobs.busy and not window.doc.results and not learned_images
     assert window.statusBar().currentMessage() == "Learning cancelled"
     select_model(window, "test-slow")
@@ -241,7 +244,7 @@ def test_instant_attribute_toggle_refills_fast(window, qtbot):
     for on in (True, False, True):
         with qtbot.waitSignal(window.jobs.finished, timeout=5000):
             window.model_panel.toggles["smile"].setChecked(on)
-        qtbot.waitUntil(lambda: not window.session.refill_pending, timeout=2000)
+        qtbot.waitUntil(lambda: not window.session.refill_pending, timeout=2000)  # the refill is painted
         latencies.append(window.session.last_refill_latency)
         smile = doc.results[-1].image[220, 260, 0]
         assert (smile > 200) == on, "the refill follows the toggle"
@@ -374,11 +377,17 @@ def test_result_of_a_previous_image_is_dropped(window, qtbot):
     set_param(window, "steps", 1)
     set_param(window, "step_ms", 0.0)
     paint_mask(window, (200, 180, 320, 260))
+    emitted = threading.Event()
+    window.jobs._worker.finished.connect(lambda *_: emitted.set(), Qt.DirectConnection)  # runs on the worker
     window.fill()
-    time.sleep(1.0)  # GUI thread blocked: the worker finishes and its signals wait in the queue
+    assert emitted.wait(10), "the job ended on the worker; the GUI thread has not run: its result is queued"
     assert window.open_path(SAMPLE.parent / "coffee.png")
-    QTest.qWait(200)
-    assert not window.doc.results and window.doc.preview is None and not window.jobs.busy
+    assert window.doc.preview is None and not window.jobs.busy
+    paint_mask(window, (20, 20, 60, 60), size=10)
+    with qtbot.waitSignal(window.jobs.finished, timeout=JOB_TIMEOUT_MS):
+        window.fill()
+    # the worker answers in order: the queued result was delivered (and dropped) before this one
+    assert len(window.doc.results) == 1 and window.doc.results[0].mask[40, 40]
 
 
 def test_close_mid_job_is_clean(window, qtbot, dialogs):
@@ -387,9 +396,7 @@ def test_close_mid_job_is_clean(window, qtbot, dialogs):
     paint_mask(window, (200, 180, 320, 260))
     window.fill()
     qtbot.waitUntil(lambda: window.doc.preview is not None, timeout=5000)
-    t0 = time.perf_counter()
-    window.close()
-    assert time.perf_counter() - t0 < 1.0
+    window.close()  # cancel -> quit() -> wait(): returns once the thread has ended
     assert not window.jobs._thread.isRunning()
 
 
@@ -451,5 +458,7 @@ def test_picking_a_model_warms_it_up_on_the_worker(window, qtbot, monkeypatch, d
     select_model(window, "test-slow")
     qtbot.waitUntil(lambda: calls == [True], timeout=5000)  # once, on the worker thread
     select_model(window, "test-noweights")  # registry.load raises: nothing is reported until a Fill
-    qtbot.wait(200)
+    with qtbot.waitSignal(window.jobs.device_found, timeout=5000):  # queued behind that warm-up: it has run
+        window.jobs.probe_device()
     assert window.jobs.job is None and dialogs.errors() == []
+
