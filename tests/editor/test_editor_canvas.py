@@ -16,6 +16,7 @@ def test_brush_stroke_paints_mask_and_undo_redo(window, artifacts):
     assert doc.mask[290:311, 200].all() and not doc.mask[320, 200], "20 px wide, not wider"
     assert not doc.mask[:250].any(), "nothing painted away from the stroke"
     assert doc.undo_stack.count() == 1, "a stroke is one undo step"
+    assert window.act.undo.toolTip() == f"Undo {doc.undo_stack.undoText()} (Ctrl+Z)", "the tooltip names the step"
     screenshot(window, artifacts, "mask_painted")
     QTest.keyClick(canvas, Qt.Key_Z, Qt.ControlModifier)
     assert not doc.mask.any()
