@@ -5,7 +5,8 @@ so a brush stroke on a 12-megapixel photo costs kilobytes of undo memory, not me
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from PySide6.QtGui import QUndoCommand, QUndoStack
 
 from engine.api import Request, Result
 from engine.crop import mask_bbox
+from engine.metadata import png_metadata
 
 Rect = tuple[int, int, int, int]  # (x0, y0, x1, y1), exclusive ends, image pixels
 
@@ -28,25 +30,28 @@ class HistoryItem:
     accepts another result. The image the job ran on equals the result outside the mask (the runner guarantees
     it), so only its patch under the mask's bounding box is kept: one full-size image per result, not two."""
 
-    image: np.ndarray  # full-size result
+    result: Result  # what the job made and the settings it used (exports describe it: ``metadata``)
     mask: np.ndarray
     base_patch: np.ndarray  # the job's input image inside ``box``
     box: Rect  # bounding box of ``mask``
-    model: str
-    seed: int
-    params: dict[str, Any]
-    attributes: dict[str, float]
-    timings: dict[str, float]
-    prompt: str = ""
     accepted: bool = False
-    chosen: dict[str, float] = field(default_factory=dict)  # settings the model picked itself (Result.chosen)
 
     @classmethod
     def from_result(cls, result: Result, request: Request) -> "HistoryItem":
         x0, y0, x1, y1 = box = mask_bbox(request.mask)
-        return cls(image=result.image, mask=request.mask, base_patch=request.image[y0:y1, x0:x1].copy(), box=box,
-                   model=result.model, seed=result.seed, params=result.params, attributes=result.attributes,
-                   timings=result.timings, prompt=request.prompt, chosen=result.chosen)
+        if not result.prompt and request.prompt:  # a runner that does not fill Result.prompt in yet
+            result = dataclasses.replace(result, prompt=request.prompt)
+        return cls(result=result, mask=request.mask, base_patch=request.image[y0:y1, x0:x1].copy(), box=box)
+
+    # the result's fields, read where the history and the canvas show them
+    image = property(lambda self: self.result.image)  # full size
+    model = property(lambda self: self.result.model)
+    seed = property(lambda self: self.result.seed)
+    params = property(lambda self: self.result.params)
+    attributes = property(lambda self: self.result.attributes)
+    chosen = property(lambda self: self.result.chosen)  # settings the model picked itself
+    timings = property(lambda self: self.result.timings)
+    prompt = property(lambda self: self.result.prompt)
 
     def base(self) -> np.ndarray:
         """The image the job ran on."""
@@ -55,17 +60,9 @@ class HistoryItem:
         out[y0:y1, x0:x1] = self.base_patch
         return out
 
-    def metadata(self) -> dict[str, str]:
-        """Text chunks written into exported PNGs."""
-        meta = {"Software": "Inpaint Studio", "model": self.model, "seed": str(self.seed),
-                "parameters": ", ".join(f"{k}={v}" for k, v in sorted(self.params.items()))}
-        if self.attributes:
-            meta["attributes"] = ", ".join(f"{k}={v:g}" for k, v in sorted(self.attributes.items()))
-        if self.chosen:
-            meta["chosen"] = ", ".join(f"{k}={v:g}" for k, v in sorted(self.chosen.items()))
-        if self.prompt:
-            meta["prompt"] = self.prompt
-        return meta
+    def metadata(self, source: str | None = None) -> dict[str, str]:
+        """Text chunks written into exported PNGs (the CLI's format: ``engine.metadata``)."""
+        return png_metadata(self.result, source)
 
 
 def clip_rect(rect: Rect, shape: tuple[int, ...]) -> Rect | None:

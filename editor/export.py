@@ -6,6 +6,7 @@ from pathlib import Path
 from editor.document import Document, HistoryItem
 from engine import imageio
 from engine.api import InpaintError
+from engine.metadata import png_metadata
 
 IMAGE_FILTER = "PNG image (*.png);;JPEG image (*.jpg *.jpeg);;WebP image (*.webp)"
 EXPORT_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -14,6 +15,11 @@ EXPORT_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 def provenance(doc: Document) -> HistoryItem | None:
     """The fill an export describes: the one on the canvas, else the last accepted one."""
     return doc.shown_item() or doc.last_accepted()
+
+
+def source(doc: Document) -> str | None:
+    """The opened file's name, which exports record as their source."""
+    return doc.path.name if doc.path is not None else None
 
 
 def is_original(doc: Document, path: Path) -> bool:
@@ -26,12 +32,11 @@ def check_suffix(path: Path) -> None:
 
 
 def export_image(doc: Document, path: Path) -> Path:
-    """What the canvas shows (the shown result applied); PNG carries model, seed and parameters as text."""
+    """What the canvas shows (the shown result applied); a PNG carries model, seed and parameters as text
+    (``engine.metadata``, as the CLI writes them)."""
     check_suffix(path)
     item = provenance(doc)
-    meta = item.metadata() if item is not None else {"Software": "Inpaint Studio"}
-    if doc.path is not None:
-        meta["source"] = doc.path.name
+    meta = png_metadata(item.result if item is not None else None, source(doc))
     return imageio.save_image(path, doc.composed(), alpha=doc.alpha, metadata=meta)
 
 
@@ -53,4 +58,4 @@ def export_strip(doc: Document, path: Path) -> Path:
     if item is None:
         raise InpaintError("there is no result to show in a strip: fill first")
     strip = imageio.make_strip(item.base(), item.mask, item.image)
-    return imageio.save_image(path, strip, metadata=item.metadata())
+    return imageio.save_image(path, strip, metadata=item.metadata(source(doc)))

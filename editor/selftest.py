@@ -42,7 +42,7 @@ def _paint(win) -> None:
     from PySide6.QtTest import QTest
 
     canvas = win.canvas
-    win.size_spin.setValue(24)
+    win.act.options.size_spin.setValue(24)
     x0, y0, x1, y1 = SAMPLE_BOX
     for y in range(y0, y1 + 1, 12):
         pts = [canvas.image_to_widget(QPointF(x, y)) for x in np.linspace(x0, x1, 5)]
@@ -93,7 +93,7 @@ def run_self_test() -> int:
         return f"{registry.DEFAULT_MODEL} in {time.perf_counter() - t0:.2f} s"
 
     def step_accept():
-        win.accept_result(len(win.doc.results) - 1)
+        win.act.accept_result(len(win.doc.results) - 1)
         mask, before, img = state["mask"], state["before"], win.doc.image
         if not np.array_equal(img[~mask], before[~mask]):
             raise SelfTestFailed("pixels outside the mask changed")

@@ -128,8 +128,8 @@ class JobController(QObject):
     loss_point = Signal(int, float)
     message = Signal(str)  # a model's own status line (Preview.message), e.g. "learning the image"
     finished = Signal(object, object)  # Result (learn job: stats dict), the Job it answers (its request: the mask)
-    failed = Signal(str)
-    cancelled = Signal()
+    failed = Signal(str, object)  # one-line message, the Job
+    cancelled = Signal(object)  # the Job
     busy_changed = Signal(bool)
     region_ready = Signal(object)  # the newest detect_region answer: (x0, y0, x1, y1) or None
     device_found = Signal(str, bool)  # probe_device's answer: a label (or the setting's error), whether a GPU exists
@@ -274,10 +274,12 @@ class JobController(QObject):
 
     @Slot(int, str)
     def _on_failed(self, job_id: int, message: str) -> None:
+        job = self.job
         if self._end(job_id):
-            self.failed.emit(message)
+            self.failed.emit(message, job)
 
     @Slot(int)
     def _on_cancelled(self, job_id: int) -> None:
+        job = self.job
         if self._end(job_id):
-            self.cancelled.emit()
+            self.cancelled.emit(job)

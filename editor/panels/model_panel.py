@@ -1,19 +1,20 @@
 """Model picker, a parameter form generated from ``ModelInfo.params``, attribute toggles, seed and prompt.
 
-Folder parameters (an SD folder, a DDPM checkpoint, frugal's extra images) get a Browse button; those marked
-``remember`` (where a user's model lives) keep their last value per model across sessions (QSettings
-``params/<model>/<name>``): a path to a model is what nobody wants to type twice."""
+Bound to the ``Session`` both ways: every edit is written into it at once, and its changes come back (a
+variation's seed, a ``Param.once`` switch turned off, a model picked elsewhere), so nothing is read out of these
+widgets when Fill is pressed. Folder parameters (where a user's model lives, a folder of extra images) get a
+Browse button."""
 from __future__ import annotations
 
-import random
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QSettings, Qt, Signal, Slot
+from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox,
                                QHBoxLayout, QLabel, QLineEdit, QPushButton, QSlider, QSpinBox, QToolButton,
                                QVBoxLayout, QWidget)
 
+from editor.session import Session
 from engine import registry
 from engine.api import ModelInfo, Param
 
@@ -69,7 +70,7 @@ class ParamField(QWidget):
             lay.addWidget(self.editor, 1)
         else:
             self.editor = QLineEdit(str(param.default))
-            self.editor.editingFinished.connect(self.changed)
+            self.editor.textChanged.connect(self.changed)  # each keystroke: Ctrl+Enter may come before Enter
             lay.addWidget(self.editor, 1)
             if k == "folder":
                 self.editor.setPlaceholderText("not set")
@@ -104,8 +105,7 @@ class ParamField(QWidget):
         start = self.editor.text().strip() or str(Path.home())
         path = QFileDialog.getExistingDirectory(self, self.param.label or self.param.name, start)
         if path:
-            self.editor.setText(path)
-            self.changed.emit()
+            self.editor.setText(path)  # textChanged -> changed
 
     @Slot()
     def _spin_changed(self) -> None:
@@ -114,6 +114,26 @@ class ParamField(QWidget):
             self.slider.setValue(self._to_slider(self.editor.value()))
             self.slider.blockSignals(False)
         self.changed.emit()
+
+    def set_value(self, value: Any) -> None:
+        """Show ``value`` (a session change) without emitting ``changed``."""
+        if value == self.value():
+            return
+        self.editor.blockSignals(True)
+        k = self.param.kind
+        if k in ("int", "float"):
+            self.editor.setValue(value)
+        elif k == "bool":
+            self.editor.setChecked(bool(value))
+        elif k == "choice":
+            self.editor.setCurrentText(str(value))
+        else:
+            self.editor.setText(str(value))
+        self.editor.blockSignals(False)
+        if self.slider is not None:
+            self.slider.blockSignals(True)
+            self.slider.setValue(self._to_slider(value))
+            self.slider.blockSignals(False)
 
     def value(self) -> Any:
         k = self.param.kind
@@ -127,11 +147,9 @@ class ParamField(QWidget):
 
 
 class ModelPanel(QWidget):
-    model_changed = Signal(str)
-    attribute_toggled = Signal(str, bool)
-
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, session: Session, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.session = session
         lay = QVBoxLayout(self)
         lay.setContentsMargins(6, 6, 6, 6)
         self.picker = QComboBox()
@@ -144,13 +162,14 @@ class ModelPanel(QWidget):
         self.params_form = QFormLayout(self.params_box)
         self.attrs_box = QGroupBox("Attributes")
         self.attrs_layout = QVBoxLayout(self.attrs_box)
-        self.prompt = QLineEdit()
+        self.prompt = QLineEdit(session.prompt)
         self.prompt.setPlaceholderText("Describe what should appear in the hole")
         self.prompt_box = QGroupBox("Prompt")
         QVBoxLayout(self.prompt_box).addWidget(self.prompt)
         seed_row = QHBoxLayout()
         self.seed = QSpinBox()
         self.seed.setRange(0, 2**31 - 1)
+        self.seed.setValue(session.seed)
         self.seed.setToolTip("Same seed + same mask + same parameters = same result")
         self.variation = QPushButton("New variation")
         self.variation.setToolTip("Pick a random seed and fill again (Ctrl+Shift+Enter)")
@@ -166,14 +185,22 @@ class ModelPanel(QWidget):
         lay.addStretch(1)
         self.fields: dict[str, ParamField] = {}
         self.toggles: dict[str, QCheckBox] = {}
-        self.info: ModelInfo | None = None
         self.load_error: str | None = None
+        # edits -> session
         self.picker.currentIndexChanged.connect(self._on_pick)
+        self.seed.valueChanged.connect(session.set_seed)
+        self.prompt.textChanged.connect(session.set_prompt)
+        self.variation.clicked.connect(session.variation)
+        # session -> widgets
+        session.model_changed.connect(self._show_model)
+        session.param_changed.connect(self._show_param)
+        session.attribute_changed.connect(self._show_attribute)
+        session.seed_changed.connect(self._show_seed)
+        session.prompt_changed.connect(self._show_prompt)
         self.refresh_models()
 
     def refresh_models(self) -> None:
-        """Re-read the registry (models registered at run time, e.g. by tests), keeping the selection."""
-        current = self.current_model()
+        """Re-read the registry (models registered at run time, e.g. by tests), keeping the session's model."""
         try:
             models = registry.all_models()
         except Exception as exc:  # a broken model package must not stop the editor: report it, offer none
@@ -185,16 +212,16 @@ class ModelPanel(QWidget):
             title = info.title if info.weights_present else f"{info.title}  (weights missing)"
             self.picker.addItem(title, info.name)
         self.picker.blockSignals(False)
-        self.select(current or registry.DEFAULT_MODEL)
-        if self.info is None and self.picker.count():
-            self._on_pick()
+        names = [info.name for info in models]
+        current = self.session.model
+        if current in names:
+            self._show_model(current)  # the list was rebuilt: show the model again
+        elif names:
+            self.session.set_model(registry.DEFAULT_MODEL if registry.DEFAULT_MODEL in names else names[0])
 
     def select(self, name: str) -> None:
-        i = self.picker.findData(name)
-        if i >= 0 and i != self.picker.currentIndex():
-            self.picker.setCurrentIndex(i)
-        elif i >= 0:
-            self._on_pick()
+        if self.picker.findData(name) >= 0:
+            self.session.set_model(name)
 
     def current_model(self) -> str | None:
         return self.picker.currentData()
@@ -202,9 +229,15 @@ class ModelPanel(QWidget):
     @Slot()
     def _on_pick(self) -> None:
         name = self.current_model()
-        if name is None:
-            return
-        info = self.info = registry.get_info(name)
+        if name is not None:
+            self.session.set_model(name)
+
+    @Slot(str)
+    def _show_model(self, name: str) -> None:
+        self.picker.blockSignals(True)
+        self.picker.setCurrentIndex(self.picker.findData(name))
+        self.picker.blockSignals(False)
+        info = self.session.info
         yours = [p.label or p.name for p in info.params if p.kind == "folder" and p.remember]
         if info.weights is None:  # nothing ships: an algorithm, a model learned on the image, or the user's model
             weights = (f"<span style='color:#aaa'>weights: yours ({yours[0]}, below)</span>" if yours
@@ -222,29 +255,38 @@ class ModelPanel(QWidget):
         self._build_params(info)
         self._build_attributes(info)
         self.prompt_box.setVisible(info.uses_prompt)
-        self.model_changed.emit(name)
 
     def _build_params(self, info: ModelInfo) -> None:
         while self.params_form.rowCount():
             self.params_form.removeRow(0)
         self.fields = {}
-        settings = QSettings()
+        values = self.session.params
         for p in info.params:
             f = ParamField(p)
-            if p.remember:
-                key = f"params/{info.name}/{p.name}"
-                f.editor.setText(str(settings.value(key, p.default)))
-                f.changed.connect(lambda f=f, key=key: QSettings().setValue(key, f.value()))
+            f.set_value(values[p.name])
+            f.changed.connect(self._on_field)
             label = QLabel(p.label or p.name)
             label.setToolTip(p.help)
             self.params_form.addRow(label, f)
             self.fields[p.name] = f
         for p in info.params:
             if p.disables:
-                box = self.fields[p.name].editor
-                box.toggled.connect(lambda on, names=p.disables: self._set_enabled(names, not on))
-                self._set_enabled(p.disables, not box.isChecked())
+                self._set_enabled(p.disables, not values[p.name])
         self.params_box.setVisible(bool(info.params))
+
+    @Slot()
+    def _on_field(self) -> None:
+        f = self.sender()
+        self.session.set_param(f.param.name, f.value())
+
+    @Slot(str, object)
+    def _show_param(self, name: str, value: Any) -> None:
+        f = self.fields.get(name)
+        if f is None:
+            return
+        f.set_value(value)
+        if f.param.disables:
+            self._set_enabled(f.param.disables, not value)
 
     def _set_enabled(self, names: tuple[str, ...], enabled: bool) -> None:
         for name in names:
@@ -256,9 +298,10 @@ class ModelPanel(QWidget):
         for cb in self.toggles.values():
             cb.deleteLater()
         self.toggles = {}
+        values = self.session.attributes
         for a in info.attributes:
             cb = QCheckBox(a.label or a.name)
-            cb.setChecked(a.default >= 0.5)
+            cb.setChecked(values[a.name] >= 0.5)
             cb.setToolTip(a.help + (" (refills at once)" if info.instant else ""))
             cb.setObjectName(f"attr_{a.name}")
             cb.toggled.connect(self._on_toggle)
@@ -268,15 +311,25 @@ class ModelPanel(QWidget):
 
     @Slot(bool)
     def _on_toggle(self, on: bool) -> None:
-        name = self.sender().objectName().removeprefix("attr_")
-        self.attribute_toggled.emit(name, on)
+        self.session.set_attribute(self.sender().objectName().removeprefix("attr_"), 1.0 if on else 0.0)
 
-    def params(self) -> dict[str, Any]:
-        return {name: f.value() for name, f in self.fields.items()}
+    @Slot(str, float)
+    def _show_attribute(self, name: str, value: float) -> None:
+        if name in self.toggles:
+            cb = self.toggles[name]
+            cb.blockSignals(True)
+            cb.setChecked(value >= 0.5)
+            cb.blockSignals(False)
 
-    def attributes(self) -> dict[str, float]:
-        return {name: 1.0 if cb.isChecked() else 0.0 for name, cb in self.toggles.items()}
+    @Slot(int)
+    def _show_seed(self, seed: int) -> None:
+        self.seed.blockSignals(True)
+        self.seed.setValue(seed)
+        self.seed.blockSignals(False)
 
-    def new_seed(self) -> int:
-        self.seed.setValue(random.randrange(0, 2**31 - 1))
-        return self.seed.value()
+    @Slot(str)
+    def _show_prompt(self, prompt: str) -> None:
+        if self.prompt.text() != prompt:
+            self.prompt.blockSignals(True)
+            self.prompt.setText(prompt)
+            self.prompt.blockSignals(False)

@@ -1,4 +1,5 @@
-"""Fill / Cancel buttons, the progress bar with step count and ETA, and the live training-loss curve."""
+"""Fill / Cancel buttons, the progress bar with step count and ETA, and the live training-loss curve; bound to the
+``Session`` (its phase names the Fill button, its jobs drive the bar)."""
 from __future__ import annotations
 
 import math
@@ -6,6 +7,10 @@ import math
 from PySide6.QtCore import QPointF, QRectF, QSize, Qt, Slot
 from PySide6.QtGui import QColor, QPainter, QPainterPath, QPen
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+
+from editor.session import JobStart, Session
+
+FILL_TEXT = {"idle": "Fill", "filling": "Restart fill", "learning": "Fill when learned", "waiting": "Fill when learned"}
 
 
 def format_eta(seconds: float) -> str:
@@ -78,7 +83,7 @@ class LossCurve(QWidget):
 
 
 class ProgressPanel(QWidget):
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, session: Session, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(6, 6, 6, 6)
@@ -105,19 +110,30 @@ class ProgressPanel(QWidget):
         lay.addWidget(self.bar)
         lay.addWidget(self.status)
         lay.addWidget(self.loss)
+        self.fill_button.clicked.connect(session.fill)
+        self.cancel_button.clicked.connect(session.cancel)
+        session.phase_changed.connect(self._on_phase)
+        session.job_started.connect(self._on_job_started)
+        session.job_ended.connect(self.finish)
+        session.progress.connect(self.set_progress)
+        session.loss_point.connect(self.loss.add)
+        session.message.connect(self.status.setText)
 
-    def set_busy(self, busy: bool, learns: bool = False, instant: bool = False, keep_curve: bool = False) -> None:
-        """``keep_curve``: the job goes on from a Learn whose loss curve stays up (the Fill after "Learn this
-        image")."""
-        self.fill_button.setText("Restart fill" if busy else "Fill")
-        self.cancel_button.setEnabled(busy)
-        if busy and not instant:  # an instant refill would only flash the busy bar and cost a repaint
-            self.bar.setRange(0, 0)  # indeterminate until the first preview says how many steps
-            self.bar.setFormat("loading model...")
-            self.status.setText(" ")
-            if not keep_curve:
-                self.loss.clear()
-            self.loss.setVisible(learns)
+    @Slot(str)
+    def _on_phase(self, phase: str) -> None:
+        self.fill_button.setText(FILL_TEXT[phase])
+        self.cancel_button.setEnabled(phase != "idle")
+
+    @Slot(object)
+    def _on_job_started(self, job: JobStart) -> None:
+        if job.instant:  # an instant refill would only flash the busy bar and cost a repaint
+            return
+        self.bar.setRange(0, 0)  # indeterminate until the first preview says how many steps
+        self.bar.setFormat("loading model...")
+        self.status.setText(" ")
+        if not job.after_learn:  # the fill after "Learn this image" keeps the Learn's curve up
+            self.loss.clear()
+        self.loss.setVisible(job.learns)
 
     @Slot(int, int, float, str)
     def set_progress(self, step: int, total: int, eta: float, stage: str) -> None:
@@ -126,6 +142,7 @@ class ProgressPanel(QWidget):
         what = "training" if stage == "train" else "step"
         self.bar.setFormat(f"{what} {step} / {total}   {format_eta(eta)}")
 
+    @Slot(str)
     def finish(self, text: str) -> None:
         self.bar.setRange(0, 1)
         self.bar.setValue(1 if text.startswith("done") else 0)

@@ -70,6 +70,15 @@ def dialogs(monkeypatch) -> Dialogs:
 
 
 @pytest.fixture
+def learned_images():
+    """test-train's record of learned images, emptied afterwards (it is class-wide, like a cache on disk)."""
+    from tests.fake_models import SlowInpainter
+
+    yield SlowInpainter.learned
+    SlowInpainter.learned.clear()
+
+
+@pytest.fixture
 def window(qapp, qtbot, dialogs):
     from editor.app import apply_theme
     from editor.main_window import MainWindow

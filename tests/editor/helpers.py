@@ -24,8 +24,8 @@ def drag(canvas, points, button=Qt.LeftButton, modifier=Qt.NoModifier) -> None:
 
 def paint_mask(window, box=(200, 200, 300, 260), size=30) -> None:
     """Brush strokes covering roughly ``box`` (image pixels)."""
-    window.size_spin.setValue(size)
-    window.tool_actions["brush"].trigger()
+    window.act.options.size_spin.setValue(size)
+    window.act.tools["brush"].trigger()
     x0, y0, x1, y1 = box
     for y in range(y0, y1 + 1, size // 2):
         drag(window.canvas, [(x, y) for x in np.linspace(x0, x1, 6)])

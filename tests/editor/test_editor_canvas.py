@@ -10,12 +10,13 @@ from tests.editor.helpers import canvas_point, drag, paint_mask, screenshot
 
 def test_brush_stroke_paints_mask_and_undo_redo(window, artifacts):
     doc, canvas = window.doc, window.canvas
-    window.size_spin.setValue(20)
+    window.act.options.size_spin.setValue(20)
     drag(canvas, [(100, 300), (200, 300), (300, 300)])
     assert doc.mask[300, 100:300].all(), "the stroke covers its path"
     assert doc.mask[290:311, 200].all() and not doc.mask[320, 200], "20 px wide, not wider"
     assert not doc.mask[:250].any(), "nothing painted away from the stroke"
     assert doc.undo_stack.count() == 1, "a stroke is one undo step"
+    assert window.act.undo.toolTip() == f"Undo {doc.undo_stack.undoText()} (Ctrl+Z)", "the tooltip names the step"
     screenshot(window, artifacts, "mask_painted")
     QTest.keyClick(canvas, Qt.Key_Z, Qt.ControlModifier)
     assert not doc.mask.any()
@@ -27,11 +28,11 @@ def test_eraser_and_right_button_erase(window):
     doc, canvas = window.doc, window.canvas
     paint_mask(window, (150, 150, 350, 250), size=40)
     painted = int(doc.mask.sum())
-    window.tool_actions["eraser"].trigger()
-    window.size_spin.setValue(10)
+    window.act.tools["eraser"].trigger()
+    window.act.options.size_spin.setValue(10)
     drag(canvas, [(150, 200), (350, 200)])
     assert not doc.mask[200, 160:340].any()
-    window.tool_actions["brush"].trigger()
+    window.act.tools["brush"].trigger()
     drag(canvas, [(250, 150), (250, 250)], button=Qt.RightButton)
     assert not doc.mask[160:240, 250].any()
     assert 0 < doc.mask.sum() < painted
@@ -42,13 +43,13 @@ def test_eraser_and_right_button_erase(window):
 
 def test_rectangle_tool_and_sketch_pen_layers(window):
     doc, canvas = window.doc, window.canvas
-    window.tool_actions["rect"].trigger()
+    window.act.tools["rect"].trigger()
     drag(canvas, [(50, 60), (120, 100), (150, 140)])
     ys, xs = np.nonzero(doc.mask)
     assert abs(xs.min() - 50) <= 1 and abs(xs.max() - 149) <= 2 and abs(ys.min() - 60) <= 1
     assert abs(ys.max() - 139) <= 2
     assert doc.mask[60:139, 50:149].all()
-    window.tool_actions["sketch"].trigger()
+    window.act.tools["sketch"].trigger()
     drag(canvas, [(60, 100), (140, 100)])
     assert doc.sketch[100, 70:130].all(), "the sketch pen draws on its own layer"
     mask_before = doc.mask.copy()
@@ -58,7 +59,7 @@ def test_rectangle_tool_and_sketch_pen_layers(window):
 
 
 def test_brush_size_keys(window):
-    window.size_spin.setValue(40)
+    window.act.options.size_spin.setValue(40)
     window.canvas.setFocus()
     QTest.keyClick(window.canvas, Qt.Key_BracketRight)
     assert window.canvas.brush_size == 50
@@ -94,9 +95,9 @@ def test_mask_operations_each_undoable(window):
 def test_mask_opacity_changes_the_drawn_overlay(window):
     paint_mask(window, (200, 200, 300, 260))
     centre = canvas_point(window.canvas, 250, 230)
-    window.opacity.setValue(100)
+    window.act.options.opacity.setValue(100)
     full = window.canvas.grab().toImage().pixelColor(centre)
-    window.opacity.setValue(20)
+    window.act.options.opacity.setValue(20)
     faint = window.canvas.grab().toImage().pixelColor(centre)
     mask = window.canvas.mask_color
     assert abs(full.red() - mask.red()) + abs(full.green() - mask.green()) < 20
@@ -106,7 +107,7 @@ def test_mask_opacity_changes_the_drawn_overlay(window):
 def test_hold_key_shows_original(window):
     canvas = window.canvas
     paint_mask(window, (200, 200, 300, 260))
-    window.opacity.setValue(100)
+    window.act.options.opacity.setValue(100)
     pt = canvas_point(canvas, 250, 230)
     masked = canvas.grab().toImage().pixelColor(pt)
     QTest.keyPress(canvas, Qt.Key_O)
@@ -152,7 +153,7 @@ def test_zoom_wheel_fit_actual_and_pan(window, qtbot):
 def test_paints_where_the_cursor_is_after_zoom(window):
     canvas = window.canvas
     canvas.zoom_at(3.0, QPointF(canvas.width() / 2, canvas.height() / 2))
-    window.size_spin.setValue(4)
+    window.act.options.size_spin.setValue(4)
     centre = canvas.widget_to_image(QPointF(canvas.width() / 2, canvas.height() / 2))
     x, y = int(centre.x()), int(centre.y())
     drag(canvas, [(x, y), (x + 10, y)])
@@ -164,7 +165,7 @@ def test_sketch_from_edges_limited_to_mask(window, artifacts):
     pytest.importorskip("engine.sketch.edges", exc_type=ImportError)
     doc = window.doc
     paint_mask(window, (150, 80, 350, 200), size=40)
-    window.sketch_from_edges()
+    window.act.sketch_from_edges()
     assert doc.sketch.any(), "the astronaut has edges under the mask"
     assert not (doc.sketch & ~doc.mask).any(), "limited to the mask"
     screenshot(window, artifacts, "sketch_from_edges")
@@ -177,7 +178,7 @@ def test_mask_colour_applies_to_overlay(window):
     window.canvas.set_colors(mask=QColor(0, 255, 0))
     assert window.canvas.zoom == 1.5, "a colour change keeps the view"
     window.canvas.fit()
-    window.opacity.setValue(100)
+    window.act.options.opacity.setValue(100)
     paint_mask(window, (200, 200, 300, 260))
     c = window.canvas.grab().toImage().pixelColor(canvas_point(window.canvas, 250, 230))
     assert c.green() > 200 and c.red() < 60
@@ -201,7 +202,7 @@ def test_request_from_document(window):
     req = doc.request(5, {"radius": 3}, {}, "")
     assert req.sketch is None, "no strokes: no sketch"
     assert req.mask is not doc.mask and np.array_equal(req.mask, doc.mask), "an owned copy"
-    window.tool_actions["sketch"].trigger()
+    window.act.tools["sketch"].trigger()
     drag(window.canvas, [(210, 200), (300, 220)])
     req = doc.request(5, {}, {}, "")
     assert req.sketch is not None and req.sketch[200:221, 210:300].any() and req.seed == 5
@@ -212,7 +213,7 @@ def test_menu_actions_trigger_cleanly(window, dialogs, qtbot):
     paint_mask(window, (200, 180, 320, 260))
     modal = ("Open...", "Export", "Quit")
     triggered = []
-    for menu in window.menuBar().findChildren(type(window.recent_menu)):
+    for menu in window.menuBar().findChildren(type(window.files.recent_menu)):
         for action in menu.actions():
             text = action.text().replace("&", "")
             if action.isSeparator() or action.menu() or not action.isEnabled() or text.startswith(modal):

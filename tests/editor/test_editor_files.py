@@ -1,5 +1,6 @@
 """Opening (path, drag and drop, recent files, bad files) and exporting (metadata, atomic writes, the original
 never overwritten without confirmation)."""
+import json
 import shutil
 
 import numpy as np
@@ -33,9 +34,10 @@ def test_export_png_carries_metadata(filled, tmp_path):
     with Image.open(out) as im:
         meta = dict(im.text)
         pixels = np.asarray(im.convert("RGB"))
-    assert meta["model"] == "test-slow" and meta["seed"] == "7"
-    assert "steps=2" in meta["parameters"] and "sampler=ddpm" in meta["parameters"]
     item = filled.doc.results[0]
+    assert meta["model"] == "test-slow" and meta["seed"] == "7" and meta["source"] == SAMPLE.name
+    assert json.loads(meta["params"]) == item.params, "the job's parameters, types and all (the CLI's format)"
+    assert item.params["steps"] == 2 and item.params["sampler"] == "ddpm"
     assert np.array_equal(pixels, item.image), "the export is what the canvas shows"
     assert not list(tmp_path.glob("*.part")) and not list(tmp_path.glob(".*"))
 
@@ -130,9 +132,9 @@ def test_drag_and_drop_and_recent_files(window, tmp_path, qtbot):
     ev = QDropEvent(QPointF(100, 100), Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
     window.dropEvent(ev)
     assert window.doc.path == other and window.doc.image.shape == load_image(other).rgb.shape
-    assert window.recent_files()[0] == str(other.resolve())
-    assert window.recent_files()[1] == str(SAMPLE.resolve())
-    actions = window.recent_menu.actions()
+    assert window.files.recent_files()[0] == str(other.resolve())
+    assert window.files.recent_files()[1] == str(SAMPLE.resolve())
+    actions = window.files.recent_menu.actions()
     assert actions[0].data() == str(other.resolve())
     actions[1].trigger()
     assert window.doc.path.resolve() == SAMPLE.resolve()

@@ -1,6 +1,6 @@
 """Fill jobs on the worker thread: results, live previews, cancel, errors, attribute refills, learning the image
 while the mask is painted, closing mid-job."""
-import time
+import threading
 
 import numpy as np
 import pytest
@@ -84,7 +84,8 @@ def test_several_results_per_mask_and_discard(window, qtbot):
     assert doc.results == [second] and window.history.list.count() == 1
 
 
-def test_live_previews_then_cancel_within_half_a_second(window, qtbot, artifacts):
+def test_live_previews_then_cancel(window, qtbot, artifacts):
+    """Esc stops a job between two steps (the < 0.5 s promise is a timing, measured outside the unit tests)."""
     doc = window.doc
     select_model(window, "test-slow")
     set_param(window, "steps", 2000)
@@ -94,28 +95,28 @@ def test_live_previews_then_cancel_within_half_a_second(window, qtbot, artifacts
     qtbot.waitUntil(lambda: doc.preview is not None, timeout=5000)
     assert window.jobs.first_preview_latency is not None
     assert window.progress.bar.maximum() == 2000 and "ETA" in window.progress.bar.format()
-    QTest.qWait(300)  # let a few previews land
+    qtbot.waitUntil(lambda: window.progress.bar.value() >= 5, timeout=5000)  # a few previews have landed
     screenshot(window, artifacts, "live_preview")
-    t0 = time.perf_counter()
     with qtbot.waitSignal(window.jobs.cancelled, timeout=2000):
         QTest.keyClick(window.canvas, Qt.Key_Escape)
-    assert time.perf_counter() - t0 < 0.5
     assert doc.preview is None and not doc.results and not window.jobs.busy
+    assert window.progress.bar.format() == "cancelled" and window.progress.fill_button.text() == "Fill"
 
 
 def test_fast_engine_cannot_flood_the_view(window, qtbot):
-    """Hundreds of previews a second reach the canvas at most ~15 times a second."""
+    """Hundreds of previews a second reach the canvas only on the ~15 fps timer: the first one at once, then at
+    most one per tick, whatever the engine's pace."""
     select_model(window, "test-slow")
     set_param(window, "steps", 600)
     set_param(window, "step_ms", 0.0)
     paint_mask(window, (200, 180, 320, 260))
-    shown = []
+    shown, reported, ticks = [], [], []
     window.doc.preview_changed.connect(lambda: shown.append(window.doc.preview is not None))
-    t0 = time.perf_counter()
+    window.jobs.progress.connect(lambda *a: reported.append(a[0]))
+    window.jobs._timer.timeout.connect(lambda: ticks.append(1))
     fill_and_wait(window, qtbot)
-    seconds = time.perf_counter() - t0
-    assert window.progress.bar.value() == 600 or window.progress.bar.format().startswith("done")
-    assert 1 <= sum(shown) <= 16 * seconds + 2, f"{sum(shown)} previews drawn in {seconds:.2f} s"
+    assert len(reported) == 600 and window.progress.bar.format().startswith("done")
+    assert 1 <= sum(shown) <= len(ticks) + 1, f"{sum(shown)} previews drawn on {len(ticks)} timer ticks"
 
 
 def test_gui_paints_during_a_job(window, qtbot):
@@ -141,10 +142,10 @@ def test_new_job_while_running_replaces_it(window, qtbot):
     qtbot.waitUntil(lambda: window.doc.preview is not None, timeout=5000)
     set_param(window, "steps", 3)
     set_param(window, "step_ms", 1.0)
-    second = window.fill()
+    with qtbot.waitSignal(window.jobs.finished, timeout=JOB_TIMEOUT_MS):
+        second = window.fill()
     assert second != first
-    qtbot.waitUntil(lambda: len(window.doc.results) == 1, timeout=JOB_TIMEOUT_MS)
-    QTest.qWait(100)
+    # the worker runs jobs in order, so whatever the first one reported was delivered before this result
     assert len(window.doc.results) == 1 and window.doc.results[0].params["steps"] == 3
 
 
@@ -164,28 +165,21 @@ def test_training_loss_curve(window, qtbot, artifacts):
     assert len(losses) == 30 and losses[-1] < losses[0], "every loss point reaches the curve"
 
 
-@pytest.fixture
-def learned_images():
-    """test-train's record of learned images, emptied afterwards (it is class-wide, like a cache on disk)."""
-    from tests.fake_models import SlowInpainter
-
-    yield SlowInpainter.learned
-    SlowInpainter.learned.clear()
-
-
 def test_learn_while_painting_then_fill_uses_it(window, qtbot, artifacts, learned_images):
     select_model(window, "test-train")
     set_param(window, "steps", 60)
     set_param(window, "step_ms", 20.0)
-    assert window.act_learn.isEnabled()
+    assert window.act.learn.isEnabled()
     learn_id = window.learn()  # no mask yet: learning starts on the whole image
     assert window.jobs.job.kind == "learn" and window.progress.loss.isVisible()
+    assert window.session.phase == "learning" and window.progress.fill_button.text() == "Fill when learned"
     qtbot.waitUntil(lambda: len(window.progress.loss.points) >= 3, timeout=JOB_TIMEOUT_MS)
+    assert window.progress.status.text() == "learning this image", "the model's own message is shown"
     paint_mask(window, (200, 180, 320, 260))  # the user paints while it learns
     assert window.jobs.busy and window.jobs.job.id == learn_id, "painting does not disturb the learning"
     assert window.learn() == learn_id, "Learn again does not restart it"
     assert window.fill() == learn_id, "Fill waits for the learning instead of cancelling it"
-    assert window.progress.fill_button.text() == "Fill when learned"
+    assert window.session.phase == "waiting" and window.progress.fill_button.text() == "Fill when learned"
     screenshot(window, artifacts, "learn_while_painting")
     paint_mask(window, (40, 400, 100, 440), size=20)  # still painting: the fill takes the mask as it is at the end
     qtbot.waitUntil(lambda: len(window.doc.results) == 1, timeout=JOB_TIMEOUT_MS)
@@ -207,20 +201,11 @@ def test_cancelled_learning_drops_the_waiting_fill(window, qtbot, learned_images
     qtbot.waitUntil(lambda: len(window.progress.loss.points) >= 1, timeout=JOB_TIMEOUT_MS)
     with qtbot.waitSignal(window.jobs.cancelled, timeout=2000):
         QTest.keyClick(window.canvas, Qt.Key_Escape)
-    QTest.qWait(200)
+    # the session handles "cancelled" before this test's wait returns: a fill started then would be running now
     assert not window.jobs.busy and not window.doc.results and not learned_images
     assert window.statusBar().currentMessage() == "Learning cancelled"
     select_model(window, "test-slow")
-    assert not window.act_learn.isEnabled() and window.learn() is None, "only models that learn the image learn"
-
-
-def test_learning_before_any_mask_warns_about_big_holes(window, qtbot):
-    select_model(window, "frugal")
-    set_param(window, "max_hole", 128)  # the 512 px sample is wider: a big hole would need other weights
-    window.learn()
-    assert "wider than 128 px is learned again" in window.statusBar().currentMessage()
-    with qtbot.waitSignal(window.jobs.cancelled, timeout=JOB_TIMEOUT_MS):
-        window.jobs.cancel()
+    assert not window.act.learn.isEnabled() and window.learn() is None, "only models that learn the image learn"
 
 
 @pytest.mark.parametrize("width, shown", [(1024, ("learn", "fill", "variation", "cancel")), (800, ("learn", "fill"))])
@@ -229,7 +214,7 @@ def test_fill_actions_stay_on_the_toolbar_of_a_laptop_window(window, qtbot, widt
     window.resize(width, 720)
     bar = window.findChild(QToolBar, "optionsBar")
     for name in shown:
-        button = bar.widgetForAction(getattr(window, f"act_{name}"))
+        button = bar.widgetForAction(getattr(window.act, name))
         qtbot.waitUntil(button.isVisible, timeout=2000)
         assert button.geometry().right() <= bar.width(), name
 
@@ -259,8 +244,8 @@ def test_instant_attribute_toggle_refills_fast(window, qtbot):
     for on in (True, False, True):
         with qtbot.waitSignal(window.jobs.finished, timeout=5000):
             window.model_panel.toggles["smile"].setChecked(on)
-        qtbot.waitUntil(lambda: window.last_toggle_latency is not None and window._toggle_t0 is None, timeout=2000)
-        latencies.append(window.last_toggle_latency)
+        qtbot.waitUntil(lambda: not window.session.refill_pending, timeout=2000)  # the refill is painted
+        latencies.append(window.session.last_refill_latency)
         smile = doc.results[-1].image[220, 260, 0]
         assert (smile > 200) == on, "the refill follows the toggle"
     assert len(doc.results) == 1, "toggle refills replace the shown result instead of piling up"
@@ -279,7 +264,7 @@ def test_region_box_from_detector_reaches_the_request(window, qtbot, monkeypatch
     original_start = window.jobs.start
     monkeypatch.setattr(window.jobs, "start",
                         lambda name, req, *a: seen.append(req.region) or original_start(name, req, *a))
-    window.tool_actions["region"].trigger()
+    window.act.tools["region"].trigger()
     from tests.editor.helpers import drag
     drag(window.canvas, [(100, 100), (130, 110)])
     assert window.doc.region == (30, 10, 286, 266), "the region tool drags the box"
@@ -310,7 +295,7 @@ def test_parameter_panel_built_from_schema(window):
     fields["sampler"].editor.setCurrentText("ddim")
     fields["note"].editor.setText("hello")
     fields["steps"].slider.setValue(500)
-    params = window.model_panel.params()
+    params = window.session.params  # every edit went into the session as it was made
     assert params["sharpen"] is True and params["sampler"] == "ddim" and params["note"] == "hello"
     assert params["steps"] == pytest.approx(1000, abs=2), "the slider drives the spin box"
     assert "weights missing" in window.model_panel.picker.itemText(window.model_panel.picker.findData("test-noweights"))
@@ -319,7 +304,8 @@ def test_parameter_panel_built_from_schema(window):
 def test_folder_parameters_browse_and_a_models_location_is_remembered(window, qtbot, monkeypatch, tmp_path):
     from PySide6.QtWidgets import QFileDialog, QToolButton
 
-    from editor.panels.model_panel import ModelPanel
+    from editor.document import Document
+    from editor.session import Session
 
     chosen = tmp_path / "stable-diffusion-v1-5"
     chosen.mkdir()
@@ -332,18 +318,18 @@ def test_folder_parameters_browse_and_a_models_location_is_remembered(window, qt
     browse = field.findChild(QToolButton)
     assert browse is not None and browse.text().startswith("Browse")
     qtbot.mouseClick(browse, Qt.LeftButton)
-    assert window.model_panel.params()["checkpoint"] == str(chosen)
+    assert window.session.params["checkpoint"] == str(chosen)
     select_model(window, "frugal")  # frugal's extra-images folder can be browsed, but is not kept
     folder = window.model_panel.fields["folder"]
     assert folder.findChild(QToolButton) is not None
     qtbot.mouseClick(folder.findChild(QToolButton), Qt.LeftButton)
 
-    later = ModelPanel()  # a new session
-    qtbot.addWidget(later)
-    later.select("sd-sketch")
-    assert later.params()["checkpoint"] == str(chosen) and later.params()["lgp"] == ""
-    later.select("frugal")
-    assert later.params()["folder"] == ""
+    later = Session(Document())  # a new session
+    later.set_model("sd-sketch")
+    assert later.params["checkpoint"] == str(chosen) and later.params["lgp"] == ""
+    later.set_model("frugal")
+    assert later.params["folder"] == ""
+    later.shutdown()
 
 
 def test_fast_mode_greys_out_the_schedule_it_overrides(window):
@@ -391,11 +377,17 @@ def test_result_of_a_previous_image_is_dropped(window, qtbot):
     set_param(window, "steps", 1)
     set_param(window, "step_ms", 0.0)
     paint_mask(window, (200, 180, 320, 260))
+    emitted = threading.Event()
+    window.jobs._worker.finished.connect(lambda *_: emitted.set(), Qt.DirectConnection)  # runs on the worker
     window.fill()
-    time.sleep(1.0)  # GUI thread blocked: the worker finishes and its signals wait in the queue
+    assert emitted.wait(10), "the job ended on the worker; the GUI thread has not run: its result is queued"
     assert window.open_path(SAMPLE.parent / "coffee.png")
-    QTest.qWait(200)
-    assert not window.doc.results and window.doc.preview is None and not window.jobs.busy
+    assert window.doc.preview is None and not window.jobs.busy
+    paint_mask(window, (20, 20, 60, 60), size=10)
+    with qtbot.waitSignal(window.jobs.finished, timeout=JOB_TIMEOUT_MS):
+        window.fill()
+    # the worker answers in order: the queued result was delivered (and dropped) before this one
+    assert len(window.doc.results) == 1 and window.doc.results[0].mask[40, 40]
 
 
 def test_close_mid_job_is_clean(window, qtbot, dialogs):
@@ -404,9 +396,7 @@ def test_close_mid_job_is_clean(window, qtbot, dialogs):
     paint_mask(window, (200, 180, 320, 260))
     window.fill()
     qtbot.waitUntil(lambda: window.doc.preview is not None, timeout=5000)
-    t0 = time.perf_counter()
-    window.close()
-    assert time.perf_counter() - t0 < 1.0
+    window.close()  # cancel -> quit() -> wait(): returns once the thread has ended
     assert not window.jobs._thread.isRunning()
 
 
@@ -418,24 +408,24 @@ def test_the_gpu_setting_reaches_the_engine_and_the_status_bar(window, qtbot, mo
     from editor.main_window import MainWindow
     from engine import device
 
-    assert window.act_gpu.isChecked()
+    assert window.act.gpu.isChecked()
     gpu = torch.cuda.is_available()
-    window.device_label.setText("")
+    window.device.label.setText("")
     paint_mask(window)
     fill_and_wait(window, qtbot)  # torch is loaded in this process: the job's start says where it computes
-    qtbot.waitUntil(lambda: window.device_label.text().startswith("Compute: GPU:" if gpu else "Compute: CPU ("),
+    qtbot.waitUntil(lambda: window.device.label.text().startswith("Compute: GPU:" if gpu else "Compute: CPU ("),
                     timeout=5000)
-    assert window.act_gpu.isEnabled() == gpu
-    window._on_use_gpu(False)  # what the menu does when a GPU is there to turn off
+    assert window.act.gpu.isEnabled() == gpu
+    window.device.set_use_gpu(False)  # what the menu does when a GPU is there to turn off
     assert device.compute_device() == torch.device("cpu")
-    qtbot.waitUntil(lambda: window.device_label.text().startswith("Compute: CPU ("), timeout=5000)
+    qtbot.waitUntil(lambda: window.device.label.text().startswith("Compute: CPU ("), timeout=5000)
 
     device.choose(None)  # a new session: the saved choice applies
     again = MainWindow()
     qtbot.addWidget(again)
-    assert not again.act_gpu.isChecked() and again.device_label.text().startswith("Compute: CPU")
+    assert not again.act.gpu.isChecked() and again.device.label.text().startswith("Compute: CPU")
     assert device.compute_device() == torch.device("cpu")
-    window._on_use_gpu(True)
+    window.device.set_use_gpu(True)
     assert window.settings.value("use_gpu", type=bool) is True
     again.close()
 
@@ -444,9 +434,9 @@ def test_the_gpu_setting_reaches_the_engine_and_the_status_bar(window, qtbot, mo
     device.choose(None)
     monkeypatch.setenv(device.ENV, "cuda:7")
     window.jobs.probe_device()
-    qtbot.waitUntil(lambda: device.ENV in window.device_label.text(), timeout=5000)
-    assert window.act_gpu.isEnabled()
-    window._on_use_gpu(False)
+    qtbot.waitUntil(lambda: device.ENV in window.device.label.text(), timeout=5000)
+    assert window.act.gpu.isEnabled()
+    window.device.set_use_gpu(False)
     assert device.compute_device() == torch.device("cpu")
 
 
@@ -468,5 +458,7 @@ def test_picking_a_model_warms_it_up_on_the_worker(window, qtbot, monkeypatch, d
     select_model(window, "test-slow")
     qtbot.waitUntil(lambda: calls == [True], timeout=5000)  # once, on the worker thread
     select_model(window, "test-noweights")  # registry.load raises: nothing is reported until a Fill
-    qtbot.wait(200)
+    with qtbot.waitSignal(window.jobs.device_found, timeout=5000):  # queued behind that warm-up: it has run
+        window.jobs.probe_device()
     assert window.jobs.job is None and dialogs.errors() == []
+
