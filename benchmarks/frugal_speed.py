@@ -77,7 +77,6 @@ def main(argv=None) -> int:
         rate = float(np.mean([x["iterations"] / x["seconds"] for x in xs]))
         learning[name] = {"iterations_per_second": rate, "vs_1_thread": rate / base, "runs": xs}
         print(f"{name:22s} {rate:7.1f} {rate / base:11.2f}x {rate * 180:12.0f}")
-    net.w = AUTO_WS
     draft = float(get_info("frugal").param("draft_strength").default)
     filling = {}
     print(f"\nFilling the 128 px hole (default fill, draft {draft:g}, {args.fills} seeds)")
@@ -87,7 +86,7 @@ def main(argv=None) -> int:
         key, label = ("GPU", "GPU") if device == "cuda" else (str(threads), f"{threads} thread(s)")
         t0 = time.perf_counter()
         for s in range(args.fills):  # a fill returns numpy: the GPU's work is done when it returns
-            drive(pipeline.fill(net, cfg, img, hole, img, hole, 1.0, 25, 1.0, s, None, {}, draft))
+            drive(pipeline.fill(net, img, hole, AUTO_WS, 25, 1.0, s, None, draft))
         filling[key] = (time.perf_counter() - t0) / args.fills
         print(f"{label}: {filling[key]:.2f} s per fill")
     meta = {"machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "cores": cores,

@@ -99,7 +99,7 @@ def run_learned(objective: str, img: np.ndarray, test: np.ndarray, hole: np.ndar
     rows)."""
     from engine.frugal import train as tr
     from engine.frugal.guidance import AUTO_WS, AutoGuided
-    from engine.frugal.pipeline import fill
+    from engine.frugal.pipeline import fill, regress
 
     cfg = tr.TrainConfig(objective=objective, minutes=args.minutes, iterations=args.iterations, crop=args.crop,
                          batch=args.batch, seed=args.seed, lr=args.lr, ema=args.ema, guide_at=args.guide_at,
@@ -110,24 +110,25 @@ def run_learned(objective: str, img: np.ndarray, test: np.ndarray, hole: np.ndar
     net, stats = drive(tr.train([img], [test], cfg, device=args.device))
     guided = isinstance(net, AutoGuided)
     auto = args.guidance == "auto"
-    if guided:
-        net.w = AUTO_WS if auto else float(args.guidance)
+    ws = (AUTO_WS if auto else (float(args.guidance),)) if guided else (1.0,)
     train_wall, train_cpu = time.perf_counter() - w0, time.process_time() - c0
     seeds = [args.seed + k for k in range(args.samples if objective == "diffusion" else 1)]
     n = len(seeds)
 
-    def timed_fills(eta: float, draft: float = 0.0) -> tuple[list[np.ndarray], dict]:
+    def timed_fills(eta: float, draft: float = 0.0, ws: tuple[float, ...] = ws) -> tuple[list[np.ndarray], dict]:
         """One fill per seed (the hole only; the rest of the image kept), their mean wall / CPU time and the
         guidance weight of each (chosen per fill with automatic w)."""
         w0, c0 = time.perf_counter(), time.process_time()
-        fs, ws = [], []
+        fs, chosen = [], []
         for s in seeds:
-            chosen: dict = {}
-            fs.append(np.where(hole[..., None], drive(fill(net, cfg, img, hole, img, hole, 1.0, args.steps, eta, s,
-                                                           None, chosen, draft)), img))
-            ws.append(chosen.get("guidance"))
+            if objective == "diffusion":
+                out, _, w = drive(fill(net, img, hole, ws, args.steps, eta, s, None, draft))
+            else:
+                out, w = regress(net, img, hole), None
+            fs.append(np.where(hole[..., None], out, img))
+            chosen.append(w)
         return fs, {"infer_wall_s": (time.perf_counter() - w0) / n, "infer_cpu_s": (time.process_time() - c0) / n,
-                    "guidance": float(np.mean(ws)) if guided else None, "guidance_per_seed": ws}
+                    "guidance": float(np.mean(chosen)) if guided else None, "guidance_per_seed": chosen}
 
     fills, timing = timed_fills(args.eta, args.draft)
     info = {"train_wall_s": train_wall, "train_cpu_s": train_cpu, **timing, "iterations": stats["iterations"],
@@ -141,9 +142,8 @@ def run_learned(objective: str, img: np.ndarray, test: np.ndarray, hole: np.ndar
         if args.draft > 0:
             fs, timing = timed_fills(args.eta)
             extra["-noise"] = (fs, dict(info, draft=0.0, **timing))
-        if guided and net.w != 1.0:
-            net.w = 1.0
-            fs, timing = timed_fills(args.eta)
+        if guided and ws != (1.0,):
+            fs, timing = timed_fills(args.eta, ws=(1.0,))
             extra["-w1"] = (fs, dict(info, auto_guidance=False, draft=0.0, **timing))
     return fills, info, extra
 

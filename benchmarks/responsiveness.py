@@ -198,9 +198,9 @@ def main() -> int:
     toggles: list[float] = []
     for i in range(20):
         win.model_panel.toggles["smile"].setChecked(i % 2 == 0)
-        wait_until(app, lambda: win._toggle_t0 is None, 5)
-        if win.last_toggle_latency is not None:
-            toggles.append(win.last_toggle_latency * 1000)
+        wait_until(app, lambda: not win.session.refill_pending, 5)
+        if win.session.last_refill_latency is not None:
+            toggles.append(win.session.last_refill_latency * 1000)
     results["toggle_ms"] = stats(toggles)
 
     # a real job: the frugal model learning the image (batch slices on every core), while the user paints

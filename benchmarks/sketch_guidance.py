@@ -28,8 +28,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from engine.edges import canny_edges  # noqa: E402
 from engine.sketch import DDPM_DIR, LGP_MNIST_DIR  # noqa: E402
-from engine.sketch.edges import canny_edges  # noqa: E402
 
 
 def edge_f1(sketch: np.ndarray, result_edges: np.ndarray, tol: int = 1, region: np.ndarray | None = None):
@@ -65,27 +65,10 @@ def load_classifier(which: str = "project", folder: str = ""):
     returns (name, fn: N x 28 x 28 uint8 -> N labels); ("none", None) with ``which="none"`` (smoke runs)."""
     if which == "none":
         return "none", None
-    try:
-        from engine.ddpm import classifier as clf
-    except ImportError as exc:
-        raise SystemExit(f"the project's digit classifier is not available ({exc})")
-    for name in ("load_classifier", "load"):
-        if hasattr(clf, name):
-            try:
-                model = getattr(clf, name)(folder) if folder else getattr(clf, name)()
-            except (OSError, FileNotFoundError) as exc:
-                raise SystemExit(f"the digit classifier's weights are missing ({exc}); train them with "
-                                 f"`python -m engine.ddpm.classifier` or pass --classifier-dir") from None
-            break
-    else:
-        raise SystemExit("engine.ddpm.classifier has no load_classifier()")
-    for name in ("classify", "predict"):
-        if hasattr(clf, name):
-            fn = getattr(clf, name)
-            return "engine.ddpm.classifier", lambda imgs: np.asarray(fn(model, imgs))
-    if hasattr(model, "predict"):
-        return "engine.ddpm.classifier", lambda imgs: np.asarray(model.predict(imgs))
-    raise SystemExit("engine.ddpm.classifier: no classify/predict function found")
+    from engine.ddpm.classifier import load_classifier as load, predict
+
+    model = load(folder) if folder else load()
+    return "engine.ddpm.classifier", lambda imgs: np.asarray(predict(model, imgs))
 
 
 def to_28(images_u8: np.ndarray) -> np.ndarray:
@@ -99,14 +82,23 @@ def to_28(images_u8: np.ndarray) -> np.ndarray:
 
 
 def run(args) -> dict:
-    from engine.sketch.guidance import SketchGuide, sample_ddpm
+    """The shipped model's sampler: RePaint (``steps`` strided levels, ``resample`` visits each) with the LGP hook on
+    the first ``share`` of the levels; in "generate" mode the whole canvas is the hole."""
+    from engine.api import drive
+    from engine.ddpm.model import load_ddpm
+    from engine.diffusion.repaint import repaint_steps
+    from engine.diffusion.schedule import strided
+    from engine.sketch.guidance import SketchGuidance
     from engine.sketch.lgp import LatentGuidancePredictor
-    from engine.sketch.pixel import load_pixel_ddpm, mnist_pairs, unet_io
+    from engine.sketch.pipeline import sketch_repaint
+    from engine.sketch.pixel import mnist_pairs
 
     torch.set_num_threads(args.threads)
-    unet, abar = load_pixel_ddpm(ROOT / args.ddpm if not Path(args.ddpm).is_absolute() else args.ddpm)
-    lgp = LatentGuidancePredictor.load(ROOT / args.lgp if not Path(args.lgp).is_absolute() else args.lgp)
-    size, _ = unet_io(unet)
+    ddpm = load_ddpm(ROOT / args.ddpm)
+    lgp = LatentGuidancePredictor.load(ROOT / args.lgp)
+    size = ddpm.sample_size
+    cfg = sketch_repaint(args.steps, args.resample)
+    t_min = SketchGuidance.t_min_for(strided(ddpm.schedule.num_train_timesteps, cfg.t_T), args.share)
     x0, sketches, labels = mnist_pairs(size, "test", args.n, lgp.config.edge_method, seed=args.seed)
     clf_name, classify = load_classifier(args.classifier, args.classifier_dir)
     if args.classifier_dir:
@@ -116,22 +108,20 @@ def run(args) -> dict:
     for mode in args.modes.split(","):
         hole = torch.ones(len(x0), 1, size, size)
         region = np.ones((size, size), bool)
-        known = None
         if mode == "inpaint":
             hole[:, :, : size // 2] = 0
             region[: size // 2] = False
-            known = x0
         for beta in [float(b) for b in args.betas.split(",")]:
             t0 = time.time()
             out = []
             for s in range(0, len(x0), args.batch):
                 sl = slice(s, s + args.batch)
                 gen = torch.Generator().manual_seed(args.seed + s)
-                g = SketchGuide(lgp, sketches[sl], beta, args.share, None if known is None else hole[sl])
-                x = sample_ddpm(unet, abar, tuple(x0[sl].shape), args.steps, gen, g,
-                                None if known is None else known[sl], hole[sl] if known is not None else None,
-                                resample=args.resample)
-                out.append(x)
+                weight = hole[sl] if mode == "inpaint" else None
+                with SketchGuidance(ddpm.unet, lgp, sketches[sl], ddpm.schedule.alphas_cumprod, beta, t_min,
+                                    weight) as g:
+                    out.append(drive(repaint_steps(ddpm.unet, ddpm.schedule, x0[sl], hole[sl], cfg, generator=gen,
+                                                   guidance=g)))
             x = torch.cat(out)
             imgs = ((x[:, 0].clamp(-1, 1) + 1) * 127.5).round().byte().numpy()
             edges = [canny_edges(np.repeat(im[..., None], 3, 2)) for im in imgs]

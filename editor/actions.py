@@ -232,11 +232,8 @@ class Actions(QObject):
 
     @Slot()
     def sketch_from_edges(self) -> None:
-        try:
-            from engine.sketch.edges import sketch_from_image
-        except ImportError:
-            self.window.error("Not available", "Edge sketching (engine.sketch.edges) is not installed in this build.")
-            return
+        from engine.edges import sketch_from_image
+
         try:
             strokes = sketch_from_image(self.doc.image)
         except InpaintError as exc:

@@ -130,10 +130,6 @@ class MainWindow(QMainWindow):
         name = self.doc.path.name if self.doc.path else "untitled"
         self.setWindowTitle(f"{name}{'' if self.doc.undo_stack.isClean() else ' *'} - Inpaint Studio")
 
-    # read by benchmarks/responsiveness.py; the session holds them (``refill_pending``, ``last_refill_latency``)
-    _toggle_t0 = property(lambda self: self.session._refill_t0)
-    last_toggle_latency = property(lambda self: self.session.last_refill_latency)
-
     # ----- input the window routes, dialogs, shutdown --------------------------------------------------------
     def keyPressEvent(self, e) -> None:  # hold-to-see-original works wherever the focus is
         if e.key() in ORIGINAL_KEYS or e.key() == Qt.Key_Space:

@@ -16,6 +16,7 @@ import numpy as np
 from engine import registry
 from engine.api import Cancelled, CancelToken, InpaintError, Request, drive
 from engine.imageio import ImageError, list_images, load_image, load_mask, save_image
+from engine.metadata import png_metadata
 
 
 COMMANDS = ("models", "inpaint", "learn")  # main.py hands these to ``main``; anything else opens the editor
@@ -168,13 +169,7 @@ def cmd_inpaint(args) -> int:
         result = drive(run_job(inpainter, req, cancel), lambda p: _progress(p, src.name))
         if sys.stderr.isatty():
             print(file=sys.stderr)
-        meta = {"Software": "Inpaint Studio", "model": result.model, "seed": str(result.seed),
-                "params": json.dumps(result.params), "attributes": json.dumps(result.attributes),
-                "source": src.name}
-        if result.chosen:
-            meta["chosen"] = json.dumps(result.chosen)
-        if args.prompt:
-            meta["prompt"] = args.prompt
+        meta = png_metadata(result, src.name)
         save_image(out, result.image, loaded.alpha, metadata=meta)
         if args.json:
             print(json.dumps({"image": str(src), "out": str(out), "model": result.model, "seed": result.seed,

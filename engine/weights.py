@@ -26,7 +26,7 @@ from typing import Any, Callable, TypeVar
 from engine.api import InpaintError
 
 RESOURCES = Path(__file__).resolve().parents[1] / "resources"
-MODELS_DIR = RESOURCES / "models"  # shipped weights: resources/models/<name>/{config.json, *.safetensors, MODEL_CARD.md}
+MODELS_DIR = RESOURCES / "models"  # shipped weights: <name>/{config.json, *.safetensors, MODEL_CARD.md}
 SAMPLES_DIR = RESOURCES / "samples"
 
 CONFIG_NAME = "config.json"

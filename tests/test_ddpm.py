@@ -233,7 +233,8 @@ def test_bad_checkpoint_folders_are_one_clear_line(tmp_path):
     with pytest.raises(InpaintError, match="missing"):
         load_ddpm(tmp_path / "other")
     save_ddpm(tmp_path / "pickle", tiny_unet(), NoiseSchedule(ScheduleConfig(100)))
-    (tmp_path / "pickle" / "diffusion_pytorch_model.safetensors").rename(tmp_path / "pickle" / "diffusion_pytorch_model.bin")
+    weights = tmp_path / "pickle" / "diffusion_pytorch_model.safetensors"
+    weights.rename(weights.with_suffix(".bin"))
     with pytest.raises(InpaintError, match="only safetensors"):
         load_ddpm(tmp_path / "pickle")
 

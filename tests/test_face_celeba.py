@@ -32,7 +32,8 @@ def test_parse_attributes(celeba_root):
 
 def test_splits_and_labels(celeba_root):
     train, valid, test = (CelebA(celeba_root, s, 64) for s in ("train", "valid", "test"))
-    assert train.files == ["000001.jpg", "000002.jpg"] and valid.files == ["000003.jpg"] and test.files == ["000004.jpg"]
+    assert train.files == ["000001.jpg", "000002.jpg"]
+    assert valid.files == ["000003.jpg"] and test.files == ["000004.jpg"]
     # (Smiling, Eyeglasses) as 0/1
     assert train.labels.tolist() == [[0, 1], [1, 0]]
     assert valid.labels.tolist() == [[1, 0]] and test.labels.tolist() == [[1, 1]]

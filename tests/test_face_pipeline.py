@@ -19,7 +19,8 @@ def tiny_face_model(tmp_path_factory):
     spec = registry.get_spec("face-cvae")
     info = dataclasses.replace(spec.info, name="face-cvae-tiny-test", weights=folder)
     registry.register(dataclasses.replace(spec, info=info))
-    return registry.load("face-cvae-tiny-test")
+    yield registry.load("face-cvae-tiny-test")
+    registry.unregister("face-cvae-tiny-test")
 
 
 def test_registry_entry_is_cheap_and_declares_controls():

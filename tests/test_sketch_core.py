@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from engine.api import InpaintError, Request, drive
-from engine.sketch.edges import sketch_from_image
+from engine.edges import sketch_from_image
 
 
 def tiny_unet2d(size: int = 16):
@@ -46,7 +46,7 @@ def test_canny_sketch_from_image_no_torch_needed():
 def test_edges_module_does_not_import_torch():
     import subprocess
 
-    code = ("import sys, numpy as np; from engine.sketch.edges import sketch_from_image; "
+    code = ("import sys, numpy as np; from engine.edges import sketch_from_image; "
             "sketch_from_image(np.zeros((8, 8, 3), np.uint8)); print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
@@ -312,7 +312,7 @@ def test_shipped_sketch_mnist_follows_a_sketch():
     from engine import registry
     from engine.runner import run_to_end
     from engine.sketch import DDPM_DIR, LGP_MNIST_DIR
-    from engine.sketch.edges import canny_edges
+    from engine.edges import canny_edges
     from engine.sketch.pixel import mnist_pairs
 
     assert (DDPM_DIR / "config.json").is_file() and (LGP_MNIST_DIR / "lgp.safetensors").is_file(), "shipped weights"

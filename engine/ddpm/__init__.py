@@ -39,8 +39,8 @@ MODELS = [
         description="RePaint over any diffusers-format DDPM (a folder with config.json + safetensors, a pipeline "
                     "folder with unet/ and scheduler/). Works on a crop at the UNet's size.",
         domain="whatever the checkpoint was trained on (its UNet's sample_size, 1 or 3 channels)",
-        params=(Param("checkpoint", "folder", "", "Checkpoint", "DDPM checkpoint folder (diffusers layout, safetensors)",
-                      remember=True),) + PARAMS,
+        params=(Param("checkpoint", "folder", "", "Checkpoint",
+                      "DDPM checkpoint folder (diffusers layout, safetensors)", remember=True),) + PARAMS,
         weights=None),
         factory="engine.ddpm.pipeline:RePaintInpainter", order=31),
 ]

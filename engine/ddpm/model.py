@@ -295,8 +295,8 @@ def _load_unet2d(folder: Path) -> nn.Module:
                                                  low_cpu_mem_usage=False, output_loading_info=True)
     except Exception as exc:  # wrong shapes, truncated file, a config for another class
         text = str(exc).strip()
-        raise InpaintError(f"{folder}: could not load the UNet ({text.splitlines()[0][:200] if text else type(exc).__name__})"
-                           ) from None
+        why = text.splitlines()[0][:200] if text else type(exc).__name__
+        raise InpaintError(f"{folder}: could not load the UNet ({why})") from None
     missing = info.get("missing_keys") or []
     if missing:
         raise InpaintError(f"{folder / WEIGHTS_NAME}: {len(missing)} of the UNet's weights are missing (e.g. "

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from engine.api import (CancelToken, Geometry, InpaintError, Inpainter, JobGen, ModelInfo, ModelOutput, Preview, Request,
-                        map_yields)
+from engine.api import (CancelToken, Geometry, InpaintError, Inpainter, JobGen, ModelInfo, ModelOutput, Preview,
+                        Request, map_yields)
 from engine.ddpm.model import DDPM, load_ddpm
 from engine.device import compute_device
 from engine.diffusion.repaint import RePaintConfig, repaint_steps

@@ -209,7 +209,8 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
             log.flush()
         if step % cfg.sample_every == 0:
             g = torch.Generator().manual_seed(0)
-            save_grid(ddim_sample(ema, schedule, 64, cfg.sample_steps, g, device), run / "samples" / f"step_{step:06d}.png")
+            grid = ddim_sample(ema, schedule, 64, cfg.sample_steps, g, device)
+            save_grid(grid, run / "samples" / f"step_{step:06d}.png")
         if step % cfg.ckpt_every == 0:
             save_checkpoint(run, model, ema, opt, step, cfg, time.time() - t_start)
             save_ddpm(run / "export", ema, schedule, {"step": step, "time_s": time.time() - t_start, **asdict(cfg)})

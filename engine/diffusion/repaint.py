@@ -42,6 +42,7 @@ class RePaintConfig:
     jump_n_sample: int = 10
     eta: float = 1.0
     clip_x0: bool = True
+    clipped_eps: bool = False  # re-derive eps from the clipped x0 (the DDPM posterior form; see samplers.sample)
     resample_levels: Optional[tuple[int, ...]] = None
     mcg: float = 0.0
 
@@ -97,7 +98,8 @@ def repaint_steps(unet: Optional[torch.nn.Module], schedule: NoiseSchedule, imag
     cfg = config if t_T == config.t_T else RePaintConfig(**{**config.__dict__, "t_T": t_T})
     x = x_T if x_T is not None else seeded_noise(image.shape, generator, image)
     return sample(denoise or eps_denoiser(unet, schedule), x, strided(schedule.num_train_timesteps, t_T), schedule,
-                  known=image, mask=mask, eta=cfg.eta, clip=cfg.clip_x0, plan=jump_schedule(cfg), mcg=cfg.mcg,
+                  known=image, mask=mask, eta=cfg.eta, clip=cfg.clip_x0, clipped_eps=cfg.clipped_eps,
+                  plan=jump_schedule(cfg), mcg=cfg.mcg,
                   guidance=guidance, generator=generator, cancel=cancel, beta_index=beta_index)
 
 

@@ -93,7 +93,7 @@ def renoise_indices(t_prev: int, t: int, num_train: int, stride: int, beta_index
 @torch.no_grad()
 def sample(denoise: Denoiser, x: torch.Tensor, timesteps: Sequence[int], schedule: NoiseSchedule, *,
            known: Optional[torch.Tensor] = None, mask: Optional[torch.Tensor] = None, eta: float = 1.0,
-           clip: bool = True, plan: Optional[Sequence[Transition]] = None, mcg: float = 0.0,
+           clip: bool = True, clipped_eps: bool = False, plan: Optional[Sequence[Transition]] = None, mcg: float = 0.0,
            guidance: Optional[Guidance] = None, generator: Optional[torch.Generator] = None, cancel=None,
            final: Optional[int] = None, beta_index: str = "exact") -> Generator[Step, None, torch.Tensor]:
     """Yield a ``Step`` per network call; return the sample after the last level.
@@ -101,7 +101,11 @@ def sample(denoise: Denoiser, x: torch.Tensor, timesteps: Sequence[int], schedul
     ``x``: the chain at level n-1 (pure noise, or a forward-noised start for SDEdit-style drafts);
     ``timesteps``: the training timestep of each level k = 0 .. n-1, increasing; ``final``: the timestep whose
     abar the chain ends at (None: the clean image); ``known`` / ``mask``: inpaint (mask 1 = fill);
-    ``cancel``: anything with ``check()``, called before every transition.
+    ``clip``: clamp x0_hat to [-1, 1]; ``clipped_eps``: then re-derive eps_hat from the clamped x0_hat (diffusers'
+    ``use_clipped_model_output``): with eta = 1 the step is then exactly the posterior q(x_{t'} | x_t, x0_hat) of
+    Ho et al. eqs. 6-7 with a clipped x0_hat, as the original DDPM sampler; without it, the DDIM direction keeps the
+    network's eps (what diffusers' RePaint does); ``cancel``: anything with ``check()``, called before every
+    transition.
     """
     n = len(timesteps)
     plan = list(plan) if plan is not None else descent(n)
@@ -140,6 +144,8 @@ def sample(denoise: Denoiser, x: torch.Tensor, timesteps: Sequence[int], schedul
             eps, x0_hat = denoise(x, t)
         if clip:
             x0_hat = x0_hat.clamp(-1, 1)
+            if clipped_eps:
+                eps = schedule.predict_eps(x, t, x0_hat)
         noise = seeded_noise(noise_like.shape, generator, noise_like)
         sigma = eta * ((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev)).sqrt()
         x_unknown = ab_prev.sqrt() * x0_hat + (1 - ab_prev - sigma ** 2).clamp(min=0).sqrt() * eps

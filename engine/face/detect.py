@@ -30,7 +30,8 @@ def detect_faces(image: np.ndarray, max_side: int = 640) -> list[tuple[int, int,
     small = cv2.resize(grey, (max(1, int(w * f)), max(1, int(h * f))), interpolation=cv2.INTER_AREA) if f < 1 else grey
     small = cv2.equalizeHist(small)
     min_side = max(12, int(min(small.shape) * 0.06))
-    found = CACHE.get("haar-face", _load_cascade).detectMultiScale(small, scaleFactor=1.1, minNeighbors=5, minSize=(min_side, min_side))
+    cascade = CACHE.get("haar-face", _load_cascade)
+    found = cascade.detectMultiScale(small, scaleFactor=1.1, minNeighbors=5, minSize=(min_side, min_side))
     boxes = [tuple(int(round(v / f)) for v in b) for b in (found if len(found) else [])]
     return sorted(boxes, key=lambda b: -b[2] * b[3])
 

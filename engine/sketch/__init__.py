@@ -27,8 +27,8 @@ MODELS = [
         domain="28x28 grey MNIST digits; sketch = outline edges of a digit",
         geometry=Geometry(size=28), grey=True, uses_sketch=True,
         params=(_BETA, _SHARE,
-                Param("steps", "int", 100, "Steps", "Reverse diffusion steps (RePaint's strided schedule)", min=2, max=1000,
-                      step=5),
+                Param("steps", "int", 100, "Steps", "Reverse diffusion steps (RePaint's strided schedule)", min=2,
+                      max=1000, step=5),
                 Param("resample", "int", 1, "Resampling (RePaint r)",
                       "Visit each step this many times (RePaint's jumps of length 1), re-noising in between, to "
                       "harmonise the fill with the known pixels", min=1, max=10, step=1)),

@@ -41,11 +41,11 @@ def guided_steps(num_steps: int, share: float) -> int:
 class SketchGuidance(Guidance):
     """The LGP step on ``unet``'s activations. ``target`` is E(e) (B x C x R x R), ``weight`` an optional loss
     weight (B x 1 x R x R, the hole); guidance acts on timesteps >= ``t_min`` (the first ``share`` of the grid,
-    ``from_grid``). ``conditional_half``: the UNet ran a classifier-free batch [unconditional, conditional] and
-    the LGP reads the conditional half's features. Remove the hooks with ``close()`` (or use ``with``)."""
+    ``t_min_for``; None: nowhere). ``conditional_half``: the UNet ran a classifier-free batch [unconditional,
+    conditional] and the LGP reads the conditional half's features. Remove the hooks with ``close()`` (or ``with``)."""
 
     def __init__(self, unet: torch.nn.Module, lgp: LatentGuidancePredictor, target: torch.Tensor,
-                 alphas_cumprod: torch.Tensor, beta: float = 1.0, t_min: int = 0,
+                 alphas_cumprod: torch.Tensor, beta: float = 1.0, t_min: int | None = 0,
                  weight: torch.Tensor | None = None, conditional_half: bool = False) -> None:
         self.lgp, self.target, self.weight, self.beta, self.t_min = lgp, target, weight, float(beta), t_min
         self.alphas_cumprod = alphas_cumprod
@@ -59,7 +59,7 @@ class SketchGuidance(Guidance):
         return timesteps[len(timesteps) - n] if n else None
 
     def active(self, t: int) -> bool:
-        return self.beta > 0 and t >= self.t_min
+        return self.beta > 0 and self.t_min is not None and t >= self.t_min
 
     def __call__(self, x_in: torch.Tensor, t: int, x_t: torch.Tensor, x_prev: torch.Tensor) -> torch.Tensor:
         feats = self.hooks.collect()

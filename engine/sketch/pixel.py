@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from engine.sketch.edges import canny_edges, hed_edges, sobel_edges
+from engine.edges import canny_edges, hed_edges, sobel_edges
 
 
 def to_canvas(digits: np.ndarray, size: int) -> np.ndarray:

@@ -147,7 +147,7 @@ class SDSource:
         return cv2.resize(np.ascontiguousarray(crop), (self.size, self.size), interpolation=cv2.INTER_AREA)
 
     def batch(self, n: int, gen: torch.Generator):
-        from engine.sketch.edges import sketch_from_image
+        from engine.edges import sketch_from_image
         from engine.sketch.sd import edge_latent, vae_encode
 
         rng = random.Random(int(torch.randint(0, 2 ** 31, (1,), generator=gen)))

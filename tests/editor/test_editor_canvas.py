@@ -162,7 +162,6 @@ def test_paints_where_the_cursor_is_after_zoom(window):
 
 
 def test_sketch_from_edges_limited_to_mask(window, artifacts):
-    pytest.importorskip("engine.sketch.edges", exc_type=ImportError)
     doc = window.doc
     paint_mask(window, (150, 80, 350, 200), size=40)
     window.act.sketch_from_edges()

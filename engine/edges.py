@@ -2,7 +2,7 @@
 
 The seed thesis (Voynov et al. 2022, arXiv 2211.13752, Sec. 4) makes its training sketches by running a learned
 edge detector and thresholding its probability map at 0.5; we do the same with HED (Xie & Tu 2015, "Holistically-
-Nested Edge Detection", see ``engine/sketch/hed.py``) and offer the classical Canny / Sobel detectors as cheap
+Nested Edge Detection", in ``engine/sketch/hed.py``) and offer the classical Canny / Sobel detectors as cheap
 alternatives.
 
 ``sketch_from_image`` is called by the editor on the GUI thread: the "canny" and "sobel" paths import only numpy
