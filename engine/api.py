@@ -2,7 +2,9 @@
 
 Conventions (converted once at each library boundary, never inside a model):
 - images are H x W x 3 uint8 RGB numpy arrays;
-- ``mask`` is H x W bool, **True = fill this pixel**, False = keep;
+- ``mask`` is H x W: bool (**True = fill this pixel**, False = keep) or uint8 alpha 0-255 (a soft mask: a model
+  sees alpha > 0 as the hole, and the runner blends its fill by alpha, so alpha-0 pixels stay bit-identical and
+  partly masked ones blend);
 - ``sketch`` is H x W bool, True = stroke.
 
 A model is an ``Inpainter`` (the base class below): ``run(request, cancel)`` is a generator that yields
@@ -146,6 +148,8 @@ class ModelInfo:
     uses_region: bool = False  # works on a user-placed box (Request.region), e.g. the face box
     uses_prompt: bool = False  # takes a text prompt (Request.prompt), e.g. Stable Diffusion
     learns_on_image: bool = False  # trains on the opened image first (previews with stage="train", loss set)
+    category: str = "photos"  # the picker's group: "photos", "faces", "digits", or "yours" (the user's own models)
+    on_photo: str = ""  # one plain sentence: what it does on an ordinary photo (the picker shows it)
 
     @property
     def resolution(self) -> int | None:
@@ -187,7 +191,7 @@ class ModelInfo:
 @dataclass
 class Request:
     image: np.ndarray  # H x W x 3 uint8
-    mask: np.ndarray  # H x W bool, True = fill
+    mask: np.ndarray  # H x W bool (True = fill) or uint8 alpha (0 keep .. 255 fill)
     sketch: np.ndarray | None = None  # H x W bool, True = stroke
     attributes: dict[str, float] = field(default_factory=dict)
     seed: int = 0
@@ -196,11 +200,18 @@ class Request:
     prompt: str = ""
     scale: float = 1.0  # image pixels per working pixel: set by the runner (> 1 when the model sees a downscaled crop)
 
+    @property
+    def hole(self) -> np.ndarray:
+        """H x W bool: the pixels a model fills (alpha > 0)."""
+        return self.mask.astype(bool)
+
     def validate(self, need_mask: bool = True) -> None:
         """Shapes and dtypes; ``need_mask``: a fill needs a non-empty mask (learning an image does not)."""
         img, m = self.image, self.mask
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
             raise InpaintError(f"image must be H x W x 3 uint8, got {img.shape} {img.dtype}")
+        if m.dtype not in (np.bool_, np.uint8):
+            raise InpaintError(f"mask must be bool or uint8 alpha, got {m.dtype}")
         if m.shape != img.shape[:2]:
             raise InpaintError(f"mask is {m.shape[1]}x{m.shape[0]} but the image is {img.shape[1]}x{img.shape[0]}")
         if self.sketch is not None and self.sketch.shape != img.shape[:2]:

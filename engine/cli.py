@@ -174,7 +174,7 @@ def cmd_inpaint(args) -> int:
         if args.json:
             print(json.dumps({"image": str(src), "out": str(out), "model": result.model, "seed": result.seed,
                               "timings": result.timings, "unet_calls": result.unet_calls, "chosen": result.chosen,
-                              "hole_pixels": int(mask.sum())}))
+                              "hole_pixels": int(np.count_nonzero(mask))}))
         else:
             chosen = "".join(f", {k} = {v:g} chosen" for k, v in sorted(result.chosen.items()))
             print(f"{out}  ({result.timings['total']:.2f} s{chosen})")

@@ -131,15 +131,25 @@ def load_image(path: str | os.PathLike) -> LoadedImage:
     return LoadedImage(rgb=rgb, alpha=alpha, path=p, info=info)
 
 
+MASK_SNAP = 8  # grey levels within this of black or white are black or white: JPEG noise is not a soft edge
+
+
 def load_mask(path: str | os.PathLike, shape: tuple[int, int], what: str = "mask") -> np.ndarray:
-    """A black/white file as bool H x W (white = True). Transparent pixels of an RGBA file count as black."""
+    """A mask file as uint8 alpha H x W: white = fill, black = keep, grey = a soft edge (partly filled); levels
+    within MASK_SNAP of black or white snap to them. A sketch (``what="sketch"``) is bool: white = stroke.
+    Transparent pixels of an RGBA file count as black."""
     loaded = load_image(path)
     grey = loaded.rgb.astype(np.float32).mean(axis=2)
     if loaded.alpha is not None:
         grey = grey * (loaded.alpha.astype(np.float32) / 255.0)
     if grey.shape != tuple(shape):
         raise ImageError(f"{path}: {what} is {grey.shape[1]}x{grey.shape[0]} but the image is {shape[1]}x{shape[0]}")
-    return grey > 127
+    if what == "sketch":
+        return grey > 127
+    alpha = np.rint(grey).astype(np.uint8)
+    alpha[alpha < MASK_SNAP] = 0
+    alpha[alpha > 255 - MASK_SNAP] = 255
+    return alpha
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -183,14 +193,15 @@ def save_image(path: str | os.PathLike, rgb: np.ndarray, alpha: np.ndarray | Non
 
 
 def save_mask(path: str | os.PathLike, mask: np.ndarray) -> Path:
-    """White = fill, black = keep (the CLI's mask convention)."""
-    return save_image(path, np.repeat((mask.astype(np.uint8) * 255)[..., None], 3, axis=2))
+    """White = fill, black = keep, grey = partly (the CLI's mask convention); bool or uint8 alpha."""
+    alpha = mask.astype(np.uint8) * 255 if mask.dtype == np.bool_ else mask.astype(np.uint8)
+    return save_image(path, np.repeat(alpha[..., None], 3, axis=2))
 
 
 def make_strip(original: np.ndarray, mask: np.ndarray, result: np.ndarray, gap: int = 8) -> np.ndarray:
     """original | masked (hole shown neutral grey) | result, side by side on white: the viewer of seed 000."""
     masked = original.copy()
-    masked[mask] = 128
+    masked[mask.astype(bool)] = 128
     h, w = original.shape[:2]
     strip = np.full((h, 3 * w + 2 * gap, 3), 255, np.uint8)
     for i, panel in enumerate((original, masked, result)):

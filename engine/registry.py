@@ -3,18 +3,25 @@
 A family's ``__init__.py`` must stay cheap to import (no torch at import time): it lists ``ModelSpec``s whose
 ``factory`` is a "module:attribute" string, imported only when the model is first used. Adding a family therefore
 needs no edit to this file or to the editor.
+
+The user's own models: a family may also define ``discover(folder) -> (specs, problems)``, which looks through the
+models folder (``set_models_dir``; ``INPAINT_STUDIO_MODELS`` by default) for files it can run and returns a spec per
+model plus one line per file it could not use. Those models are listed with the shipped ones.
 """
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from engine.api import Inpainter, InpaintError, ModelInfo
 
 DEFAULT_MODEL = "telea"
+MODELS_DIR_ENV = "INPAINT_STUDIO_MODELS"
 
 
 @dataclass(frozen=True)
@@ -29,16 +36,21 @@ class ModelSpec:
 _lock = threading.Lock()
 _specs: dict[str, ModelSpec] | None = None
 _loaded: dict[str, Inpainter] = {}
+_models_dir: Path | None = None  # the user's models folder, once set (None: not set, or the environment's)
+_user: dict[str, ModelSpec] = {}  # what the families found there
+scan_problems: list[str] = []  # one line per file in the models folder that no family could use
+
+
+def _families() -> list:
+    import engine
+
+    return [importlib.import_module(f"engine.{m.name}")
+            for m in sorted(pkgutil.iter_modules(engine.__path__), key=lambda m: m.name) if m.ispkg]
 
 
 def _discover() -> dict[str, ModelSpec]:
-    import engine
-
     specs: dict[str, ModelSpec] = {}
-    for mod in sorted(pkgutil.iter_modules(engine.__path__), key=lambda m: m.name):
-        if not mod.ispkg:
-            continue
-        pkg = importlib.import_module(f"engine.{mod.name}")
+    for pkg in _families():
         for spec in getattr(pkg, "MODELS", ()):
             if spec.info.name in specs:
                 raise RuntimeError(f"model name {spec.info.name!r} registered twice")
@@ -51,21 +63,59 @@ def _all_specs() -> dict[str, ModelSpec]:
     with _lock:
         if _specs is None:
             _specs = _discover()
-        return _specs
+            folder = _models_dir or (Path(os.environ[MODELS_DIR_ENV]) if os.environ.get(MODELS_DIR_ENV) else None)
+            if folder is not None:
+                _scan(folder)
+        return {**_specs, **_user}
+
+
+def _scan(folder: Path) -> None:
+    """Ask every family with ``discover`` what it can run in ``folder`` (holding ``_lock``)."""
+    _user.clear()
+    scan_problems.clear()
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        scan_problems.append(f"models folder {folder}: no such folder")
+        return
+    for pkg in _families():
+        discover = getattr(pkg, "discover", None)
+        if discover is None:
+            continue
+        specs, problems = discover(folder)
+        scan_problems.extend(problems)
+        for spec in specs:
+            _user[spec.info.name] = spec
+            _loaded.pop(spec.info.name, None)
+
+
+def set_models_dir(folder: str | Path | None) -> list[str]:
+    """Use ``folder`` as the user's models folder (None: the environment's, if any) and list what is in it now;
+    returns one line per file that could not be used."""
+    global _models_dir
+    _all_specs()
+    with _lock:
+        _models_dir = Path(folder) if folder else None
+        _user.clear()
+        scan_problems.clear()
+        env = os.environ.get(MODELS_DIR_ENV)
+        target = _models_dir or (Path(env) if env else None)
+        if target is not None:
+            _scan(target)
+        return list(scan_problems)
 
 
 def register(spec: ModelSpec) -> None:
     """Add a model at run time (tests use this for tiny models); replaces one of the same name."""
-    specs = _all_specs()
+    _all_specs()
     with _lock:
-        specs[spec.info.name] = spec
+        _specs[spec.info.name] = spec  # type: ignore[index]
         _loaded.pop(spec.info.name, None)
 
 
 def unregister(name: str) -> None:
-    specs = _all_specs()
+    _all_specs()
     with _lock:
-        specs.pop(name, None)
+        _specs.pop(name, None)  # type: ignore[union-attr]
         _loaded.pop(name, None)
 
 
@@ -87,12 +137,12 @@ def get_info(name: str) -> ModelInfo:
 
 def load(name: str) -> Inpainter:
     """The model's inpainter, built once and cached (weights load lazily on first use)."""
-    info = get_info(name)
+    spec = get_spec(name)
+    info = spec.info
     if not info.weights_present:
         raise InpaintError(f"model {name}: weights not found at {info.weights}")
     with _lock:
         if name not in _loaded:
-            spec = _specs[name]  # type: ignore[index]
             module, _, attr = spec.factory.partition(":")
             cls = getattr(importlib.import_module(module), attr)
             _loaded[name] = cls(info, **spec.kwargs)

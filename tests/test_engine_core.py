@@ -197,3 +197,38 @@ def test_paste_changes_only_the_hole_and_feathers_inward():
     assert (out[55:65, 55:65] == 200).all()  # deep inside: pure fill
     alpha = feather_alpha(mask, 4)
     assert alpha[40, 60] < alpha[42, 60] < alpha[50, 60] == 1.0 and alpha[39, 60] == 0
+
+
+def test_a_soft_mask_blends_the_fill_by_alpha():
+    """Grey-level masks: alpha 0 keeps the original bit-for-bit, 255 takes the fill bit-for-bit, between mixes."""
+    req = _req()
+    alpha = np.zeros(req.mask.shape, np.uint8)
+    alpha[20:40, 30:40] = 255
+    alpha[20:40, 40:50] = 128
+    alpha[20:40, 50:60] = 1
+    req.mask = alpha
+    model = _Shape(Geometry(context=0.5))
+    res = run_to_end(model, req)
+    assert model.seen[0].mask.dtype == np.bool_ and model.seen[0].mask.sum() == 20 * 30, "the model sees alpha > 0"
+    orig = req.image.astype(int)
+    assert np.array_equal(res.image[alpha == 0], req.image[alpha == 0])
+    assert (res.image[alpha == 255] == 200).all()
+    half = res.image[alpha == 128].astype(int)
+    assert np.abs(half - np.rint(orig[alpha == 128] * (127 / 255) + 200 * (128 / 255))).max() <= 1
+    faint = res.image[alpha == 1].astype(int)
+    assert np.abs(faint - orig[alpha == 1]).max() <= 1
+
+
+def test_grey_mask_files_keep_their_levels(tmp_path):
+    from engine.imageio import load_mask, save_mask
+
+    alpha = np.zeros((20, 30), np.uint8)
+    alpha[5:15, 5:10] = 255
+    alpha[5:15, 10:15] = 100
+    alpha[5:15, 15:20] = 4  # JPEG-like noise near black
+    alpha[5:15, 20:25] = 252  # ... and near white
+    save_mask(tmp_path / "m.png", alpha)
+    back = load_mask(tmp_path / "m.png", (20, 30))
+    assert back.dtype == np.uint8 and back[6, 12] == 100 and back[6, 6] == 255
+    assert back[6, 17] == 0 and back[6, 22] == 255, "levels near black / white snap to them"
+    assert load_mask(tmp_path / "m.png", (20, 30), "sketch").dtype == np.bool_

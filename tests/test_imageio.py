@@ -125,7 +125,7 @@ def test_mask_loading_and_size_check(tmp_path):
     m = np.zeros((40, 60), bool)
     m[10:20, 5:25] = True
     imageio.save_mask(tmp_path / "m.png", m)
-    assert np.array_equal(load_mask(tmp_path / "m.png", (40, 60)), m)
+    assert np.array_equal(load_mask(tmp_path / "m.png", (40, 60)), m.astype(np.uint8) * 255)  # alpha: white = 255
     with pytest.raises(ImageError, match="mask is 60x40 but the image is 50x40"):
         load_mask(tmp_path / "m.png", (40, 50))
 

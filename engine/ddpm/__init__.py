@@ -32,7 +32,9 @@ MODELS = [
         description="RePaint over a small DDPM trained on MNIST: the hole is denoised step by step while the known "
                     "pixels are re-noised and pasted in at every step. Works on a 28x28 grey crop around the hole.",
         domain="28x28 grey MNIST digits, white on black (other images are filled with digit-like strokes)",
-        geometry=Geometry(size=28), params=PARAMS, weights=MNIST_DIR, grey=True),
+        geometry=Geometry(size=28), params=PARAMS, weights=MNIST_DIR, grey=True,
+        category="digits",
+        on_photo="Paints grey handwritten-digit strokes: made for 28x28 digits, not for photos."),
         factory="engine.ddpm.pipeline:RePaintInpainter", kwargs={"checkpoint": str(MNIST_DIR)}, order=30),
     ModelSpec(ModelInfo(
         name="repaint-ddpm-folder", title="RePaint (your DDPM checkpoint)", family="ddpm",
@@ -41,6 +43,8 @@ MODELS = [
         domain="whatever the checkpoint was trained on (its UNet's sample_size, 1 or 3 channels)",
         params=(Param("checkpoint", "folder", "", "Checkpoint",
                       "DDPM checkpoint folder (diffusers layout, safetensors)", remember=True),) + PARAMS,
-        weights=None),
+        weights=None,
+        category="yours",
+        on_photo="Fills with what your DDPM checkpoint was trained on, at its own small size."),
         factory="engine.ddpm.pipeline:RePaintInpainter", order=31),
 ]

@@ -26,7 +26,9 @@ MODELS = [
                       "large values add artefacts", min=0.0, max=3.0, step=0.25)),
         attributes=(Attribute("smile", "Smile", 1.0, "Fill the mouth smiling (1) or neutral (0)"),
                     Attribute("glasses", "Glasses", 0.0, "Fill the eye band with glasses (1) or without (0)")),
-        weights=WEIGHTS, instant=True, uses_region=True),
+        weights=WEIGHTS, instant=True, uses_region=True,
+        category="faces",
+        on_photo="Draws a cartoon-like mouth or glasses in the face box: trained on drawn portraits, not real faces."),
         factory="engine.face.pipeline:FaceInpainter", order=60,
         region_detector="engine.face.detect:detect_face"),
 ]

@@ -50,12 +50,17 @@ MODELS = [
                     "diffusion objective, then sampled with known-pixel replacement (Cherel et al. 2023) and "
                     "autoguided by its own early snapshot (Karras et al. 2024), starting from a patch-method draft. "
                     "Keeps texture; needs minutes of learning on a CPU, cached per image.",
-        domain=_DOMAIN, params=_LEARN + _SAMPLE, learns_on_image=True),
+        domain=_DOMAIN, params=_LEARN + _SAMPLE, learns_on_image=True,
+        category="photos",
+        on_photo="Learns this photo for minutes, then fills: good on textures (grass, gravel, brick), slower than "
+                 "Patch on a photo."),
         factory="engine.frugal.pipeline:FrugalInpainter", kwargs={"objective": "diffusion"}, order=40),
     ModelSpec(ModelInfo(
         name="frugal-regression", title="Frugal regression (learn this image)", family="frugal",
         description="The same UNet trained by plain L2 regression on the hole: the paper's fixed-architecture "
                     "baseline. Good PSNR, blurry fills.",
-        domain=_DOMAIN, params=_LEARN, learns_on_image=True),
+        domain=_DOMAIN, params=_LEARN, learns_on_image=True,
+        category="photos",
+        on_photo="Learns this photo for minutes, then fills with a smooth, blurry average: the paper's baseline."),
         factory="engine.frugal.pipeline:FrugalInpainter", kwargs={"objective": "regression"}, order=41),
 ]

@@ -32,7 +32,9 @@ MODELS = [
                 Param("resample", "int", 1, "Resampling (RePaint r)",
                       "Visit each step this many times (RePaint's jumps of length 1), re-noising in between, to "
                       "harmonise the fill with the known pixels", min=1, max=10, step=1)),
-        weights=LGP_MNIST_DIR),
+        weights=LGP_MNIST_DIR,
+        category="digits",
+        on_photo="Paints grey digit strokes that follow your sketch: made for 28x28 digits, not for photos."),
         factory="engine.sketch.pipeline:SketchDDPMInpainter", kwargs={"ddpm": DDPM_DIR, "lgp": LGP_MNIST_DIR},
         order=40),
     ModelSpec(ModelInfo(
@@ -53,6 +55,9 @@ MODELS = [
                 Param("steps", "int", 30, "Steps", "DDIM steps", min=2, max=200, step=1),
                 Param("cfg_scale", "float", 7.5, "Prompt strength", "Classifier-free guidance scale (1 = off)",
                       min=1.0, max=20.0, step=0.5)),
-        weights=None),
+        weights=None,
+        category="yours",
+        on_photo="Your Stable Diffusion folder fills from a text prompt (and your sketch): photo quality from a "
+                 "good checkpoint."),
         factory="engine.sketch.pipeline:SketchSDInpainter", order=41),
 ]
