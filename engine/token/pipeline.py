@@ -1,0 +1,150 @@
+"""Token-transformer inference (seed 001): tokenize the known patches, sample the hole's tokens, decode, paste.
+
+One job on the runner's working crop (28 x 28 digits or a 64 x 64 face box):
+
+1. the crop is cut into p x p patches and every patch that touches the hole becomes MASK; the other patches are
+   tokenized one by one (patch-local, so no known token depends on a hole pixel; the hole is also zeroed before
+   encoding, which changes nothing but makes that visible);
+2. the hole's tokens are sampled: MaskGIT's parallel decoding (``bidirectional``: a preview per pass) or raster
+   order through the causal decoder (``autoregressive``: a preview per finished row), engine/token/sampling.py;
+3. the tokenizer's decoder draws the tokens, guided by the known pixels; the runner pastes only the hole back.
+
+Previews show the tokens decided so far solid and the ones still open faintly (this pass's draft, mostly grey),
+so the hole fills token by token. ``fill`` is the batched core that the benchmarks call directly.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Generator
+
+import numpy as np
+
+from engine.api import CancelToken, Inpainter, InpaintError, JobGen, ModelInfo, ModelOutput, Preview, Request
+from engine.weights import CACHE, MODELS_DIR, cache_key
+
+OPEN_TOKEN_SHOW = 0.3  # how much of a still-open token's draft a preview shows (the rest is grey)
+
+
+def load_models(folder: Path, device):
+    """(transformer, tokenizer), loaded once each (``engine.weights.CACHE``) and moved to ``device``."""
+    from engine.token.fsq import load_tokenizer
+    from engine.token.transformer import load_transformer, tokenizer_folder
+
+    net = CACHE.get(cache_key("token", folder), lambda: load_transformer(folder), device)
+    tok_dir = tokenizer_folder(net.config, MODELS_DIR)
+    if not (Path(folder) / "config.json").is_file() or not tok_dir.is_dir():
+        raise InpaintError(f"token model {folder}: its tokenizer {tok_dir} is missing")
+    tok = CACHE.get(cache_key("token-fsq", tok_dir), lambda: load_tokenizer(tok_dir), device)
+    return net, tok
+
+
+def start_ids(tok, x, hole):
+    """(ids B x N with MASK on every token touching the hole, token hole B x N): the transformer's input."""
+    import torch
+
+    from engine.token.fsq import token_hole
+
+    th = token_hole(hole, tok.config.patch).flatten(1)
+    ids = tok.encode(x * (1 - hole)).flatten(1)
+    return torch.where(th, torch.full_like(ids, tok.config.mask_id), ids), th
+
+
+def fill(net, tok, x, hole, params: dict, generator, check=None) -> Generator:
+    """Batched core. x B x C x S x S in [-1, 1], hole B x 1 x S x S (1 = fill) -> yields TokenSteps, returns
+    (decoded images B x C x S x S, final ids B x N, network calls)."""
+    import torch
+
+    from engine.token.sampling import autoregressive_decode, maskgit_decode
+
+    c = net.config
+    with torch.inference_mode():
+        ids, _ = start_ids(tok, x, hole)
+        if c.variant == "bidirectional":
+            def logits_at(cur, at):
+                if check is not None:
+                    check()
+                return net(cur, at)
+            steps = maskgit_decode(logits_at, ids, c.mask_id, params["iterations"], params["temperature"],
+                                   params["top_k"], params["confidence_noise"], generator)
+        else:
+            steps = autoregressive_decode(net, ids, c.mask_id, c.start_id, c.grid, params["temperature"],
+                                          params["top_k"], generator, check)
+        calls = 0
+        while True:
+            try:
+                step = next(steps)
+            except StopIteration as stop:
+                final = stop.value
+                break
+            calls = step.calls
+            yield step
+        y = tok.decode(final.view(len(x), c.grid, c.grid), x, hole)
+    return y, final, calls
+
+
+class TokenInpainter(Inpainter):
+    def __init__(self, info: ModelInfo, folder: str | Path | None = None) -> None:
+        super().__init__(info)
+        self.folder = Path(folder or info.weights)
+
+    def models(self, device=None):
+        from engine.device import compute_device
+
+        return load_models(self.folder, device or compute_device())
+
+    def warm_up(self) -> None:
+        self.models()
+
+    def run(self, request: Request, cancel: CancelToken) -> JobGen:
+        import torch
+
+        from engine.device import compute_device
+        from engine.tensors import to_image, to_tensor
+        from engine.token.fsq import token_hole
+
+        device = compute_device()
+        net, tok = self.models(device)
+        tc = tok.config
+        image, mask = request.image, request.mask.astype(bool)
+        if image.shape[:2] != (tc.size, tc.size):
+            raise InpaintError(f"{self.info.name} works on {tc.size}x{tc.size} crops, got {image.shape[1]}x"
+                               f"{image.shape[0]}")
+        x = to_tensor(image, device, channels=tc.channels)
+        hole = torch.from_numpy(mask.astype(np.float32))[None, None].to(device)
+        generator = torch.Generator().manual_seed(int(request.seed))
+        params = request.params
+        job = fill(net, tok, x, hole, params, generator, cancel.check)
+        while True:
+            try:
+                step = next(job)
+            except StopIteration as stop:
+                y, _, calls = stop.value
+                break
+            with torch.inference_mode():
+                shown = self._preview(tok, step, x, hole)
+            label = "pass" if net.config.variant == "bidirectional" else "row"
+            yield Preview(step=step.step, total=step.total, image=np.where(mask[..., None], shown, image),
+                          message=f"{label} {step.step}/{step.total}: {self._open(step, tc)} tokens still open")
+        filled = to_image(y)
+        out = np.where(mask[..., None], filled, image)
+        n_hole = int(token_hole(hole, tc.patch).sum())
+        return ModelOutput(out, unet_calls=calls, stats={"hole_tokens": n_hole, "network_calls": calls})
+
+    @staticmethod
+    def _open(step, tc) -> int:
+        return int((step.ids == tc.mask_id).sum())
+
+    @staticmethod
+    def _preview(tok, step, x, hole) -> np.ndarray:
+        """The draft decoded; tokens still open drawn mostly grey (``OPEN_TOKEN_SHOW`` of the draft)."""
+        import torch
+        import torch.nn.functional as F
+
+        from engine.tensors import to_image
+
+        c = tok.config
+        y = tok.decode(step.draft.view(len(x), c.grid, c.grid), x, hole)
+        open_ = (step.ids == c.mask_id).view(len(x), 1, c.grid, c.grid).float()
+        open_px = F.interpolate(open_, scale_factor=c.patch, mode="nearest")
+        y = y * (1 - open_px * (1 - OPEN_TOKEN_SHOW))
+        return to_image(torch.where(hole > 0, y, x))

@@ -1,0 +1,246 @@
+"""Train a token transformer (engine/token/transformer.py) over a trained tokenizer's ids.
+
+One flat script (nanoGPT manner). The training images are tokenized once (the tokenizer is frozen); each step
+draws a batch of token grids and masks (engine/token/masks.py: MaskGIT's cosine ratio, half of the holes shaped
+like an editor's), and scores cross-entropy with label smoothing on the masked positions only:
+
+- bidirectional: the grid with MASK at the masked positions in, logits at those positions out (MaskGIT);
+- autoregressive: the grid with MASK in the hole through the encoder; the hole's true ids in raster order after
+  START through the causal decoder (teacher forcing), each input carrying the position it predicts.
+
+The shipped models (docs/token.md; times in the model cards):
+
+    python -m engine.token.train --variant bidirectional --domain mnist --tokenizer resources/models/token-fsq-mnist \
+        --out runs/token-mnist --steps 1500
+    python -m engine.token.train --variant autoregressive --domain mnist ... --out runs/token-mnist-ar
+
+Under torchrun (DDP: gloo on the CPU, nccl on a GPU; each rank its own shard of the images; rank 0 writes):
+
+    torchrun --standalone --nproc_per_node 2 -m engine.token.train --domain mnist --tokenizer ... --out runs/t
+
+Writes ``ckpt.safetensors`` + ``ckpt.json`` (resumed when present), ``samples/step_*.png`` (original | hole |
+fill, on validation images with editor holes), ``log.jsonl`` and ``export/`` (the EMA weights: config.json with
+the training facts, model.safetensors).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from engine.api import drive
+from engine.device import compute_device
+from engine.token import data as D
+from engine.token.fsq import Tokenizer, load_tokenizer, token_hole
+from engine.token.masks import editor_holes, training_masks
+from engine.token.sampling import autoregressive_decode, maskgit_decode
+from engine.token.transformer import (TransformerConfig, build, count_params, loss_masked, raster_order,
+                                      teacher_forcing)
+from engine.weights import save_pretrained
+
+
+@dataclass
+class TrainConfig:
+    variant: str = "bidirectional"  # bidirectional | autoregressive
+    domain: str = "mnist"  # mnist | face
+    tokenizer: str = "resources/models/token-fsq-mnist"
+    tokenizer_name: str = ""  # what the exported config calls the tokenizer ("" = the folder's name)
+    out: str = "runs/token-mnist"
+    width: int = 256
+    layers: int = 6
+    decoder_layers: int = 3  # autoregressive: decoder blocks among ``layers``
+    heads: int = 8
+    dropout: float = 0.0
+    batch_size: int = 128  # per rank
+    lr: float = 6e-4
+    weight_decay: float = 0.05
+    warmup: int = 150
+    steps: int = 1500
+    max_minutes: float = 0.0
+    label_smoothing: float = 0.1
+    ema_decay: float = 0.999
+    flips: bool = False  # also train on the mirrored images (faces: their labels are mirror-invariant)
+    n_train: int = 0
+    seed: int = 0
+    threads: int = 1
+    device: str = "auto"
+    bf16: bool = True  # autocast to bfloat16: on a CPU with AMX, ~2.7x faster here
+    log_every: int = 50
+    val_every: int = 250
+    sample_every: int = 500
+    ckpt_every: int = 250
+
+
+@torch.no_grad()
+def tokenize(tok: Tokenizer, images: np.ndarray, device, batch: int = 1000) -> torch.Tensor:
+    """N x S x S x C uint8 -> N x g*g ids (on the CPU)."""
+    out = [tok.encode(D.to_unit(images[i:i + batch]).to(device)).flatten(1).cpu() for i in range(0, len(images), batch)]
+    return torch.cat(out)
+
+
+def batch_loss(model, cfg: TransformerConfig, ids: torch.Tensor, masked: torch.Tensor, smoothing: float
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, accuracy) on the masked positions only. ``ids`` B x N true ids, ``masked`` B x N bool."""
+    inp = torch.where(masked, torch.full_like(ids, cfg.mask_id), ids)
+    if cfg.variant == "bidirectional":
+        logits = model(inp, masked)  # K x V at the masked positions
+        target = ids[masked]
+    else:
+        where, valid = raster_order(masked)
+        prev = teacher_forcing(ids, where, valid, cfg.start_id)
+        logits = model(inp, prev, where)[valid]
+        target = ids.gather(1, where)[valid]
+    return loss_masked(logits, target, smoothing), (logits.argmax(-1) == target).float().mean()
+
+
+@torch.no_grad()
+def fill_grid(net, cfg: TransformerConfig, tok: Tokenizer, x: torch.Tensor, holes: torch.Tensor, seed: int = 0
+              ) -> torch.Tensor:
+    """Fill ``holes`` (B x 1 x S x S) of images ``x`` ([-1, 1]) with default decoding; returns the composites."""
+    g = torch.Generator().manual_seed(seed)
+    ids = tok.encode(x).flatten(1)
+    th = token_hole(holes, tok.config.patch).flatten(1)
+    start = torch.where(th, torch.full_like(ids, cfg.mask_id), ids)
+    if cfg.variant == "bidirectional":
+        out = drive(maskgit_decode(lambda i, at: net(i, at), start, cfg.mask_id, generator=g))
+    else:
+        out = drive(autoregressive_decode(net, start, cfg.mask_id, cfg.start_id, cfg.grid, generator=g))
+    y = tok.decode(out.view(len(x), cfg.grid, cfg.grid), x, holes)
+    return torch.where(holes > 0, y, x)
+
+
+def sample_grid(net, cfg, tok, x, holes, path: Path) -> None:
+    rows = [x, x * (1 - holes) - holes * 0.5, fill_grid(net, cfg, tok, x, holes)]
+    to8 = [((r.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy() for r in rows]
+    D.save_png(path, D.grid_image(to8))
+
+
+@torch.no_grad()
+def ema_update(ema, model, decay: float) -> None:
+    for pe, pm in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(pm.detach(), 1 - decay)
+
+
+def train(cfg: TrainConfig, resume: bool = True) -> Path:
+    torch.set_num_threads(cfg.threads)
+    device = compute_device(cfg.device)
+    dist = D.setup_ddp(device.type)
+    if device.type == "cuda" and dist.enabled:
+        device = torch.device("cuda", dist.local_rank)
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+    rng = np.random.default_rng(cfg.seed + 1000 * dist.rank)
+    run = Path(cfg.out)
+    if dist.is_main:
+        run.mkdir(parents=True, exist_ok=True)
+
+    tok = load_tokenizer(cfg.tokenizer, device)
+    tc = tok.config
+    images = D.shard(D.domain_images(cfg.domain, "train", cfg.n_train), dist)
+    if cfg.flips:
+        images = np.concatenate([images, images[:, :, ::-1]])
+    train_ids = tokenize(tok, images, device)
+    val_images = D.domain_images(cfg.domain, "valid", 512)
+    val_ids = tokenize(tok, val_images, device).to(device)
+    vrng = np.random.default_rng(7)
+    val_masked = torch.from_numpy(training_masks(vrng, len(val_ids), tc.grid, tc.patch,
+                                                 cfg.variant == "autoregressive")[0].reshape(len(val_ids), -1))
+    val_masked = val_masked.to(device)
+    show = D.to_unit(val_images[:12]).to(device)
+    show_holes = torch.from_numpy(editor_holes(np.random.default_rng(5), 12, tc.size)).float()[:, None].to(device)
+
+    mc = TransformerConfig(variant=cfg.variant, vocab=tc.codebook_size, grid=tc.grid, width=cfg.width,
+                           layers=cfg.layers, decoder_layers=cfg.decoder_layers, heads=cfg.heads,
+                           dropout=cfg.dropout, tokenizer=cfg.tokenizer_name or Path(cfg.tokenizer).name)
+    net = build(mc).to(device)
+    ema = copy.deepcopy(net).eval().requires_grad_(False)
+    decay, no_decay = [], []
+    for name, p in net.named_parameters():
+        (decay if p.dim() >= 2 and "embed" not in name else no_decay).append(p)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+    step, elapsed0 = 0, 0.0
+    if resume and (run / "ckpt.safetensors").exists():
+        step, elapsed0 = D.load_checkpoint(run, torch.nn.ModuleDict({"net": net, "ema": ema}), opt)
+        if dist.is_main:
+            print(f"resumed from {run} at step {step}", flush=True)
+    model = torch.nn.parallel.DistributedDataParallel(net) if dist.enabled else net
+    if dist.is_main:
+        (run / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+        print(f"{cfg.variant} transformer {count_params(net) / 1e6:.2f} M params, vocab {mc.vocab}, grid "
+              f"{mc.grid}x{mc.grid}, device {device}, world {dist.world}, {len(train_ids)} token grids on this "
+              f"rank", flush=True)
+
+    t_start, cpu_start = time.time() - elapsed0, time.process_time()
+    log = open(run / "log.jsonl", "a") if dist.is_main else None
+    pbar = tqdm(total=cfg.steps, initial=step, dynamic_ncols=True, mininterval=10, disable=not dist.is_main)
+    net.train()
+    while step < cfg.steps:
+        if cfg.max_minutes and time.time() - t_start > cfg.max_minutes * 60:
+            break
+        idx = torch.from_numpy(rng.integers(0, len(train_ids), cfg.batch_size))
+        ids = train_ids[idx].to(device)
+        masked = training_masks(rng, cfg.batch_size, tc.grid, tc.patch, cfg.variant == "autoregressive")[0]
+        masked = torch.from_numpy(masked.reshape(cfg.batch_size, -1)).to(device)
+        for group in opt.param_groups:
+            group["lr"] = D.lr_at(step, cfg.steps, cfg.lr, cfg.warmup)
+        with torch.autocast(device.type, torch.bfloat16, enabled=cfg.bf16):
+            loss, acc = batch_loss(model, mc, ids, masked, cfg.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        step += 1
+        ema_update(ema, net, min(cfg.ema_decay, (1 + step) / (10 + step)))
+        pbar.update(1)
+        if not dist.is_main:
+            continue
+        rec: dict = {}
+        if step % cfg.log_every == 0:
+            rec = {"step": step, "loss": round(loss.item(), 4), "acc": round(acc.item(), 4),
+                   "time_s": round(time.time() - t_start, 1)}
+            pbar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc.item():.3f}")
+        if step % cfg.val_every == 0 or step == cfg.steps:
+            with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=cfg.bf16):
+                vl, va = batch_loss(ema, mc, val_ids, val_masked, 0.0)
+            rec.update(step=step, val_loss=round(vl.item(), 4), val_acc=round(va.item(), 4),
+                       time_s=round(time.time() - t_start, 1))
+        if rec:
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+        if step % cfg.sample_every == 0:
+            sample_grid(ema, mc, tok, show, show_holes, run / "samples" / f"step_{step:06d}.png")
+        if step % cfg.ckpt_every == 0:
+            D.save_checkpoint(run, torch.nn.ModuleDict({"net": net, "ema": ema}), opt, step, asdict(cfg),
+                              time.time() - t_start)
+    pbar.close()
+    if dist.is_main:
+        elapsed = time.time() - t_start
+        D.save_checkpoint(run, torch.nn.ModuleDict({"net": net, "ema": ema}), opt, step, asdict(cfg), elapsed)
+        sample_grid(ema, mc, tok, show, show_holes, run / "samples" / "final.png")
+        with torch.no_grad():
+            vl, va = batch_loss(ema, mc, val_ids, val_masked, 0.0)
+        facts = {"domain": cfg.domain, "steps": step, "wall_s": round(elapsed, 1),
+                 "cpu_s_this_session": round(time.process_time() - cpu_start, 1), "world": dist.world,
+                 "device": str(device), "train_config": asdict(cfg),
+                 "validation": {"loss": round(vl.item(), 4), "token_accuracy": round(va.item(), 4)}}
+        save_pretrained(run / "export", ema, mc, facts)
+        print(f"done: {step} steps in {elapsed / 60:.1f} min, val loss {vl.item():.4f} -> {run / 'export'}",
+              flush=True)
+        log.close()
+    D.cleanup_ddp(dist)
+    return run / "export"
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg, resume = D.parse_config(TrainConfig, argv, __doc__)
+    train(cfg, resume=resume)
+
+
+if __name__ == "__main__":
+    main()

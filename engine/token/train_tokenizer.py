@@ -1,0 +1,203 @@
+"""Train the FSQ tokenizer of one domain (engine/token/fsq.py): patch-local encoder, FSQ, guided decoder.
+
+One flat script (nanoGPT / minDiffusion manner). Loss: mean squared error plus mean absolute error on the pixels,
+the hole's pixels at weight 1 and the known ones at 0.1 (the decoder is shown them); half of the holes are the
+whole image (tokens alone), half an editor's (engine/token/masks.py). The shipped tokenizers:
+
+    python -m engine.token.train_tokenizer --domain mnist --out runs/token-fsq-mnist --steps 1500
+    python -m engine.token.train_tokenizer --domain face --out runs/token-fsq-face --steps 2000 \
+        --levels 7 5 5 5 5 --patch 8 --size 64
+
+Under torchrun (DDP; gloo on the CPU, nccl on a GPU; each rank its own data shard; rank 0 writes):
+
+    torchrun --standalone --nproc_per_node 2 -m engine.token.train_tokenizer --domain mnist --out runs/t
+
+Writes into ``--out``: ``ckpt.safetensors`` + ``ckpt.json`` (resumed when present), ``samples/step_*.png``
+(original | tokens alone | hole | guided decode), ``log.jsonl`` and ``export/`` (config.json with the measured
+reconstruction quality, model.safetensors): what ``load_tokenizer`` reads.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from engine.device import compute_device
+from engine.token import data as D
+from engine.token.fsq import Tokenizer, TokenizerConfig, count_params, save_tokenizer
+from engine.token.masks import editor_holes
+
+
+@dataclass
+class TrainConfig:
+    domain: str = "mnist"  # mnist | face
+    out: str = "runs/token-fsq-mnist"
+    size: int = 28
+    patch: int = 4
+    levels: tuple = (8, 5, 5, 5)
+    enc_hidden: int = 256
+    dec_grid: int = 64
+    dec_pixel: int = 16
+    batch_size: int = 64  # per rank
+    lr: float = 2e-3
+    warmup: int = 100
+    steps: int = 1500
+    max_minutes: float = 0.0  # 0 = no limit; else stop (and export) after this wall time
+    n_train: int = 0  # 0 = the whole training split
+    known_weight: float = 0.1  # loss weight of pixels outside the hole
+    seed: int = 0
+    threads: int = 1
+    device: str = "auto"
+    bf16: bool = False  # autocast to bfloat16 (on this CPU no faster for these small convolutions)
+    log_every: int = 50
+    sample_every: int = 500
+    ckpt_every: int = 250
+
+
+def tokenizer_config(cfg: TrainConfig, channels: int) -> TokenizerConfig:
+    return TokenizerConfig(channels=channels, size=cfg.size, patch=cfg.patch, levels=tuple(cfg.levels),
+                           enc_hidden=cfg.enc_hidden, dec_grid=cfg.dec_grid, dec_pixel=cfg.dec_pixel)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor, m: torch.Tensor | None = None) -> float:
+    """Mean over images of the PSNR (8-bit scale) of [-1, 1] tensors, on ``m``'s pixels when given."""
+    a, b = ((a.clamp(-1, 1) + 1) * 127.5).round(), ((b + 1) * 127.5).round()
+    d = (a - b) ** 2
+    if m is None:
+        mse = d.flatten(1).mean(1)
+    else:
+        w = m.expand_as(d).flatten(1)
+        mse = (d.flatten(1) * w).sum(1) / w.sum(1).clamp(min=1)
+    return float((10 * torch.log10(255.0 ** 2 / mse.clamp(min=1e-6))).mean())
+
+
+@torch.no_grad()
+def evaluate(net: Tokenizer, val: torch.Tensor, holes: torch.Tensor) -> dict:
+    """Reconstruction quality: the ceiling of every fill. Tokens alone (whole image), and the guided decode on
+    the validation holes (PSNR over the hole's pixels); codebook use on the validation images."""
+    net.eval()
+    ids = net.encode(val)
+    alone = net.decode(ids)
+    guided = net.decode(ids, val, holes)
+    used = torch.bincount(ids.flatten(), minlength=net.config.codebook_size).float()
+    p = used / used.sum()
+    perplexity = float(torch.exp(-(p[p > 0] * p[p > 0].log()).sum()))
+    net.train()
+    return {"psnr_tokens_alone": round(psnr(alone, val), 3), "psnr_hole_guided": round(psnr(guided, val, holes), 3),
+            "codes_used": int((used > 0).sum()), "codebook_size": net.config.codebook_size,
+            "code_perplexity": round(perplexity, 1)}
+
+
+def sample_grid(net: Tokenizer, val: torch.Tensor, holes: torch.Tensor, path: Path, k: int = 12) -> None:
+    with torch.no_grad():
+        net.eval()
+        x, h = val[:k], holes[:k]
+        ids = net.encode(x)
+        rows = [x, net.decode(ids), x * (1 - h), net.decode(ids, x, h)]
+        net.train()
+    to8 = [((r.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy() for r in rows]
+    D.save_png(path, D.grid_image(to8))
+
+
+def train(cfg: TrainConfig, resume: bool = True) -> Path:
+    torch.set_num_threads(cfg.threads)
+    device = compute_device(cfg.device)
+    dist = D.setup_ddp(device.type)
+    if device.type == "cuda" and dist.enabled:
+        device = torch.device("cuda", dist.local_rank)
+    torch.manual_seed(cfg.seed + dist.rank)
+    rng = np.random.default_rng(cfg.seed + 1000 * dist.rank)
+    run = Path(cfg.out)
+    if dist.is_main:
+        run.mkdir(parents=True, exist_ok=True)
+
+    images = D.shard(D.domain_images(cfg.domain, "train", cfg.n_train), dist)
+    val_images = D.domain_images(cfg.domain, "valid", 512)
+    channels = images.shape[3]
+    val = D.to_unit(val_images).to(device)
+    val_holes = torch.from_numpy(editor_holes(np.random.default_rng(123), len(val), cfg.size)).float()[:, None]
+    val_holes = val_holes.to(device)
+
+    net = Tokenizer(tokenizer_config(cfg, channels)).to(device)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=0.0, betas=(0.9, 0.99))
+    step, elapsed0 = 0, 0.0
+    if resume and (run / "ckpt.safetensors").exists():
+        step, elapsed0 = D.load_checkpoint(run, net, opt)
+        if dist.is_main:
+            print(f"resumed from {run} at step {step}", flush=True)
+    model = torch.nn.parallel.DistributedDataParallel(net) if dist.enabled else net
+    if dist.is_main:
+        (run / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+        print(f"tokenizer {count_params(net) / 1e6:.3f} M params, {net.config.codebook_size} codes, "
+              f"{net.config.grid}x{net.config.grid} tokens, device {device}, world {dist.world}, "
+              f"{len(images)} images on this rank", flush=True)
+
+    t_start, cpu_start = time.time() - elapsed0, time.process_time()
+    log = open(run / "log.jsonl", "a") if dist.is_main else None
+    pbar = tqdm(total=cfg.steps, initial=step, dynamic_ncols=True, mininterval=10, disable=not dist.is_main)
+    net.train()
+    while step < cfg.steps:
+        if cfg.max_minutes and time.time() - t_start > cfg.max_minutes * 60:
+            break
+        idx = rng.integers(0, len(images), cfg.batch_size)
+        x = D.to_unit(images[idx]).to(device)
+        holes = editor_holes(rng, cfg.batch_size, cfg.size)
+        holes[rng.uniform(size=cfg.batch_size) < 0.5] = True  # tokens alone
+        h = torch.from_numpy(holes).float()[:, None].to(device)
+        for group in opt.param_groups:
+            group["lr"] = D.lr_at(step, cfg.steps, cfg.lr, cfg.warmup)
+        with torch.autocast(device.type, torch.bfloat16, enabled=cfg.bf16):
+            y = model(x, h)
+        w = h + cfg.known_weight * (1 - h)
+        err = y.float() - x
+        loss = ((err ** 2 + err.abs()) * w).sum() / (w.sum() * channels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        step += 1
+        pbar.update(1)
+        if not dist.is_main:
+            continue
+        rec: dict = {}
+        if step % cfg.log_every == 0:
+            rec = {"step": step, "loss": round(loss.item(), 5), "time_s": round(time.time() - t_start, 1)}
+            pbar.set_postfix(loss=f"{loss.item():.4f}")
+        if step % cfg.sample_every == 0:
+            rec.update(step=step, **evaluate(net, val, val_holes))
+            sample_grid(net, val, val_holes, run / "samples" / f"step_{step:06d}.png")
+        if rec:
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+        if step % cfg.ckpt_every == 0:
+            D.save_checkpoint(run, net, opt, step, asdict(cfg), time.time() - t_start)
+    pbar.close()
+    if dist.is_main:
+        elapsed = time.time() - t_start
+        D.save_checkpoint(run, net, opt, step, asdict(cfg), elapsed)
+        metrics = evaluate(net, val, val_holes)
+        sample_grid(net, val, val_holes, run / "samples" / "final.png")
+        facts = {"domain": cfg.domain, "steps": step, "wall_s": round(elapsed, 1),
+                 "cpu_s_this_session": round(time.process_time() - cpu_start, 1), "world": dist.world,
+                 "device": str(device), "train_config": asdict(cfg), "validation": metrics}
+        save_tokenizer(run / "export", net, facts)
+        print(f"done: {step} steps in {elapsed / 60:.1f} min; {json.dumps(metrics)} -> {run / 'export'}",
+              flush=True)
+        log.close()
+    D.cleanup_ddp(dist)
+    return run / "export"
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg, resume = D.parse_config(TrainConfig, argv, __doc__)
+    train(cfg, resume=resume)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,298 @@
+"""Token family core: FSQ, patch-local tokens, the training masks and loss, MaskGIT and raster-order decoding.
+
+Each known pitfall of public re-implementations has its own test: the loss on the wrong positions, unmasked ids
+fed to the transformer, and the re-mask count taken from all positions instead of the starting hole.
+"""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from engine.api import drive
+from engine.token.fsq import FSQ, Tokenizer, TokenizerConfig, token_hole
+from engine.token.masks import editor_holes, token_holes, training_masks
+from engine.token.sampling import autoregressive_decode, maskgit_decode, sample_ids
+from engine.token.train import batch_loss
+from engine.token.transformer import (TransformerConfig, build, raster_order, sincos_2d, teacher_forcing)
+
+TINY_TOK = TokenizerConfig(channels=1, size=28, patch=4, levels=(4, 3, 3), enc_hidden=16, dec_grid=16, dec_pixel=8)
+
+
+def tiny_net(variant="bidirectional", vocab=36, grid=7):
+    torch.manual_seed(0)
+    return build(TransformerConfig(variant=variant, vocab=vocab, grid=grid, width=32, layers=2, decoder_layers=1,
+                                   heads=2)).eval()
+
+
+# -- FSQ and the tokenizer ---------------------------------------------------------------------------------------
+def test_fsq_levels_ids_round_trip_and_straight_through():
+    fsq = FSQ((8, 5, 5, 5))
+    z = torch.randn(100000, 4, generator=torch.Generator().manual_seed(0)) * 1.5
+    zhat = fsq(z)
+    for i, L in enumerate((8, 5, 5, 5)):
+        assert len(torch.unique(zhat[:, i])) == L, "bounded rounding gives exactly L levels"
+    ids = fsq.codes_to_ids(zhat)
+    assert ids.min() >= 0 and ids.max() < 1000 and len(torch.unique(ids)) == 1000, "the whole codebook is reachable"
+    all_ids = torch.arange(1000)
+    assert torch.equal(fsq.codes_to_ids(fsq.ids_to_codes(all_ids)), all_ids)
+    z.requires_grad_(True)
+    fsq(z).sum().backward()
+    assert z.grad.abs().sum() > 0, "round() passes gradients straight through"
+
+
+def test_mask_and_start_are_ids_of_their_own():
+    c = TokenizerConfig()
+    assert c.codebook_size == 1000 and c.mask_id == 1000 and c.start_id == 1001
+    t = TransformerConfig(vocab=1000)
+    assert (t.mask_id, t.start_id) == (1000, 1001)
+    net = tiny_net(vocab=1000)
+    assert net.head.out_features == 1000, "the head can only ever produce codebook ids"
+    assert net.embed.num_embeddings == 1002
+
+
+def test_known_tokens_never_see_hole_pixels():
+    """PUT's patch-local encoding: whatever the hole holds, every token outside it is the same."""
+    torch.manual_seed(0)
+    tok = Tokenizer(TINY_TOK).eval()
+    x = torch.rand(3, 1, 28, 28) * 2 - 1
+    hole = torch.zeros(3, 1, 28, 28)
+    hole[0, :, 5:13, 9:19] = 1
+    hole[1, :, :, :14] = 1
+    hole[2, :, 20:, 3:5] = 1
+    y = torch.where(hole > 0, torch.rand_like(x) * 2 - 1, x)
+    th = token_hole(hole, 4)
+    a, b = tok.encode(x), tok.encode(y)
+    assert torch.equal(a[~th], b[~th])
+    za, zb = (tok.encoder(tok.patches(v)) for v in (x, y))  # before rounding: the test can see a difference
+    assert torch.equal(za[~th], zb[~th]) and not torch.allclose(za[th], zb[th])
+
+
+def test_every_token_touching_the_hole_is_in_the_token_hole():
+    rng = np.random.default_rng(0)
+    holes = editor_holes(rng, 50, 28)
+    th = token_holes(holes, 4)
+    assert np.array_equal(th, token_hole(torch.from_numpy(holes).float(), 4).numpy())
+    up = th.repeat(4, 1).repeat(4, 2)
+    assert not (holes & ~up).any(), "no hole pixel lies in a token left known"
+    blocks = holes.reshape(50, 7, 4, 7, 4).any((2, 4))
+    assert np.array_equal(blocks, th), "and no token without a hole pixel is masked"
+
+
+def test_decoder_uses_known_pixels_and_shapes():
+    torch.manual_seed(0)
+    tok = Tokenizer(TINY_TOK).eval()
+    x = torch.rand(2, 1, 28, 28) * 2 - 1
+    hole = torch.zeros(2, 1, 28, 28)
+    hole[:, :, 10:20, 10:20] = 1
+    ids = tok.encode(x)
+    y = tok.decode(ids, x, hole)
+    assert y.shape == x.shape and y.abs().max() <= 1
+    # pixels inside the hole given to the decoder are zeroed: they cannot matter
+    assert torch.equal(y, tok.decode(ids, torch.where(hole > 0, -x, x), hole))
+
+
+# -- training masks and the loss ---------------------------------------------------------------------------------
+def test_training_masks_follow_the_cosine_schedule_and_editor_holes():
+    rng = np.random.default_rng(0)
+    masked, holes = training_masks(rng, 4000, 8, 8)
+    assert (masked <= holes).all() and masked.any((1, 2)).all()
+    editor = ~holes.all((1, 2))
+    assert 0.4 < editor.mean() < 0.6, "half of the masks are shaped like an editor's"
+    ratio = masked[~editor].mean((1, 2))
+    expect = np.mean(np.cos(np.pi * rng.uniform(size=100000) / 2))  # E[gamma(r)] = 2 / pi
+    assert abs(ratio.mean() - expect) < 0.03
+    full, holes_ar = training_masks(np.random.default_rng(1), 500, 8, 8, full_hole=True)
+    ed = ~holes_ar.all((1, 2))
+    assert np.array_equal(full[ed], holes_ar[ed]), "the autoregressive variant masks whole holes"
+
+
+class SpyBidirectional(torch.nn.Module):
+    """Records what the transformer is given; logits for every position, so gradients show what is scored."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.table = torch.nn.Parameter(torch.zeros(config.grid ** 2, config.vocab))
+        self.seen = []
+
+    def forward(self, ids, at=None):
+        self.seen.append((ids.clone(), None if at is None else at.clone()))
+        self.full = self.table.expand(ids.shape[0], -1, -1) + 0
+        self.full.retain_grad()
+        return self.full[at] if at is not None else self.full
+
+
+def test_bidirectional_loss_only_on_masked_positions_and_no_true_ids_fed_in():
+    cfg = TransformerConfig(vocab=12, grid=4)
+    spy = SpyBidirectional(cfg)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 12, (6, 16), generator=g)
+    masked = torch.rand(6, 16, generator=g) < 0.4
+    masked[:, 0] = True
+    loss, _ = batch_loss(spy, cfg, ids, masked, 0.1)
+    inp, at = spy.seen[-1]
+    assert torch.equal(at, masked)
+    assert (inp[masked] == cfg.mask_id).all(), "the transformer sees MASK at every masked position"
+    assert torch.equal(inp[~masked], ids[~masked]), "and the true ids elsewhere"
+    loss.backward()
+    grad = spy.full.grad.abs().sum(-1)
+    assert (grad[masked] > 0).all() and (grad[~masked] == 0).all(), "loss on the masked positions only"
+
+
+def test_autoregressive_teacher_forcing_and_loss_positions():
+    cfg = TransformerConfig(variant="autoregressive", vocab=12, grid=4)
+    ids = torch.arange(32).view(2, 16) % 12
+    hole = torch.zeros(2, 16, dtype=torch.bool)
+    hole[0, [1, 2, 9]] = True
+    hole[1, [15]] = True
+    where, valid = raster_order(hole)
+    assert where[0].tolist() == [1, 2, 9] and where[1, 0] == 15 and valid.tolist() == [[1, 1, 1], [1, 0, 0]]
+    prev = teacher_forcing(ids, where, valid, cfg.start_id)
+    assert prev[0].tolist() == [cfg.start_id, ids[0, 1], ids[0, 2]] and prev[1, 0] == cfg.start_id
+
+    class Spy(torch.nn.Module):
+        def forward(self, inp, prev_, where_):
+            self.args = (inp, prev_, where_)
+            self.out = torch.zeros(2, where_.shape[1], 12, requires_grad=True)
+            return self.out
+
+    spy = Spy()
+    loss, _ = batch_loss(spy, cfg, ids, hole, 0.0)
+    inp = spy.args[0]
+    assert (inp[hole] == cfg.mask_id).all() and torch.equal(inp[~hole], ids[~hole])
+    assert torch.equal(spy.args[2], where)
+    loss.backward()
+    g = spy.out.grad.abs().sum(-1)
+    assert torch.equal(g > 0, valid), "padding steps are not scored"
+
+
+# -- MaskGIT decoding --------------------------------------------------------------------------------------------
+def _start(n_hole_tokens, grid=7, mask_id=36, batch=1, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, mask_id, (batch, grid * grid), generator=g)
+    hole = torch.zeros(batch, grid * grid, dtype=torch.bool)
+    for b in range(batch):
+        hole[b, torch.randperm(grid * grid, generator=g)[:n_hole_tokens]] = True
+    return torch.where(hole, torch.full_like(ids, mask_id), ids), hole
+
+
+def test_maskgit_invariants_every_iteration():
+    net = tiny_net()
+    start, hole = _start(20, batch=3)
+    seen = []
+
+    def logits_at(cur, at):
+        assert torch.equal(at, cur == 36), "the transformer sees MASK at every open position"
+        seen.append(cur.clone())
+        return net(cur, at)
+
+    steps = []
+    final = drive(maskgit_decode(logits_at, start, 36, iterations=6, generator=torch.Generator().manual_seed(1)),
+                  steps.append)
+    assert len(steps) == 6 and len(seen) == 6
+    for s in steps:
+        assert torch.equal(s.ids[~hole], start[~hole]), "known ids unchanged after every iteration"
+        assert (s.draft[hole] < 36).all(), "only codebook ids are sampled"
+    opened = [int((s.ids == 36).sum()) for s in steps]
+    assert opened == sorted(opened, reverse=True) and opened[-1] == 0
+    assert torch.equal(final[~hole], start[~hole]) and (final[hole] < 36).all()
+    # an open token, once decided, stays decided
+    for a, b in zip(steps, steps[1:]):
+        decided = a.ids != 36
+        assert torch.equal(a.ids[decided], b.ids[decided])
+
+
+def test_remask_count_comes_from_the_starting_hole_not_all_positions():
+    net = tiny_net()
+    start, _ = _start(10)
+    steps = []
+    drive(maskgit_decode(lambda c, a: net(c, a), start, 36, iterations=3, confidence_noise=0.0,
+                         generator=torch.Generator().manual_seed(0)), steps.append)
+    open_after = [int((s.ids == 36).sum()) for s in steps]
+    expect = [math.floor(10 * math.cos(math.pi / 2 * r / 3)) for r in (1, 2)] + [0]
+    assert open_after == expect == [8, 5, 0], open_after  # from all 49 positions it would be [9, 8, 0]
+
+
+def test_iterations_capped_at_hole_tokens_and_nothing_to_do():
+    net = tiny_net()
+    start, _ = _start(3)
+    steps = []
+    drive(maskgit_decode(lambda c, a: net(c, a), start, 36, iterations=12), steps.append)
+    assert len(steps) == 3 and [int((s.ids == 36).sum()) for s in steps] == [2, 1, 0]
+    ids = torch.randint(0, 36, (1, 49))
+    assert torch.equal(drive(maskgit_decode(lambda c, a: net(c, a), ids, 36)), ids)
+
+
+def test_mixed_batch_never_remasks_a_known_token():
+    net = tiny_net()
+    start, hole = _start(12, batch=2)
+    start[1] = torch.randint(0, 36, (49,))  # second image: no hole at all
+    hole[1] = False
+    out = drive(maskgit_decode(lambda c, a: net(c, a), start, 36, iterations=5,
+                               generator=torch.Generator().manual_seed(0)),
+                lambda s: None)
+    assert torch.equal(out[1], start[1]) and (out[0][hole[0]] < 36).all()
+
+
+def test_seed_gives_the_same_tokens_and_top_k_temperature():
+    net = tiny_net()
+    start, _ = _start(15)
+
+    def run(seed, **kw):
+        return drive(maskgit_decode(lambda c, a: net(c, a), start, 36, generator=torch.Generator().manual_seed(seed),
+                                    **kw))
+    assert torch.equal(run(3), run(3)) and not torch.equal(run(3), run(4))
+    assert torch.equal(run(3, temperature=0.0, confidence_noise=0.0), run(4, temperature=0.0, confidence_noise=0.0))
+    logits = torch.randn(500, 36)
+    ids, _ = sample_ids(logits, 1.0, 3, torch.Generator().manual_seed(0))
+    top3 = logits.topk(3, -1).indices
+    assert (ids[:, None] == top3).any(1).all(), "top-k samples only among the k most likely"
+    assert torch.equal(sample_ids(logits, 0.0, 0, None)[0], logits.argmax(-1))
+
+
+# -- autoregressive decoding -------------------------------------------------------------------------------------
+def test_autoregressive_writes_in_raster_order_with_positions_and_a_preview_per_row():
+    net = tiny_net("autoregressive")
+    start, hole = _start(17, seed=2)
+    calls = []
+    decode = net.decode
+
+    def spy(memory, prev, where):
+        calls.append((prev.clone(), where.clone()))
+        return decode(memory, prev, where)
+
+    net.decode = spy
+    steps = []
+    out = drive(autoregressive_decode(net, start, 36, 37, 7, generator=torch.Generator().manual_seed(0)),
+                steps.append)
+    order = torch.nonzero(hole[0]).flatten()
+    assert len(calls) == 17
+    for i, (prev, where) in enumerate(calls):
+        assert torch.equal(where[0], order[:i + 1]), "step i predicts the i-th hole token in raster order"
+        assert prev[0, 0] == 37 and (prev[0, 1:] < 36).all(), "START first, then the ids written so far"
+        assert torch.equal(prev[0, 1:], out[0, order[:i]])
+    rows = len(torch.unique(order // 7))
+    assert len(steps) == rows and steps[-1].step == steps[-1].total == rows
+    assert torch.equal(out[~hole], start[~hole]) and (out[hole] < 36).all()
+    for s in steps:
+        assert torch.equal(s.ids[~hole], start[~hole])
+
+
+def test_sincos_positions_are_distinct():
+    pe = sincos_2d(8, 64)
+    assert pe.shape == (64, 64)
+    assert torch.cdist(pe, pe).add(torch.eye(64) * 10).min() > 0.1
+
+
+@pytest.mark.parametrize("variant", ["bidirectional", "autoregressive"])
+def test_models_run_in_bfloat16_autocast(variant):
+    net = tiny_net(variant)
+    ids = torch.randint(0, 36, (2, 49))
+    with torch.autocast("cpu", torch.bfloat16):
+        if variant == "bidirectional":
+            out = net(ids)
+        else:
+            where, _ = raster_order(torch.ones(2, 49, dtype=torch.bool))
+            out = net(ids, torch.full((2, 49), 37), where)
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
