@@ -31,7 +31,7 @@ def load_models(folder: Path, device):
     from engine.token.transformer import load_transformer, tokenizer_folder
 
     net = CACHE.get(cache_key("token", folder), lambda: load_transformer(folder), device)
-    tok_dir = tokenizer_folder(net.config, MODELS_DIR)
+    tok_dir = tokenizer_folder(net.config, folder, MODELS_DIR)
     if not (Path(folder) / "config.json").is_file() or not tok_dir.is_dir():
         raise InpaintError(f"token model {folder}: its tokenizer {tok_dir} is missing")
     tok = CACHE.get(cache_key("token-fsq", tok_dir), lambda: load_tokenizer(tok_dir), device)

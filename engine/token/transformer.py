@@ -206,9 +206,14 @@ def count_params(net: nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())
 
 
-def tokenizer_folder(c: TransformerConfig, models_dir: Path) -> Path:
+def tokenizer_folder(c: TransformerConfig, folder: Path, models_dir: Path) -> Path:
+    """Where the tokenizer named by ``c`` lives: an absolute path as is; a name beside the transformer's own
+    ``folder`` (a copied pair of models), else under ``models_dir`` (the shipped ones)."""
     p = Path(c.tokenizer)
-    return p if p.is_absolute() else models_dir / p
+    if p.is_absolute():
+        return p
+    beside = Path(folder).parent / p
+    return beside if beside.is_dir() else models_dir / p
 
 
 def load_transformer(folder: str | Path, device="cpu") -> nn.Module:
