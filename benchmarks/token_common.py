@@ -33,7 +33,7 @@ def token_fill(folder, images: np.ndarray, masks: np.ndarray, params: dict, seed
     """Composites (N x S x S x C uint8) from a token model folder, in batches on the CPU, and the timing."""
     from engine.api import drive
     from engine.token.data import to_unit
-    from engine.token.pipeline import fill, load_models
+    from engine.token.pipeline import fill, load_models, match_grain
 
     net, tok = load_models(folder, torch.device("cpu"))
     out, calls, t0 = [], 0, time.perf_counter()
@@ -43,8 +43,11 @@ def token_fill(folder, images: np.ndarray, masks: np.ndarray, params: dict, seed
         y, _, c = drive(fill(net, tok, x, hole, params, torch.Generator().manual_seed(seed + i)))
         calls = max(calls, c)
         out.append(to_uint8(torch.where(hole > 0, y, x)))
+    out = np.concatenate(out)
+    if params.get("grain"):
+        out = np.stack([match_grain(o, im, m, seed + i) for i, (o, im, m) in enumerate(zip(out, images, masks))])
     wall = time.perf_counter() - t0
-    return np.concatenate(out), {"wall_s_per_image": wall / len(images), "wall_s": wall, "batch": batch,
+    return out, {"wall_s_per_image": wall / len(images), "wall_s": wall, "batch": batch,
                                  "network_calls_per_batch": calls}
 
 

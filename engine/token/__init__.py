@@ -29,6 +29,10 @@ MASKGIT = (
           "pass (MaskGIT's choice temperature); 0 = keep strictly the most confident", min=0.0, max=20.0, step=0.5),
 )
 
+GRAIN = (Param("grain", "bool", True, "Match grain",
+              "Add noise of the level measured around the hole to the fill: tokens carry shapes and colours, not "
+              "sensor noise, so without it the fill looks smoother than the photo"),)
+
 DIGIT_PHOTO = "Paints grey handwritten-digit strokes token by token: made for 28x28 digits, not for photos."
 FACE_PHOTO = ("Paints cartoon-face patches token by token in the face box: trained on drawn portraits, not real "
               "faces.")
@@ -59,14 +63,14 @@ MODELS = [
         description="A transformer over 8x8-pixel tokens of a 64x64 face crop (seed 001's geometry, variant 1) "
                     "with MaskGIT decoding. Place the face box over the face (detected automatically) and mask "
                     "what to repaint; change the seed for another fill.",
-        domain=FACE_DOMAIN, geometry=FACE_GEOMETRY, params=MASKGIT, weights=MODELS_DIR / "token-face",
+        domain=FACE_DOMAIN, geometry=FACE_GEOMETRY, params=MASKGIT + GRAIN, weights=MODELS_DIR / "token-face",
         uses_region=True, category="faces", on_photo=FACE_PHOTO),
         factory="engine.token.pipeline:TokenInpainter", order=65, region_detector="engine.face.detect:detect_face"),
     ModelSpec(ModelInfo(
         name="token-face-ar", title="Token transformer (faces, autoregressive)", family="token",
         description="Seed 001's variant 2 on 64x64 face crops: the hole's tokens written one by one in reading "
                     "order by a causal decoder that sees the known tokens. Place the face box over the face.",
-        domain=FACE_DOMAIN, geometry=FACE_GEOMETRY, params=SAMPLING, weights=MODELS_DIR / "token-face-ar",
+        domain=FACE_DOMAIN, geometry=FACE_GEOMETRY, params=SAMPLING + GRAIN, weights=MODELS_DIR / "token-face-ar",
         uses_region=True, category="faces", on_photo=FACE_PHOTO),
         factory="engine.token.pipeline:TokenInpainter", order=66, region_detector="engine.face.detect:detect_face"),
 ]

@@ -108,8 +108,10 @@ def save_png(path, rgb: np.ndarray) -> None:
     cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
 
 
-def save_checkpoint(run, model, opt, step: int, config: dict, elapsed: float) -> None:
-    """Model, optimiser and RNG state as safetensors + JSON (no pickle), written atomically (rank 0 only)."""
+def save_checkpoint(run, model, opt, step: int, config: dict, elapsed: float, cpu_s: float = 0.0,
+                    name: str = "ckpt") -> None:
+    """Model, optimiser and RNG state as safetensors + JSON (no pickle), written atomically (rank 0 only);
+    ``elapsed`` wall seconds and ``cpu_s`` CPU seconds of the run so far (summed over resumed sessions)."""
     import json
 
     import torch
@@ -120,32 +122,33 @@ def save_checkpoint(run, model, opt, step: int, config: dict, elapsed: float) ->
         for k, v in st.items():
             out[f"opt.{i}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
     out["rng.cpu"] = torch.get_rng_state()
-    tmp = run / "ckpt.safetensors.tmp"
+    tmp = run / f"{name}.safetensors.tmp"
     save_file({k: v.detach().contiguous().cpu() for k, v in out.items()}, str(tmp))
-    tmp.replace(run / "ckpt.safetensors")
-    meta = {"step": step, "elapsed_s": elapsed, "config": config, "param_groups": opt.state_dict()["param_groups"]}
-    (run / "ckpt.json.tmp").write_text(json.dumps(meta, indent=2))
-    (run / "ckpt.json.tmp").replace(run / "ckpt.json")
+    tmp.replace(run / f"{name}.safetensors")
+    meta = {"step": step, "elapsed_s": elapsed, "cpu_s": cpu_s, "config": config,
+            "param_groups": opt.state_dict()["param_groups"]}
+    (run / f"{name}.json.tmp").write_text(json.dumps(meta, indent=2))
+    (run / f"{name}.json.tmp").replace(run / f"{name}.json")
 
 
-def load_checkpoint(run, model, opt) -> tuple[int, float]:
-    """(step, elapsed seconds) of the run's checkpoint, loaded into ``model`` and ``opt``."""
+def load_checkpoint(run, model, opt, name: str = "ckpt") -> tuple[int, float, float]:
+    """(step, elapsed wall seconds, CPU seconds) of the run's checkpoint, loaded into ``model`` and ``opt``."""
     import json
 
     import torch
     from safetensors.torch import load_file
 
-    tensors = load_file(str(run / "ckpt.safetensors"))
-    meta = json.loads((run / "ckpt.json").read_text())
+    tensors = load_file(str(run / f"{name}.safetensors"))
+    meta = json.loads((run / f"{name}.json").read_text())
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     state: dict[int, dict] = {}
     for k, v in tensors.items():
         if k.startswith("opt."):
-            _, i, name = k.split(".", 2)
-            state.setdefault(int(i), {})[name] = v
+            _, i, key = k.split(".", 2)
+            state.setdefault(int(i), {})[key] = v
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
     torch.set_rng_state(tensors["rng.cpu"])
-    return int(meta["step"]), float(meta.get("elapsed_s", 0.0))
+    return int(meta["step"]), float(meta.get("elapsed_s", 0.0)), float(meta.get("cpu_s", 0.0))
 
 
 def lr_at(step: int, total: int, base: float, warmup: int) -> float:

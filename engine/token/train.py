@@ -66,7 +66,8 @@ class TrainConfig:
     label_smoothing: float = 0.1
     ema_decay: float = 0.999
     flips: bool = False  # also train on the mirrored images (faces: their labels are mirror-invariant)
-    n_train: int = 0
+    n_train: int = 0  # 0 = the whole training split
+    n_valid: int = 512  # validation images
     seed: int = 0
     threads: int = 1
     device: str = "auto"
@@ -145,7 +146,7 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
     if cfg.flips:
         images = np.concatenate([images, images[:, :, ::-1]])
     train_ids = tokenize(tok, images, device)
-    val_images = D.domain_images(cfg.domain, "valid", 512)
+    val_images = D.domain_images(cfg.domain, "valid", cfg.n_valid)
     val_ids = tokenize(tok, val_images, device).to(device)
     vrng = np.random.default_rng(7)
     val_masked = torch.from_numpy(training_masks(vrng, len(val_ids), tc.grid, tc.patch,
@@ -164,9 +165,9 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
         (decay if p.dim() >= 2 and "embed" not in name else no_decay).append(p)
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
-    step, elapsed0 = 0, 0.0
+    step, elapsed0, cpu0 = 0, 0.0, 0.0
     if resume and (run / "ckpt.safetensors").exists():
-        step, elapsed0 = D.load_checkpoint(run, torch.nn.ModuleDict({"net": net, "ema": ema}), opt)
+        step, elapsed0, cpu0 = D.load_checkpoint(run, torch.nn.ModuleDict({"net": net, "ema": ema}), opt)
         if dist.is_main:
             print(f"resumed from {run} at step {step}", flush=True)
     model = torch.nn.parallel.DistributedDataParallel(net) if dist.enabled else net
@@ -176,7 +177,7 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
               f"{mc.grid}x{mc.grid}, device {device}, world {dist.world}, {len(train_ids)} token grids on this "
               f"rank", flush=True)
 
-    t_start, cpu_start = time.time() - elapsed0, time.process_time()
+    t_start, cpu_start = time.time() - elapsed0, time.process_time() - cpu0
     log = open(run / "log.jsonl", "a") if dist.is_main else None
     pbar = tqdm(total=cfg.steps, initial=step, dynamic_ncols=True, mininterval=10, disable=not dist.is_main)
     net.train()
@@ -217,16 +218,17 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
             sample_grid(ema, mc, tok, show, show_holes, run / "samples" / f"step_{step:06d}.png")
         if step % cfg.ckpt_every == 0:
             D.save_checkpoint(run, torch.nn.ModuleDict({"net": net, "ema": ema}), opt, step, asdict(cfg),
-                              time.time() - t_start)
+                              time.time() - t_start, time.process_time() - cpu_start)
     pbar.close()
     if dist.is_main:
         elapsed = time.time() - t_start
-        D.save_checkpoint(run, torch.nn.ModuleDict({"net": net, "ema": ema}), opt, step, asdict(cfg), elapsed)
+        D.save_checkpoint(run, torch.nn.ModuleDict({"net": net, "ema": ema}), opt, step, asdict(cfg), elapsed,
+                          time.process_time() - cpu_start)
         sample_grid(ema, mc, tok, show, show_holes, run / "samples" / "final.png")
         with torch.no_grad():
             vl, va = batch_loss(ema, mc, val_ids, val_masked, 0.0)
         facts = {"domain": cfg.domain, "steps": step, "wall_s": round(elapsed, 1),
-                 "cpu_s_this_session": round(time.process_time() - cpu_start, 1), "world": dist.world,
+                 "cpu_s": round(time.process_time() - cpu_start, 1), "world": dist.world,
                  "device": str(device), "train_config": asdict(cfg),
                  "validation": {"loss": round(vl.item(), 4), "token_accuracy": round(va.item(), 4)}}
         save_pretrained(run / "export", ema, mc, facts)

@@ -2,11 +2,17 @@
 
 One flat script (nanoGPT / minDiffusion manner). Loss: mean squared error plus mean absolute error on the pixels,
 the hole's pixels at weight 1 and the known ones at 0.1 (the decoder is shown them); half of the holes are the
-whole image (tokens alone), half an editor's (engine/token/masks.py). The shipped tokenizers:
+whole image (tokens alone), half an editor's (engine/token/masks.py). From ``--gan-start`` on, a PatchGAN
+discriminator (Isola et al. 2017) joins with the hinge loss (VQGAN, Esser et al. 2021, sec. 3.1, without the
+perceptual term: no pretrained network is reachable): a decoder trained on pixel losses alone draws the
+conditional mean, i.e. blurs what the tokens do not pin down (eyes, glasses frames); the adversarial term makes it
+draw them sharp. The shipped tokenizers:
 
     python -m engine.token.train_tokenizer --domain mnist --out runs/token-fsq-mnist --steps 1500
     python -m engine.token.train_tokenizer --domain face --out runs/token-fsq-face --steps 2000 \
-        --levels 7 5 5 5 5 --patch 8 --size 64
+        --levels 7 5 5 5 5 --patch 8 --size 64 --dec-grid 96 --dec-pixel 16 --batch-size 32
+    # then the adversarial phase, resumed from that checkpoint:
+    python -m engine.token.train_tokenizer ... --steps 2600 --gan-start 2000
 
 Under torchrun (DDP; gloo on the CPU, nccl on a GPU; each rank its own data shard; rank 0 writes):
 
@@ -50,7 +56,11 @@ class TrainConfig:
     steps: int = 1500
     max_minutes: float = 0.0  # 0 = no limit; else stop (and export) after this wall time
     n_train: int = 0  # 0 = the whole training split
+    n_valid: int = 512  # validation images
     known_weight: float = 0.1  # loss weight of pixels outside the hole
+    gan_start: int = 0  # 0 = pixel losses only; else the step from which the PatchGAN joins
+    gan_weight: float = 0.05  # weight of the generator's hinge loss -D(G(x))
+    gan_lr: float = 2e-4  # constant learning rate of decoder and discriminator in the adversarial phase
     seed: int = 0
     threads: int = 1
     device: str = "auto"
@@ -58,6 +68,21 @@ class TrainConfig:
     log_every: int = 50
     sample_every: int = 500
     ckpt_every: int = 250
+
+
+class PatchDiscriminator(torch.nn.Module):
+    """PatchGAN (Isola et al. 2017): one real/fake logit per overlapping ~22 px patch of a [-1, 1] image."""
+
+    def __init__(self, channels: int, ch: int = 48) -> None:
+        super().__init__()
+        nn = torch.nn
+        self.net = nn.Sequential(nn.Conv2d(channels, ch, 4, 2, 1), nn.LeakyReLU(0.2),
+                                 nn.Conv2d(ch, 2 * ch, 4, 2, 1), nn.GroupNorm(8, 2 * ch), nn.LeakyReLU(0.2),
+                                 nn.Conv2d(2 * ch, 2 * ch, 3, 1, 1), nn.GroupNorm(8, 2 * ch), nn.LeakyReLU(0.2),
+                                 nn.Conv2d(2 * ch, 1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
 
 
 def tokenizer_config(cfg: TrainConfig, channels: int) -> TokenizerConfig:
@@ -118,7 +143,7 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
         run.mkdir(parents=True, exist_ok=True)
 
     images = D.shard(D.domain_images(cfg.domain, "train", cfg.n_train), dist)
-    val_images = D.domain_images(cfg.domain, "valid", 512)
+    val_images = D.domain_images(cfg.domain, "valid", cfg.n_valid)
     channels = images.shape[3]
     val = D.to_unit(val_images).to(device)
     val_holes = torch.from_numpy(editor_holes(np.random.default_rng(123), len(val), cfg.size)).float()[:, None]
@@ -126,19 +151,29 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
 
     net = Tokenizer(tokenizer_config(cfg, channels)).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=0.0, betas=(0.9, 0.99))
-    step, elapsed0 = 0, 0.0
+    step, elapsed0, cpu0 = 0, 0.0, 0.0
     if resume and (run / "ckpt.safetensors").exists():
-        step, elapsed0 = D.load_checkpoint(run, net, opt)
+        step, elapsed0, cpu0 = D.load_checkpoint(run, net, opt)
         if dist.is_main:
             print(f"resumed from {run} at step {step}", flush=True)
     model = torch.nn.parallel.DistributedDataParallel(net) if dist.enabled else net
+    disc, dopt = None, None
+    if cfg.gan_start:
+        torch.manual_seed(cfg.seed)
+        disc = PatchDiscriminator(channels).to(device)
+        dopt = torch.optim.AdamW(disc.parameters(), lr=cfg.gan_lr, weight_decay=0.0, betas=(0.5, 0.9))
+        if resume and (run / "disc.safetensors").exists():
+            D.load_checkpoint(run, disc, dopt, name="disc")
+        if dist.enabled:  # the same D on every rank; its gradients are averaged by hand below
+            for p in disc.parameters():
+                torch.distributed.broadcast(p.data, 0)
     if dist.is_main:
         (run / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
         print(f"tokenizer {count_params(net) / 1e6:.3f} M params, {net.config.codebook_size} codes, "
               f"{net.config.grid}x{net.config.grid} tokens, device {device}, world {dist.world}, "
               f"{len(images)} images on this rank", flush=True)
 
-    t_start, cpu_start = time.time() - elapsed0, time.process_time()
+    t_start, cpu_start = time.time() - elapsed0, time.process_time() - cpu0
     log = open(run / "log.jsonl", "a") if dist.is_main else None
     pbar = tqdm(total=cfg.steps, initial=step, dynamic_ncols=True, mininterval=10, disable=not dist.is_main)
     net.train()
@@ -150,17 +185,31 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
         holes = editor_holes(rng, cfg.batch_size, cfg.size)
         holes[rng.uniform(size=cfg.batch_size) < 0.5] = True  # tokens alone
         h = torch.from_numpy(holes).float()[:, None].to(device)
+        adversarial = disc is not None and step >= cfg.gan_start
         for group in opt.param_groups:
-            group["lr"] = D.lr_at(step, cfg.steps, cfg.lr, cfg.warmup)
+            group["lr"] = cfg.gan_lr if adversarial else D.lr_at(step, cfg.steps, cfg.lr, cfg.warmup)
         with torch.autocast(device.type, torch.bfloat16, enabled=cfg.bf16):
             y = model(x, h)
         w = h + cfg.known_weight * (1 - h)
         err = y.float() - x
         loss = ((err ** 2 + err.abs()) * w).sum() / (w.sum() * channels)
+        g_adv = -disc(y.float()).mean() if adversarial else torch.zeros(())
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss + cfg.gan_weight * g_adv).backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
+        d_loss = torch.zeros(())
+        if adversarial:  # hinge loss, real = the training images, fake = the decoder's drawings
+            logits = disc(torch.cat([x, y.detach().float()]))
+            real, fake = logits[:len(x)], logits[len(x):]
+            d_loss = F.relu(1 - real).mean() + F.relu(1 + fake).mean()
+            dopt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            if dist.enabled:
+                for p in disc.parameters():
+                    torch.distributed.all_reduce(p.grad)
+                    p.grad /= dist.world
+            dopt.step()
         step += 1
         pbar.update(1)
         if not dist.is_main:
@@ -168,6 +217,8 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
         rec: dict = {}
         if step % cfg.log_every == 0:
             rec = {"step": step, "loss": round(loss.item(), 5), "time_s": round(time.time() - t_start, 1)}
+            if adversarial:
+                rec.update(g_adv=round(g_adv.item(), 4), d_loss=round(d_loss.item(), 4))
             pbar.set_postfix(loss=f"{loss.item():.4f}")
         if step % cfg.sample_every == 0:
             rec.update(step=step, **evaluate(net, val, val_holes))
@@ -176,15 +227,20 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
             log.write(json.dumps(rec) + "\n")
             log.flush()
         if step % cfg.ckpt_every == 0:
-            D.save_checkpoint(run, net, opt, step, asdict(cfg), time.time() - t_start)
+            D.save_checkpoint(run, net, opt, step, asdict(cfg), time.time() - t_start,
+                              time.process_time() - cpu_start)
+            if disc is not None:
+                D.save_checkpoint(run, disc, dopt, step, asdict(cfg), 0.0, name="disc")
     pbar.close()
     if dist.is_main:
         elapsed = time.time() - t_start
-        D.save_checkpoint(run, net, opt, step, asdict(cfg), elapsed)
+        D.save_checkpoint(run, net, opt, step, asdict(cfg), elapsed, time.process_time() - cpu_start)
+        if disc is not None:
+            D.save_checkpoint(run, disc, dopt, step, asdict(cfg), 0.0, name="disc")
         metrics = evaluate(net, val, val_holes)
         sample_grid(net, val, val_holes, run / "samples" / "final.png")
         facts = {"domain": cfg.domain, "steps": step, "wall_s": round(elapsed, 1),
-                 "cpu_s_this_session": round(time.process_time() - cpu_start, 1), "world": dist.world,
+                 "cpu_s": round(time.process_time() - cpu_start, 1), "world": dist.world,
                  "device": str(device), "train_config": asdict(cfg), "validation": metrics}
         save_tokenizer(run / "export", net, facts)
         print(f"done: {step} steps in {elapsed / 60:.1f} min; {json.dumps(metrics)} -> {run / 'export'}",
