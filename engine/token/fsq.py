@@ -45,6 +45,8 @@ class TokenizerConfig:
     enc_hidden: int = 256  # width of the per-patch MLP
     dec_grid: int = 128  # channels of the decoder on the token grid
     dec_pixel: int = 32  # channels of the decoder at pixel resolution
+    grid_blocks: int = 2  # residual blocks on the token grid
+    pixel_blocks: int = 2  # residual blocks at pixel resolution
 
     @property
     def grid(self) -> int:
@@ -125,11 +127,11 @@ class Tokenizer(nn.Module):
             nn.Linear(c.enc_hidden, d))
         self.fsq = FSQ(c.levels)
         self.dec_in = nn.Conv2d(d, c.dec_grid, 1)
-        self.dec_grid = nn.Sequential(ResBlock(c.dec_grid), ResBlock(c.dec_grid))
+        self.dec_grid = nn.Sequential(*(ResBlock(c.dec_grid) for _ in range(c.grid_blocks)))
         self.to_pixels = nn.Conv2d(c.dec_grid, c.dec_pixel * c.patch * c.patch, 1)  # then pixel shuffle
         self.guide = nn.Conv2d(c.channels + 1, c.dec_pixel, 3, 1, 1)  # known pixels and the hole mask
-        self.dec_pixel = nn.Sequential(ResBlock(c.dec_pixel), ResBlock(c.dec_pixel), nn.GroupNorm(8, c.dec_pixel),
-                                       nn.SiLU(), nn.Conv2d(c.dec_pixel, c.channels, 3, 1, 1))
+        self.dec_pixel = nn.Sequential(*(ResBlock(c.dec_pixel) for _ in range(c.pixel_blocks)),
+                                       nn.GroupNorm(8, c.dec_pixel), nn.SiLU(), nn.Conv2d(c.dec_pixel, c.channels, 3, 1, 1))
 
     # -- encoding ------------------------------------------------------------------------------------------
     def patches(self, x: torch.Tensor) -> torch.Tensor:

@@ -50,6 +50,8 @@ class TrainConfig:
     enc_hidden: int = 256
     dec_grid: int = 64
     dec_pixel: int = 16
+    grid_blocks: int = 2
+    pixel_blocks: int = 2
     batch_size: int = 64  # per rank
     lr: float = 2e-3
     warmup: int = 100
@@ -87,7 +89,8 @@ class PatchDiscriminator(torch.nn.Module):
 
 def tokenizer_config(cfg: TrainConfig, channels: int) -> TokenizerConfig:
     return TokenizerConfig(channels=channels, size=cfg.size, patch=cfg.patch, levels=tuple(cfg.levels),
-                           enc_hidden=cfg.enc_hidden, dec_grid=cfg.dec_grid, dec_pixel=cfg.dec_pixel)
+                           enc_hidden=cfg.enc_hidden, dec_grid=cfg.dec_grid, dec_pixel=cfg.dec_pixel,
+                           grid_blocks=cfg.grid_blocks, pixel_blocks=cfg.pixel_blocks)
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor, m: torch.Tensor | None = None) -> float:
