@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     ln.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="model parameter (repeat)")
     ln.add_argument("--json", action="store_true", help="print the learning stats as one JSON line")
     ln.add_argument("--device", help=DEVICE_HELP)
+    for parser in (p, m, i, ln):  # the user's models folder (INPAINT_STUDIO_MODELS by default)
+        parser.add_argument("--models-dir", default=argparse.SUPPRESS, metavar="DIR",
+                            help="folder of your own models (Stable Diffusion .safetensors / diffusers folders, ONNX)")
     return p
 
 
@@ -224,6 +227,9 @@ def main(argv: list[str]) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        if getattr(args, "models_dir", None):
+            for line in registry.set_models_dir(args.models_dir):
+                print(f"note: {line}", file=sys.stderr)
         if args.command == "models":
             return cmd_models(args)
         if args.command == "inpaint":

@@ -114,10 +114,9 @@ class SDModel:
         vae_dtype = torch.float32 if (dtype == torch.float16 and getattr(self.vae.config, "force_upcast", False)) \
             else dtype
         home = torch.device("cpu") if plan.offload else device
-        self.unet.to(home, dtype)
-        for te in self.text_encoders:
-            te.to(home, dtype)
-        self.vae.to(home, vae_dtype)
+        for net in [self.unet, *self.text_encoders]:
+            _move(net, home, dtype)
+        _move(self.vae, home, vae_dtype)
         if plan.attention_slicing:
             self.unet.set_attention_slice("auto")
         elif self.plan.attention_slicing:
@@ -207,6 +206,14 @@ class SDModel:
             vae_dtype = next(self.vae.parameters()).dtype
             img = self.vae.decode((latents / self.scaling_factor).to(vae_dtype)).sample
         return img.float().clamp(-1, 1)
+
+
+def _move(net: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:
+    """``net`` to ``device`` / ``dtype`` in place, only when it is elsewhere (plain ``nn.Module.to``: diffusers' own
+    ``to`` warns about dtype casts the engine makes on purpose)."""
+    p = next(net.parameters())
+    if p.device != device or p.dtype != dtype:
+        torch.nn.Module.to(net, device=device, dtype=dtype)
 
 
 def latent_preview(latents: torch.Tensor, which: str = "sd1") -> "np.ndarray":  # noqa: F821
