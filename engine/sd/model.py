@@ -121,8 +121,10 @@ class SDModel:
             self.unet.set_attention_slice("auto")
         elif self.plan.attention_slicing:
             self.unet.set_default_attn_processor()
-        if plan.vae_tiling:
+        if plan.vae_tiling:  # tiles of 512 px (diffusers' default is the VAE's sample size: 1024 for SDXL)
             self.vae.enable_tiling()
+            self.vae.tile_sample_min_size = min(512, self.vae.tile_sample_min_size)
+            self.vae.tile_latent_min_size = self.vae.tile_sample_min_size // self.vae_scale
         else:
             self.vae.disable_tiling()
         self.device, self.plan = device, plan
