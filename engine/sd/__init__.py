@@ -72,9 +72,9 @@ MODELS = [
                     "without one, drawn into the start image. Checkpoints in the models folder appear by name too.",
         domain="whatever your Stable Diffusion checkpoint was trained on (photos); works at its native resolution",
         geometry=Geometry(size=512, context=0.5), uses_sketch=True, uses_prompt=True,
-        params=(Param("checkpoint", "folder", "", "SD folder or file",
-                      "Local Stable Diffusion checkpoint: a diffusers folder or a .safetensors file (no weights ship "
-                      "with the app)", remember=True),) + fill_params(None),
+        params=(Param("checkpoint", "folder", "", "SD folder",
+                      "Local Stable Diffusion checkpoint: a diffusers folder, or a single .safetensors file (type its "
+                      "path); no weights ship with the app", remember=True),) + fill_params(None),
         weights=None, category="yours",
         on_photo="Your Stable Diffusion checkpoint fills from a text prompt (and your sketch): photo quality from a "
                  "good checkpoint."),
