@@ -219,3 +219,52 @@ def test_sd_sketch_takes_a_single_file_and_errors_are_one_line(models, photo, tm
         with pytest.raises(InpaintError, match=match) as err:
             _fill("sd-sketch", img, mask, sketch=sketch, params={**params, "steps": 2})
         assert "\n" not in str(err.value)
+
+
+def test_cli_models_dir_lists_and_fills(models, photo, tmp_path, capsys):
+    import json
+
+    from PIL import Image
+
+    from engine.cli import main
+
+    assert main(["--models-dir", str(models / "models"), "models", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["sdxl-inpainting-folder"]["resolution"] == 16 and "sd-face" in rows
+    img, mask = photo
+    Image.fromarray(img).save(tmp_path / "in.png")
+    Image.fromarray(mask.astype(np.uint8) * 255).save(tmp_path / "mask.png")
+    rc = main(["inpaint", "--models-dir", str(models / "models"), "--model", "sd1-inpainting.safetensors",
+               "--prompt", "a bench", "--param", "steps=2", "--param", "scheduler=euler a", "--seed", "2",
+               "--image", str(tmp_path / "in.png"), "--mask", str(tmp_path / "mask.png"),
+               "--out", str(tmp_path / "out.png")])
+    assert rc == 0
+    out = np.asarray(Image.open(tmp_path / "out.png").convert("RGB"))
+    assert np.array_equal(out[~mask], img[~mask]) and not np.array_equal(out[mask], img[mask])
+
+
+def test_memory_savers_run_the_same_fill(models, photo):
+    """Offload, attention slicing and VAE tiling (on the CPU here: the GPU paths differ only in where parts sit)."""
+    import torch
+
+    from engine.api import drive
+    from engine.sd import model as sd_model
+    from engine.sd.checkpoint import detect_folder
+    from engine.sd.generate import FillSettings, fill
+    from engine.sd.memory import MemoryPlan
+    from engine.tensors import to_tensor
+
+    path = models / "models" / "sdxl-inpainting-folder"
+    m = sd_model.load(path, detect_folder(path))
+    img, mask = photo
+    image = to_tensor(img[:16, :16].copy())
+    hole = torch.from_numpy(mask[:16, :16].copy() | True).float()[None, None]
+    s = FillSettings(prompt="x", steps=2, seed=1)
+    m.place(torch.device("cpu"), MemoryPlan())
+    plain = drive(fill(m, image, hole, s))
+    m.place(torch.device("cpu"), MemoryPlan(offload=True, attention_slicing=True, vae_tiling=True))
+    try:
+        saved = drive(fill(m, image, hole, s))
+    finally:
+        m.place(torch.device("cpu"), MemoryPlan())
+    assert torch.allclose(plain, saved, atol=1e-4)

@@ -142,7 +142,8 @@ def fill(model: SDModel, image: torch.Tensor, hole: torch.Tensor, s: FillSetting
         steps = ks.sample_euler_ancestral(denoise, x, sigmas, generator=gen, timesteps=timesteps, **kw)
     else:
         steps = ks.sample_lcm(denoise, x, sigmas, timesteps, generator=gen, **kw)
-    z = yield from steps
+    with model.on_device(model.unet):  # model CPU offload: the UNet on the GPU for the loop only
+        z = yield from steps
     return model.vae_decode(z)
 
 
@@ -175,8 +176,9 @@ def _ddim(model, config, schedule, net, v_pred, start, noise, s, n_run, strength
         guide = SketchGuidance(model.unet, lgp, target, schedule.alphas_cumprod, s.beta, t_min, weight,
                                conditional_half=guided_cfg)
     try:
-        z = yield from sample(denoise, x, timesteps, schedule, known=blend["known"], mask=blend["mask"], eta=0.0,
-                              clip=False, guidance=guide, generator=gen, cancel=cancel, final=final)
+        with model.on_device(model.unet):
+            z = yield from sample(denoise, x, timesteps, schedule, known=blend["known"], mask=blend["mask"],
+                                  eta=0.0, clip=False, guidance=guide, generator=gen, cancel=cancel, final=final)
     finally:
         if guide is not None:
             guide.close()

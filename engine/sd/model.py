@@ -13,7 +13,6 @@ within one block's time even in the middle of a slow CPU step.
 from __future__ import annotations
 
 import contextlib
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,7 +58,7 @@ class SDModel:
         self.scheduler_config = dict(parts["scheduler_config"])
         self.device = torch.device("cpu")
         self.plan = MemoryPlan()
-        self.lock = threading.Lock()
+        self.cancel_token = None  # the running job's CancelToken, read by ``cancel_hooks``
 
     # --- shapes ------------------------------------------------------------------------------------------------
     @property
@@ -233,18 +232,23 @@ def pixel_to_latent_mask(hole: torch.Tensor, size: tuple[int, int]) -> torch.Ten
 @contextlib.contextmanager
 def cancel_hooks(model: SDModel, cancel):
     """Check ``cancel`` before every UNet block and VAE block (diffusers pipelines' ``interrupt`` works between
-    steps; this works inside one)."""
-    if cancel is None:
-        yield
-        return
-    blocks = [*model.unet.down_blocks, model.unet.mid_block, *model.unet.up_blocks,
-              *model.vae.decoder.up_blocks, *model.vae.encoder.down_blocks]
-    handles = [b.register_forward_pre_hook(lambda *_: cancel.check()) for b in blocks if b is not None]
+    steps; this works inside one). The hooks are installed once per model and read the running job's token, so a
+    job's generator that is collected late can never cancel the next job."""
+    if not getattr(model, "_cancel_hooks", None):
+        blocks = [*model.unet.down_blocks, model.unet.mid_block, *model.unet.up_blocks,
+                  *model.vae.decoder.up_blocks, *model.vae.encoder.down_blocks]
+
+        def check(*_):
+            token = model.cancel_token
+            if token is not None:
+                token.check()
+        model._cancel_hooks = [b.register_forward_pre_hook(check) for b in blocks if b is not None]
+    model.cancel_token = cancel
     try:
         yield
     finally:
-        for h in handles:
-            h.remove()
+        if model.cancel_token is cancel:
+            model.cancel_token = None
 
 
 _current: list[str] = []  # the cache key of the checkpoint in memory (one at a time: they are gigabytes)
