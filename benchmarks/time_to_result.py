@@ -130,7 +130,8 @@ def main(argv=None) -> int:
     for model in {r["model"] for r in rows}:
         by = {r["scenario"]: r for r in rows if r["model"] == model}
         if "photo 512, 100 px hole" in by and "photo 12 MP, 100 px hole" in by:
-            ratios[model] = by["photo 12 MP, 100 px hole"]["warm_result_s"] / by["photo 512, 100 px hole"]["warm_result_s"]
+            big, small = by["photo 12 MP, 100 px hole"], by["photo 512, 100 px hole"]
+            ratios[model] = big["warm_result_s"] / small["warm_result_s"]
     if ratios:
         print("\n12 MP / 512 px, same 100 px hole (warm result):")
         for model, q in sorted(ratios.items()):
