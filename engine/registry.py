@@ -84,6 +84,9 @@ def _scan(folder: Path) -> None:
         specs, problems = discover(folder)
         scan_problems.extend(problems)
         for spec in specs:
+            if spec.info.name in _specs:  # type: ignore[operator]
+                scan_problems.append(f"{spec.info.name}: a shipped model has that name; rename it in {folder}")
+                continue
             _user[spec.info.name] = spec
             _loaded.pop(spec.info.name, None)
 

@@ -35,14 +35,14 @@ def photos(tmp_path_factory):
 def test_tiny_sd_folder_layout_and_load(sd_folder):
     from engine.sd import model as sd_model
     from engine.sd.loading import detect
-    from engine.sketch.sd import latent_preview, load_sd_folder
+    from engine.sd.model import latent_preview
 
     for part in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
         assert (sd_folder / part).is_dir()
     assert json.loads((sd_folder / "model_index.json").read_text())["unet"] == ["diffusers", "UNet2DConditionModel"]
     comp = sd_model.load(sd_folder, detect(sd_folder))
     assert comp.resolution == 16 and comp.latent_size == 8
-    assert sd_model.load(sd_folder, detect(sd_folder)) is comp and load_sd_folder(sd_folder) is comp  # cached
+    assert sd_model.load(sd_folder, detect(sd_folder)) is comp  # cached
     emb, pooled = comp.encode_text(["a red square"])
     assert emb.shape == (1, comp.tokenizer.model_max_length, 16) and pooled is None
     sk = torch.zeros(1, 1, 16, 16)
@@ -53,8 +53,11 @@ def test_tiny_sd_folder_layout_and_load(sd_folder):
 
 
 def test_missing_and_corrupt_sd_folder_errors(tmp_path, sd_folder):
+    from engine.sd import model as sd_model
     from engine.sd.loading import detect
-    from engine.sketch.sd import load_sd_folder
+
+    def load_sd_folder(folder):
+        return sd_model.load(folder, detect(folder))
 
     with pytest.raises(InpaintError, match="not found"):
         load_sd_folder(tmp_path / "nope")

@@ -283,7 +283,7 @@ def write_single_file(parts: dict, path: str | Path, dtype: torch.dtype = torch.
 
 
 def make_tiny_sd_folder(folder: str | Path, latent_size: int = 8, seed: int = 0) -> Path:
-    """A tiny SD 1.x diffusers folder (what ``python -m engine.sketch.tiny_sd`` used to write)."""
+    """A tiny SD 1.x diffusers folder (tests and smoke runs)."""
     return write_folder(tiny_parts("sd1", False, seed, latent_size), folder)
 
 
