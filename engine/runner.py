@@ -36,10 +36,13 @@ def composite(original: np.ndarray, filled: np.ndarray, mask: np.ndarray) -> np.
 
 def _working_request(inpainter: Inpainter, request: Request, need_mask: bool = True
                      ) -> tuple[Request, CropPlan]:
-    """The request as the model sees it: validated, parameters resolved, cropped to its geometry."""
+    """The request as the model sees it: validated, parameters and attributes resolved (and a folder parameter
+    checked to exist) before the model's geometry can load any weights, then cropped to that geometry."""
     info = inpainter.info
     request.validate(need_mask)
     params = info.resolve_params(request.params)
+    info.check_params(params)
+    attributes = info.resolve_attributes(request.attributes)
     mask = request.hole
     plan = CropPlan.plan(inpainter.geometry(params), mask, request.region)
     work_mask = plan.crop_mask(mask)
@@ -47,7 +50,7 @@ def _working_request(inpainter: Inpainter, request: Request, need_mask: bool = T
         raise InpaintError("the hole lies outside the working box: move the box over the area to fill")
     sketch = None if request.sketch is None else plan.crop_mask(request.sketch.astype(bool))
     work = dataclasses.replace(request, image=plan.crop_image(request.image), mask=work_mask, sketch=sketch,
-                               params=params, attributes=info.resolve_attributes(request.attributes), region=None,
+                               params=params, attributes=attributes, region=None,
                                scale=plan.scale)
     return work, plan
 

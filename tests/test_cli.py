@@ -94,7 +94,7 @@ def _bad_cases(d: Path):
         (["inpaint", "--image", str(d / "corrupt.png"), "--mask", mask, "--out", out], 1, "corrupt or truncated"),
         (base[:3] + ["--mask", str(d / "small_mask.png"), "--out", out], 1, "mask is 10x10 but the image is 64x48"),
         (base[:3] + ["--mask", str(d / "empty_mask.png"), "--out", out], 1, "mask is empty"),
-        (base + ["--out", out, "--param", "radius=abc"], 1, "expected a int"),
+        (base + ["--out", out, "--param", "radius=abc"], 1, "expected a whole number"),
         (base + ["--out", out, "--param", "radius"], 2, "expected NAME=VALUE"),
         (base + ["--out", out, "--param", "steps=3"], 1, "no parameter 'steps'"),
         (base + ["--out", out, "--attr", "smile=1"], 1, "no attribute 'smile'"),
