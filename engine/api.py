@@ -93,7 +93,7 @@ class Param:
             raise InpaintError(f"parameter {self.name}={_show(value)}: expected {self._expected()}")
         if kind in ("int", "float"):
             if (self.min is not None and v < self.min) or (self.max is not None and v > self.max):
-                raise InpaintError(f"parameter {self.name}={v:g} is outside "
+                raise InpaintError(f"parameter {self.name}={_num(v)} is outside "
                                    f"[{_bound(self.min, '-inf')}, {_bound(self.max, 'inf')}]")
         return v
 
@@ -113,6 +113,12 @@ class Param:
 def _show(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _num(v: float) -> str:
+    """A number for a message: floats as %g, ints in full unless absurdly long."""
+    text = f"{v:g}" if isinstance(v, float) else str(v)
+    return text if len(text) <= 24 else text[:21] + "..."
 
 
 def _bound(b: float | None, none: str) -> str:
