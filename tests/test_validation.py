@@ -184,3 +184,72 @@ def test_truncated_weights_name_the_file(face_copy):
     req = Request(image=np.zeros((64, 64, 3), np.uint8), mask=np.pad(np.ones((8, 8), bool), 28))
     with pytest.raises(InpaintError, match=f"{weights}: not a readable safetensors file"):
         run_to_end(registry.load("face-copy"), req)
+
+
+# ---- safetensors only -------------------------------------------------------------------------------------------
+def test_no_loader_can_fall_back_to_a_pickle():
+    """diffusers and transformers read a .bin pickle when no safetensors file is there, unless told not to: every
+    from_pretrained of a network in engine/ passes use_safetensors=True; nothing calls torch.load or pickle.load
+    (the MNIST reader's numpy-only unpickler excepted)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "engine"
+    problems = []
+    for path in sorted(root.rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+                continue
+            owner = node.func.value.id if isinstance(node.func.value, ast.Name) else ""
+            where = f"{path.relative_to(root.parent)}:{node.lineno}"
+            if node.func.attr == "from_pretrained" and owner[:1].isupper() \
+                    and not owner.endswith(("Tokenizer", "Scheduler")) \
+                    and owner not in ("CompactUNet", "DigitClassifier"):  # the project's own: engine.weights
+                kw = {k.arg: k.value for k in node.keywords}
+                if not (isinstance(kw.get("use_safetensors"), ast.Constant) and kw["use_safetensors"].value is True):
+                    problems.append(f"{where}: {owner}.from_pretrained without use_safetensors=True")
+            if node.func.attr == "load" and owner in ("torch", "pickle"):
+                problems.append(f"{where}: {owner}.load")
+    assert problems == []
+
+
+@pytest.fixture(scope="module")
+def tiny_sd(tmp_path_factory):
+    from engine.sketch.tiny_sd import make_tiny_sd_folder
+
+    return make_tiny_sd_folder(tmp_path_factory.mktemp("sd") / "tiny-sd", latent_size=8)
+
+
+@pytest.mark.parametrize("part, weights, pickle", [("unet", "diffusion_pytorch_model", "diffusion_pytorch_model"),
+                                                   ("text_encoder", "model", "pytorch_model")])
+def test_a_stable_diffusion_folder_with_only_pickles_is_refused(tiny_sd, tmp_path, part, weights, pickle):
+    import torch
+    from safetensors.torch import load_file
+
+    from engine.sketch.sd import load_sd_folder
+
+    folder = tmp_path / "sd"
+    shutil.copytree(tiny_sd, folder)
+    st_file = folder / part / f"{weights}.safetensors"
+    torch.save(load_file(str(st_file)), folder / part / f"{pickle}.bin")
+    st_file.unlink()
+    with pytest.raises(InpaintError, match=f"could not load {part}/"):
+        load_sd_folder(folder)
+
+
+@pytest.mark.xfail(strict=True, reason="engine/sketch/sd.py (another engineer's): _load_parts keeps what "
+                   "diffusers / transformers start at random when the safetensors file holds other keys; it needs "
+                   "output_loading_info=True and a refusal on missing keys, as engine/ddpm/model.py _load_unet2d does")
+@pytest.mark.parametrize("part", ["unet", "vae", "text_encoder"])
+def test_a_stable_diffusion_folder_with_none_of_the_weights_is_refused(tiny_sd, tmp_path, part):
+    import torch
+    from safetensors.torch import save_file
+
+    from engine.sketch.sd import load_sd_folder
+
+    folder = tmp_path / "sd"
+    shutil.copytree(tiny_sd, folder)
+    save_file({"other.weight": torch.zeros(3)}, str(next((folder / part).glob("*.safetensors"))))
+    with pytest.raises(InpaintError, match="missing"):
+        load_sd_folder(folder)
