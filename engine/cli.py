@@ -98,12 +98,12 @@ def cmd_models(args) -> int:
     rows = [{"name": m.name, "title": m.title, "domain": m.domain, "weights": m.weights_present,
              "resolution": m.resolution} for m in registry.all_models()]
     if args.json:
-        print(json.dumps(rows))
+        _say(json.dumps(rows))
         return 0
     w = max(len(r["name"]) for r in rows)
-    print(f"{'NAME':<{w}}  WEIGHTS  DOMAIN")
+    _say(f"{'NAME':<{w}}  WEIGHTS  DOMAIN")
     for r in rows:
-        print(f"{r['name']:<{w}}  {'yes' if r['weights'] else 'MISSING':<7}  {r['domain']}")
+        _say(f"{r['name']:<{w}}  {'yes' if r['weights'] else 'MISSING':<7}  {r['domain']}")
     return 0
 
 

@@ -36,12 +36,12 @@ def composite(original: np.ndarray, filled: np.ndarray, mask: np.ndarray) -> np.
 
 def _working_request(inpainter: Inpainter, request: Request, need_mask: bool = True
                      ) -> tuple[Request, CropPlan]:
-    """The request as the model sees it: validated, parameters and attributes resolved (and a folder parameter
-    checked to exist) before the model's geometry can load any weights, then cropped to that geometry."""
+    """The request as the model sees it: validated, parameters and attributes resolved before the model's geometry
+    can load any weights, then cropped to that geometry. (A folder parameter's folder is checked by the model, which
+    names what it needs there, and by the CLI before a batch: ``ModelInfo.check_params``.)"""
     info = inpainter.info
     request.validate(need_mask)
     params = info.resolve_params(request.params)
-    info.check_params(params)
     attributes = info.resolve_attributes(request.attributes)
     mask = request.hole
     plan = CropPlan.plan(inpainter.geometry(params), mask, request.region)
