@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--out", required=True, help="output file, or folder (an existing one, or a name ending in /); "
                    "a batch writes NAME.png there")
     i.add_argument("--sketch", help="sketch file (white = stroke), or folder with the same file names")
-    i.add_argument("--seed", type=int, default=0)
+    i.add_argument("--seed", type=int, default=0, help="0 to 2147483647: the same seed gives the same fill")
     i.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="model parameter (repeat)")
     i.add_argument("--attr", action="append", default=[], metavar="NAME=VALUE", help="attribute, e.g. smile=1")
     i.add_argument("--prompt", default="", help="text prompt, for models that take one")

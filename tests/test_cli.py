@@ -246,6 +246,10 @@ def _checked_before_work(d: Path):
         (["inpaint", "--image", img, "--mask", mask, "--out", out, "--seed", "-1"], 2, "--seed -1: expected"),
         (["inpaint", "--image", img, "--mask", str(d / "white.png"), "--out", str(d / "o.jpg"), "--param",
           "radius=0"], 1, "outside [1, 50]"),
+        (["inpaint", "--model", "repaint-ddpm-folder", "--param", f"checkpoint={d / 'typo'}", "--image", img, "--mask",
+          mask, "--out", out], 1, f"parameter checkpoint='{d / 'typo'}': no such folder"),  # was sent to the hub
+        (["inpaint", "--model", "sd-sketch", "--param", f"checkpoint={d / 'img.png'}", "--prompt", "x", "--image", img,
+          "--mask", mask, "--out", out], 1, "not a folder"),
         (["learn", "--image", img, "--param", "minutes=nan", "--param", "iterations=50"], 1, "finite"),  # it hung
         (["learn", "--image", img, "--param", f"folder={d / 'typo'}"], 1, "no such folder"),
         (["learn", "--image", img, "--mask", str(d / "nope.png")], 2, "--mask"),
