@@ -36,17 +36,20 @@ def composite(original: np.ndarray, filled: np.ndarray, mask: np.ndarray) -> np.
 
 def _working_request(inpainter: Inpainter, request: Request, need_mask: bool = True
                      ) -> tuple[Request, CropPlan]:
-    """The request as the model sees it: validated, parameters resolved, cropped to its geometry."""
+    """The request as the model sees it: validated, parameters and attributes resolved before the model's geometry
+    can load any weights, then cropped to that geometry. (A folder parameter's folder is checked by the model, which
+    names what it needs there, and by the CLI before a batch: ``ModelInfo.check_params``.)"""
     info = inpainter.info
     request.validate(need_mask)
     params = info.resolve_params(request.params)
+    attributes = info.resolve_attributes(request.attributes)
     plan = CropPlan.plan(inpainter.geometry(params), request.mask, request.region)
     work_mask = plan.crop_mask(request.mask)
     if need_mask and not work_mask.any():
         raise InpaintError("the hole lies outside the working box: move the box over the area to fill")
     sketch = None if request.sketch is None else plan.crop_mask(request.sketch.astype(bool))
     work = dataclasses.replace(request, image=plan.crop_image(request.image), mask=work_mask, sketch=sketch,
-                               params=params, attributes=info.resolve_attributes(request.attributes), region=None,
+                               params=params, attributes=attributes, region=None,
                                scale=plan.scale)
     return work, plan
 

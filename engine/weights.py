@@ -56,10 +56,47 @@ def config_from_dict(cls: type[T], data: dict, where: str = "config") -> T:
         kind = hints.get(name)
         if dataclasses.is_dataclass(kind) and isinstance(value, dict):
             value = config_from_dict(kind, value, where)
-        elif isinstance(value, list) and typing.get_origin(kind) is tuple:
-            value = tuple(value)
+        else:
+            if not _fits(value, kind):  # e.g. "ch": "big": the network would fail later with no file named
+                raise InpaintError(f"{where}: {cls.__name__}.{name} = {json.dumps(value)[:60]} is not "
+                                   f"{_type_name(kind)}")
+            if isinstance(value, list) and typing.get_origin(kind) is tuple:
+                value = tuple(value)
         values[name] = value
     return cls(**values)
+
+
+def _fits(value: Any, kind: Any) -> bool:
+    """Whether a JSON value can stand for a field of type ``kind`` (unknown or open types always can)."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value \
+            and abs(value) != float("inf")
+    if kind is str:
+        return isinstance(value, str)
+    if dataclasses.is_dataclass(kind):
+        return False  # a nested config must be a JSON object (handled by the caller)
+    if origin in (list, tuple):
+        if not isinstance(value, list):
+            return False
+        item = args[0] if args else Any
+        return all(_fits(v, item) for v in value)
+    if origin is typing.Union or type(kind).__name__ == "UnionType":
+        return any(_fits(value, a) or (a is type(None) and value is None) for a in args)
+    return True
+
+
+def _type_name(kind: Any) -> str:
+    names = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+    if kind in names:
+        return names[kind]
+    if dataclasses.is_dataclass(kind):
+        return f"a JSON object ({kind.__name__})"
+    return f"a {getattr(kind, '__name__', None) or kind}"
 
 
 def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
@@ -125,7 +162,11 @@ def load_pretrained(folder: str | Path, build: Callable[[Any], T], config_cls: t
     """(network in eval mode on ``device``, training facts): ``build(config)`` makes the network, the folder's
     safetensors fill it. Every failure is one InpaintError line naming the file."""
     config, training = read_config(folder, config_cls)
-    net = build(config)
+    try:
+        net = build(config)
+    except Exception as exc:  # values of the right type that make no network (a negative size, ...)
+        raise InpaintError(f"{Path(folder) / CONFIG_NAME}: no {config_cls.__name__} network can be built from it "
+                           f"({type(exc).__name__}: {_first_line(exc)})") from None
     load_weights(net, Path(folder) / weights_name, device)
     return net.to(device).eval(), training
 
@@ -176,8 +217,11 @@ def load_training_state(path: str | Path, nets: dict[str, Any], optimizers: dict
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
+    """The exception's first informative line (torch's "Error(s) in loading state_dict for X:" is a heading)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].endswith(":"):
+        lines = [f"{lines[0]} {lines[1]}"]
+    return (lines[0] if lines else type(exc).__name__)[:200]
 
 
 class ModelCache:

@@ -128,7 +128,7 @@ def test_runner_cancels_between_steps():
 
 
 @pytest.mark.parametrize("given, message", [
-    ({"n": "abc"}, "expected a int"),
+    ({"n": "abc"}, "expected a whole number"),
     ({"n": 99}, "outside"),
     ({"zz": 1}, "no parameter 'zz'"),
 ])

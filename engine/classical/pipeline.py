@@ -9,7 +9,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from engine.api import CancelToken, Geometry, Inpainter, JobGen, ModelInfo, ModelOutput, Preview, Request
+from engine.api import (CancelToken, Geometry, Inpainter, InpaintError, JobGen, ModelInfo, ModelOutput, Preview,
+                        Request)
 
 _FLAGS = {"telea": cv2.INPAINT_TELEA, "ns": cv2.INPAINT_NS}
 
@@ -28,6 +29,9 @@ class OpenCVInpainter(Inpainter):
         return Geometry(context=0.0, min_context=2 * int(params["radius"]) + 2)
 
     def run(self, request: Request, cancel: CancelToken) -> JobGen:
+        if request.mask.all():  # nothing to propagate from: OpenCV would hand the input back unchanged
+            raise InpaintError(f"{self.info.title} fills a hole from the pixels around it, but the mask covers "
+                               "the whole image: leave part of the image unmasked")
         out = opencv_inpaint(request.image, request.mask, request.params["radius"], self.method)
         yield Preview(step=1, total=1, image=out)
         return ModelOutput(out)
