@@ -6,22 +6,16 @@ Corrupt or truncated files are refused with a one-line ``ImageError``; so are im
 pixels than an editor should hold, or far more than the file's size can honestly encode (a decompression bomb),
 before a byte of them is decoded. What was used with a caveat (the first frame of an animated GIF or a multi-page
 TIFF, an unreadable colour profile) is said in ``LoadedImage.warnings``.
-Saving writes to a hidden temporary file in the target folder (``.NAME.PID@HOST.XXXXXXXX.part``) and renames it over
-the target (atomic on POSIX and Windows), so a crash or full disk never leaves a half-written export; the file
-gets the permissions the user's umask gives (an overwritten file keeps its own), and temporary files that a killed
-writer left behind are removed once they are certainly dead (``clean_stale_parts``).
+Saving goes through ``engine.atomic.write_atomic``: a crash or full disk never leaves a half-written export, the
+file gets the permissions the user's umask gives (an overwritten file keeps its own), and temporary files that a
+killed writer left behind are removed once they are certainly dead.
 """
 from __future__ import annotations
 
-import hashlib
 import io
-import os
-import re
-import socket
-import stat
-import tempfile
 import threading
-import time
+import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +23,7 @@ import numpy as np
 from PIL import Image, ImageCms, PngImagePlugin, UnidentifiedImageError
 
 from engine.api import InpaintError
+from engine.atomic import part_prefix, write_atomic
 
 MAX_PIXELS = 120_000_000  # ~11k x 11k: beyond that an inpainting editor has no business decoding it
 # A decompression bomb: from BOMB_PIXELS on, an image must not decode to more than BOMB_RATIO times its file's size
@@ -38,7 +33,6 @@ BOMB_RATIO = 250
 SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF",
                 ".bmp": "BMP"}
 OPEN_SUFFIXES = tuple(SAVE_FORMATS) + (".gif",)
-STALE_PART_SECONDS = 15 * 60  # a temporary file untouched this long belongs to a dead writer (saving takes seconds)
 
 
 class ImageError(InpaintError):
@@ -257,120 +251,7 @@ def load_mask(path: str | os.PathLike, shape: tuple[int, int], what: str = "mask
 
 
 # ---- writing -------------------------------------------------------------------------------------------------
-_HOST = hashlib.blake2s(socket.gethostname().encode("utf-8", "replace"), digest_size=4).hexdigest()
-# Ours: ".NAME.PID@HOST.XXXXXXXX.part" (and, from before PIDs were written, ".NAME.XXXXXXXX.part"): mkstemp's
-# eight random characters, the NAME cut to 100 characters so a long file name still gets a temporary name.
-_PART = re.compile(r"^\..+?\.(?:(?P<pid>\d+)@(?P<host>[0-9a-f]{8})\.)?[a-z0-9_]{8}\.part$")
 _MAX_LIMITS = {"JPEG": 65_535, "WEBP": 16_383}  # the formats' largest side
-_cleaned: set[str] = set()
-_umask_lock = threading.Lock()
-
-
-def _umask() -> int:
-    """The process's umask, read without changing it where the OS says it (Linux), else set and restored."""
-    try:
-        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    with _umask_lock:
-        old = os.umask(0o022)
-        os.umask(old)
-    return old
-
-
-def _target_mode(path: Path) -> int:
-    """An overwritten file keeps its permissions; a new one gets what the user's umask gives (not mkstemp's 0600)."""
-    try:
-        st = path.stat()
-        if stat.S_ISREG(st.st_mode):
-            return stat.S_IMODE(st.st_mode)
-    except OSError:
-        pass
-    return 0o666 & ~_umask()
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True  # another thread of ours may be writing it
-    if os.name != "posix":
-        return True  # no cheap, harmless probe: age alone decides
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # e.g. PermissionError: it exists, under another user
-        return True
-    return True
-
-
-def clean_stale_parts(folder: str | os.PathLike, now: float | None = None) -> list[Path]:
-    """Remove the temporary files a killed or crashed save left in ``folder``: only files named as ours
-    (``.NAME.PID@HOST.XXXXXXXX.part``), owned by this user, and certainly dead: written by a process of this host
-    that no longer runs, or untouched for STALE_PART_SECONDS. Returns what was removed; never raises."""
-    removed: list[Path] = []
-    now = time.time() if now is None else now
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return removed
-    for entry in entries:
-        m = _PART.match(entry.name)
-        if m is None:
-            continue
-        try:
-            st = entry.stat(follow_symlinks=False)
-            if not stat.S_ISREG(st.st_mode) or (hasattr(os, "getuid") and st.st_uid != os.getuid()):
-                continue
-            age = now - st.st_mtime
-            dead = m["pid"] is not None and m["host"] == _HOST and not _alive(int(m["pid"]))
-            if age > STALE_PART_SECONDS or (dead and age > 2):
-                os.unlink(entry.path)
-                removed.append(Path(entry.path))
-        except OSError:
-            continue
-    return removed
-
-
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    folder = str(path.parent.resolve())
-    if folder not in _cleaned:  # once per folder and process: a big folder is not scanned on every save
-        _cleaned.add(folder)
-        clean_stale_parts(folder)
-    mode = _target_mode(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:100]}.{os.getpid()}@{_HOST}.", suffix=".part",
-                               dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            if hasattr(os, "fchmod"):
-                os.fchmod(fh.fileno(), mode)
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _sync_folder(path.parent)
-
-
-def _sync_folder(folder: Path) -> None:
-    """Make the rename itself durable (POSIX); best effort."""
-    if os.name != "posix":
-        return
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _format(p: Path) -> str:
@@ -400,7 +281,7 @@ def check_output(path: str | os.PathLike, size: tuple[int, int] | None = None) -
     if not folder.is_dir():
         raise ImageError(f"{p}: cannot write there ({folder} is not a folder)")
     try:
-        fd, probe = tempfile.mkstemp(prefix=f".{p.name[:100]}.{os.getpid()}@{_HOST}.", suffix=".part", dir=folder)
+        fd, probe = tempfile.mkstemp(prefix=part_prefix(p), suffix=".part", dir=folder)
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
@@ -431,7 +312,7 @@ def save_image(path: str | os.PathLike, rgb: np.ndarray, alpha: np.ndarray | Non
     elif fmt in ("JPEG", "WEBP"):
         kwargs["quality"] = int(quality)
     try:
-        _atomic_write(p, lambda fh: im.save(fh, format=fmt, **kwargs))
+        write_atomic(p, lambda fh: im.save(fh, format=fmt, **kwargs))
     except OSError as exc:
         raise ImageError(f"{p}: cannot write ({exc.strerror or exc})") from None
     except ValueError as exc:  # e.g. a side too large for the format

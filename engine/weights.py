@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import threading
 import typing
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from engine.api import InpaintError
+from engine.atomic import write_atomic_path
 
 RESOURCES = Path(__file__).resolve().parents[1] / "resources"
 MODELS_DIR = RESOURCES / "models"  # shipped weights: <name>/{config.json, *.safetensors, MODEL_CARD.md}
@@ -99,15 +99,6 @@ def _type_name(kind: Any) -> str:
     return f"a {getattr(kind, '__name__', None) or kind}"
 
 
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def save_pretrained(folder: str | Path, net, config: Any, training: dict | None = None,
                     weights_name: str = WEIGHTS_NAME) -> Path:
     """Write ``config`` (a dataclass) and ``training`` to config.json and ``net``'s state dict to safetensors."""
@@ -119,8 +110,8 @@ def save_pretrained(folder: str | Path, net, config: Any, training: dict | None 
     if training is not None:
         data[TRAINING_KEY] = training
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    _write_atomic(folder / weights_name, lambda p: save_file(state, str(p)))
-    _write_atomic(folder / CONFIG_NAME, lambda p: p.write_text(json.dumps(data, indent=2) + "\n"))
+    write_atomic_path(folder / weights_name, lambda p: save_file(state, str(p)))
+    write_atomic_path(folder / CONFIG_NAME, lambda p: p.write_text(json.dumps(data, indent=2) + "\n"))
     return folder
 
 
@@ -188,8 +179,8 @@ def save_training_state(path: str | Path, nets: dict[str, Any], optimizers: dict
         groups[name] = state["param_groups"]
     tensors["rng.cpu"] = torch.get_rng_state()
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    _write_atomic(path.with_suffix(".safetensors"), lambda p: save_file(tensors, str(p)))
-    _write_atomic(path.with_suffix(".json"), lambda p: p.write_text(json.dumps({**meta, "param_groups": groups},
+    write_atomic_path(path.with_suffix(".safetensors"), lambda p: save_file(tensors, str(p)))
+    write_atomic_path(path.with_suffix(".json"), lambda p: p.write_text(json.dumps({**meta, "param_groups": groups},
                                                                                 indent=2)))
 
 

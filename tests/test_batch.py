@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from engine import registry
-from engine.api import Inpainter, InpaintError, ModelInfo, ModelOutput, Param, Preview
+from engine.api import Inpainter, ModelInfo, ModelOutput, Param, Preview
 from engine.cli import main as cli
 from engine.imageio import load_image, save_image, save_mask
 from engine.registry import ModelSpec
@@ -148,7 +148,7 @@ def test_outputs_never_replace_inputs_or_mix_with_them(folders, capsys, no_model
         assert code == 2 and message in err, err
     code, _, err = _run(capsys, "inpaint", "--image", img / "a.png", "--mask", msk / "a.png", "--out",
                         msk / "a.png", "--overwrite")
-    assert code == 2 and f"is the mask of a.png" in err
+    assert code == 2 and "is the mask of a.png" in err
     assert load_image(msk / "a.png").rgb.shape == (24, 32, 3)
 
 

@@ -18,7 +18,6 @@ run, new examples each time:
 """
 from __future__ import annotations
 
-import dataclasses
 import io
 import os
 import tempfile

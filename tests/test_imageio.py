@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from engine import imageio
+from engine import atomic, imageio
 from engine.imageio import ImageError, load_image, load_mask, make_strip, save_image
 
 
@@ -282,8 +282,8 @@ def test_stale_temporary_files_are_cleaned_only_when_ours_and_dead(tmp_path):
     import os
     import time
 
-    host, now = imageio._HOST, time.time()
-    old = now - imageio.STALE_PART_SECONDS - 60
+    host, now = atomic._HOST, time.time()
+    old = now - atomic.STALE_PART_SECONDS - 60
     files = {  # name: (age, should be removed)
         f".a.png.{_dead_pid()}@{host}.abcd1234.part": (now - 10, True),  # a writer of this host that is gone
         f".a.png.{os.getpid()}@{host}.abcd1234.part": (now - 10, False),  # ours, maybe being written
@@ -301,7 +301,7 @@ def test_stale_temporary_files_are_cleaned_only_when_ours_and_dead(tmp_path):
     (tmp_path / "target").write_bytes(b"x")
     (tmp_path / ".i.png.abcd1234.part").symlink_to(tmp_path / "target")
     os.utime(tmp_path / ".i.png.abcd1234.part", (old, old), follow_symlinks=False)
-    removed = {p.name for p in imageio.clean_stale_parts(tmp_path)}
+    removed = {p.name for p in atomic.clean_stale_parts(tmp_path)}
     assert removed == {n for n, (_, gone) in files.items() if gone}
     assert (tmp_path / "target").exists() and (tmp_path / ".i.png.abcd1234.part").is_symlink()
 
