@@ -190,8 +190,9 @@ class Actions(QObject):
         tm.addSeparator()
         tm.addAction(act(w, "Smaller brush", self.options.smaller, "[", "Brush size down"))
         tm.addAction(act(w, "Larger brush", self.options.larger, "]", "Brush size up"))
-        tm.addAction(act(w, "Softer brush", self.options.softer, ["Shift+[", "{"], "Brush hardness down (soft edge)"))
-        tm.addAction(act(w, "Harder brush", self.options.harder, ["Shift+]", "}"], "Brush hardness up"))
+        tm.addAction(act(w, "Softer brush", self.options.softer, ["Shift+[", "{", "Shift+{"],
+                         "Brush hardness down (soft edge)"))
+        tm.addAction(act(w, "Harder brush", self.options.harder, ["Shift+]", "}", "Shift+}"], "Brush hardness up"))
         hm = mb.addMenu("&Help")
         hm.addAction(act(w, "&Keyboard and mouse", self.show_shortcuts, QKeySequence.HelpContents,
                          "All shortcuts and mouse gestures"))

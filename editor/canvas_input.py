@@ -46,7 +46,9 @@ class CanvasInput:
         self._release(e.button())
 
     def mouseDoubleClickEvent(self, e: QMouseEvent) -> None:
-        if self.tool == "polygon" and self.lasso.active:  # a double-click closes the polygon
+        if self.tool == "polygon" and self.lasso.active:  # a double-click closes the polygon at its position
+            img = self.widget_to_image(e.position())
+            self.lasso.add((img.x(), img.y()))  # (already there when its first press added it)
             self.lasso.finish("Polygon lasso mask")
             self.update()
         else:

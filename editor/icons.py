@@ -137,8 +137,9 @@ def _learn(p: QPainter) -> None:  # a falling loss curve on its axes, as the pro
 
 
 _DRAW = {"undo": lambda p: _arrow(p, False), "redo": lambda p: _arrow(p, True), "brush": _brush,
-         "eraser": _eraser, "rect": _rect, "lasso": _lasso, "polygon": _polygon, "object": _object, "sketch": _sketch, "region": _region, "fill": _fill, "cancel": _cancel,
-         "variation": _variation, "learn": _learn}
+         "eraser": _eraser, "rect": _rect, "lasso": _lasso, "polygon": _polygon, "object": _object,
+         "sketch": _sketch, "region": _region, "fill": _fill, "cancel": _cancel, "variation": _variation,
+         "learn": _learn}
 
 
 def icon(name: str) -> QIcon:
