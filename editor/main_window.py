@@ -60,6 +60,7 @@ class MainWindow(QMainWindow):
         self._build_status_bar()
         self._connect()
         self._update_title()
+        self.models_folder.report()
         self.restoreGeometry(self.settings.value("geometry", b""))
         self.restoreState(self.settings.value("windowState", b""))
         if self.model_panel.load_error:

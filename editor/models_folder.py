@@ -33,13 +33,15 @@ class ModelsFolder(QObject):
         return str(self.settings.value(KEY, "") or "")
 
     def apply_saved(self) -> None:
-        """At start: scan the remembered folder (quietly; the status bar says when files could not be used)."""
+        """At start: scan the remembered folder (quietly; ``report`` says when files could not be used)."""
         if self.folder:
             self._scan(self.folder)
-            if self.problems:
-                self.window.statusBar().showMessage(
-                    f"Models folder: {len(self.problems)} file(s) could not be used (File > Models folder... "
-                    "lists them)", 10000)
+
+    def report(self) -> None:
+        if self.problems:
+            self.window.statusBar().showMessage(
+                f"Models folder: {len(self.problems)} file(s) could not be used (File > Models folder... lists "
+                "them)", 10000)
 
     def _scan(self, folder: str | None) -> None:
         shipped = {m.name for m in registry.all_models()} - set(self.found)
@@ -50,7 +52,8 @@ class ModelsFolder(QObject):
 
     @Slot()
     def choose(self) -> None:
-        path = QFileDialog.getExistingDirectory(self.window, "Models folder", self.folder or str(Path.home()))
+        path = QFileDialog.getExistingDirectory(self.window, "Models folder (your own models)",
+                                                self.folder or str(Path.home()))
         if path:
             self.use(path)
 

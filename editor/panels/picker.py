@@ -13,6 +13,7 @@ from engine.api import ModelInfo
 NAME_ROLE = Qt.UserRole + 1  # the model's registry key (None on a heading)
 SENTENCE_ROLE = Qt.UserRole + 2
 HEADING_ROLE = Qt.UserRole + 3
+POPUP_WIDTH = 440  # the open list's minimum width (wider when the picker is)
 
 
 class PickerDelegate(QStyledItemDelegate):
@@ -30,9 +31,8 @@ class PickerDelegate(QStyledItemDelegate):
         fm = option.fontMetrics
         if index.data(HEADING_ROLE):
             return QSize(200, fm.height() + 2 * self.PAD)
-        combo = self.parent()
-        width = max(420, combo.view().width() if isinstance(combo, QComboBox) else 0)
-        text_w = width - 3 * self.PAD - 24  # the scroll bar's room
+        width = POPUP_WIDTH  # the narrowest the list is: wrap for it, so no line is ever cut off
+        text_w = width - 3 * self.PAD - 28  # the frame and the scroll bar's room
         sentence = index.data(SENTENCE_ROLE) or ""
         h = QFontMetrics(self.small_font(option.font)).boundingRect(QRect(0, 0, text_w, 10_000), Qt.TextWordWrap,
                                                                     sentence).height()
@@ -76,7 +76,7 @@ class ModelPicker(QComboBox):
         self._model = QStandardItemModel(self)
         self.setModel(self._model)
         self.setItemDelegate(PickerDelegate(self))
-        self.view().setMinimumWidth(420)
+        self.view().setMinimumWidth(POPUP_WIDTH)
         self.view().setVerticalScrollMode(self.view().ScrollMode.ScrollPerPixel)
         self.setMaxVisibleItems(30)
         self.setToolTip("The model that fills the masked area, grouped by what it is made for")
