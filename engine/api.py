@@ -257,6 +257,7 @@ class ModelInfo:
     learns_on_image: bool = False  # trains on the opened image first (previews with stage="train", loss set)
     category: str = "photos"  # the picker's group: "photos", "faces", "digits", or "yours" (the user's own models)
     on_photo: str = ""  # one plain sentence: what it does on an ordinary photo (the picker shows it)
+    outpaint: bool = False  # can fill a border it has no content beyond (the editor's Expand canvas needs it)
 
     @property
     def resolution(self) -> int | None:

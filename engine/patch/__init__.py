@@ -22,7 +22,7 @@ MODELS = [
                   "Weight of gradient texture features in the patch distance (0 = colour only; blurrier)",
                   min=0.0, max=10.0, step=0.5),
         ),
-        category="photos",
+        category="photos", outpaint=True,
         on_photo="Rebuilds the hole from patches of the rest of the photo: keeps texture and grain; may repeat a "
                  "nearby object."),
         factory="engine.patch.pipeline:PatchInpainter", order=30),
