@@ -128,6 +128,23 @@ def frugal_citation() -> dict:
             "rows": out}
 
 
+PSNR_SLACK = 1.5  # dB: a fill this close to the best PSNR on object holes is as faithful, to the eye
+
+
+def default_for_photos(summary: dict, models: list[str]) -> str:
+    """The editor's default for a photo serves its main use, removing an object: on object holes, the model whose
+    fill keeps the photo's texture (|log2 detail| lowest) among those within PSNR_SLACK dB of the best PSNR. The mean
+    rank over PSNR, SSIM and detail picks a smooth fill (PSNR and SSIM reward blur: Cherel et al. 2023), whose
+    object fills carry about 2 % of the photo's detail: a visible smudge. (This second rule was written after the
+    first run; both are reported.)"""
+    obj = {m: summary[m]["object"] for m in models if "object" in summary[m]}
+    if not obj:
+        return min(models, key=lambda m: summary[m]["mean_rank"])
+    top = max(v["psnr"] for v in obj.values())
+    close = [m for m, v in obj.items() if v["psnr"] >= top - PSNR_SLACK]
+    return min(close, key=lambda m: abs(math.log2(max(obj[m]["detail"], 1e-3))))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="telea,navier-stokes,patch")
@@ -170,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
             sub = [row["models"][m] for row in cases if row["hole"] == kind]
             summary[m][kind] = {k: float(np.mean([x[k] for x in sub])) for k in ("psnr", "ssim", "detail")}
     best = min(models, key=lambda m: summary[m]["mean_rank"])
+    default = default_for_photos(summary, models)
     print()
     print(f"{'model':>14} | mean rank (PSNR/SSIM/detail) | PSNR  | SSIM  | detail | s/fill | " + " | ".join(
         f"{k} PSNR/SSIM/detail" for k in args.holes.split(",")))
@@ -180,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{s['psnr']:5.2f} | {s['ssim']:.3f} | {s['detail']:6.2f} | "
               f"{s['seconds']:6.2f} | " + " | ".join(
                   f"{s[k]['psnr']:5.2f}/{s[k]['ssim']:.3f}/{s[k]['detail']:.2f}" for k in args.holes.split(",")))
-    print(f"\nbest on photos by the rule: {best}")
+    print(f"\nbest on photos by the mean rank: {best}")
+    print(f"the editor's default for photos (object holes: texture kept, PSNR within {PSNR_SLACK} dB): {default}")
     cited = frugal_citation()
     if cited and "frugal" not in models:
         ch = cited["rows"].get("chelsea", {})
@@ -188,9 +207,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{m} PSNR {v['psnr']:.2f} SSIM {v['ssim']:.3f} detail {v['detail']:.2f}" for m, v in ch.items()))
     result = {"meta": {"command": "python benchmarks/photo_models.py " + " ".join(argv or sys.argv[1:]),
                        "rule": "lowest mean rank over cases x (PSNR high, SSIM high, |log2 detail| low)",
+                       "default_rule": f"object holes: |log2 detail| lowest among PSNR within {PSNR_SLACK} dB of the "
+                                       "best",
                        "cpu": platform.machine(), "cores": os.cpu_count(), "max_side": MAX_SIDE,
                        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())},
-              "best": best, "summary": summary, "cases": cases, "frugal_cited": cited}
+              "best": best, "default_for_photos": default, "summary": summary, "cases": cases,
+              "frugal_cited": cited}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
     print(f"wrote {args.out}")

@@ -51,7 +51,8 @@ class Autosave(QObject):
                 self._lock = None
         except OSError as exc:
             self.last_error = f"autosave folder {self.folder}: {exc.strerror or exc}"
-        for signal in (doc.layer_changed, doc.results_changed, doc.image_replaced, doc.undo_stack.indexChanged):
+        self._signals = (doc.layer_changed, doc.results_changed, doc.image_replaced, doc.undo_stack.indexChanged)
+        for signal in self._signals:
             signal.connect(self._changed)
         self.timer = QTimer(self)
         self.timer.setInterval(int(interval_s * 1000))
@@ -88,7 +89,12 @@ class Autosave(QObject):
             self._dirty = True
 
     def discard(self) -> None:
-        """A clean close: nothing to restore. Waits for a write in flight, then removes the file and the lock."""
+        """A clean close: nothing to restore. Waits for a write in flight, then removes the file and the lock.
+        Disconnects from the document first: its undo stack emits while the window is torn down, when this object
+        may already be gone."""
+        for signal in self._signals:
+            signal.disconnect(self._changed)
+        self._signals = ()
         self.timer.stop()
         self._pool.shutdown(wait=True)
         self.path.unlink(missing_ok=True)

@@ -14,9 +14,9 @@ A ZIP archive (readable with any unzip tool) of lossless PNGs plus one JSON mani
     results/<i>/mask.png    the (grey) mask it was made for
     results/<i>/base.png    the image it ran on, inside its box
 
-Writes are atomic (a temporary file in the same folder, then a rename) and the file gets the permissions the user's
-umask gives a new file, as any editor's save does. Reading checks every size against the manifest, so a damaged or
-foreign file is one ``ProjectError`` line, never a crash.
+Writes go through engine.atomic (a temporary file in the same folder, then a rename): the file gets the permissions
+the user's umask gives a new file, as any editor's save does. Reading checks every size against the manifest, so a
+damaged or foreign file is one ``ProjectError`` line, never a crash.
 """
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image
 
 from engine.api import InpaintError, Result
+from engine.atomic import write_atomic
 
 SUFFIX = ".inpaint"
 FORMAT = "inpaint-studio-project"
@@ -91,22 +92,6 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Temporary file + rename; O_CREAT with mode 0o666 lets the umask decide the permissions."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def to_bytes(project: Project) -> bytes:
     h, w = project.image.shape[:2]
     results = []
@@ -140,7 +125,7 @@ def to_bytes(project: Project) -> bytes:
 def save(path: str | os.PathLike, project: Project) -> Path:
     p = Path(path)
     try:
-        _write_atomic(p, to_bytes(project))
+        write_atomic(p, lambda fh: fh.write(to_bytes(project)))
     except OSError as exc:
         raise ProjectError(f"{p}: cannot write ({exc.strerror or exc})") from None
     return p

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from engine import registry
 from engine.cli import main as cli
 from engine.imageio import load_image, save_image, save_mask
 
@@ -28,7 +29,12 @@ def files(tmp_path):
 
 
 def _run(capsys, *argv):
-    code = cli(list(argv))
+    """The CLI in this process; an ``inpaint`` without --model uses telea here (instant, with the radius parameter
+    these tests set), not the default model."""
+    argv = list(argv)
+    if argv[:1] == ["inpaint"] and "--model" not in argv:
+        argv[1:1] = ["--model", "telea"]
+    code = cli(argv)
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -127,7 +133,7 @@ def test_real_process_exit_codes_and_no_traceback(files):
     proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "inpaint", "--image", str(d / "img.png"),
                            "--mask", str(d / "mask.png"), "--out", str(d / "o.png"), "--json"],
                           capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0 and json.loads(proc.stdout)["model"] == "telea"
+    assert proc.returncode == 0 and json.loads(proc.stdout)["model"] == registry.DEFAULT_MODEL
     # every headless command reaches the CLI from main.py (an unknown first word opens the editor instead)
     proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "learn", "--model", "telea", "--image",
                            str(d / "img.png")], capture_output=True, text=True, timeout=120)

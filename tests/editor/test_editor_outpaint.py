@@ -96,7 +96,8 @@ def test_results_follow_the_expansion_and_its_undo(small, qtbot, monkeypatch):
 def test_fill_says_why_a_model_cannot_fill_the_border_and_offers_one_that_can(small, qtbot, monkeypatch, dialogs,
                                                                              artifacts):
     doc = small.doc
-    assert small.session.model == registry.DEFAULT_MODEL and not small.session.info.outpaint
+    select_model(small, "telea")
+    assert not small.session.info.outpaint
     _expand(small, monkeypatch, right=24)
     before = doc.image.copy()
     dialogs.choice = "Cancel"
@@ -120,7 +121,7 @@ def test_fill_says_why_a_model_cannot_fill_the_border_and_offers_one_that_can(sm
     doc.undo_stack.undo()
     assert doc.border == (0, 0, 24, 0), "undoing the accept brings the pending border back"
     doc.undo_stack.redo()
-    select_model(small, registry.DEFAULT_MODEL)
+    select_model(small, "telea")
     asked = len(dialogs.shown)
     paint_mask(small, (20, 20, 40, 40), size=10)
     with qtbot.waitSignal(small.jobs.finished, timeout=JOB_TIMEOUT_MS):
@@ -129,8 +130,9 @@ def test_fill_says_why_a_model_cannot_fill_the_border_and_offers_one_that_can(sm
 
 
 def test_fill_anyway_keeps_the_model(small, qtbot, monkeypatch, dialogs):
+    select_model(small, "telea")
     _expand(small, monkeypatch, bottom=16)
     dialogs.choice = "Fill anyway"
     with qtbot.waitSignal(small.jobs.finished, timeout=JOB_TIMEOUT_MS):
         small.fill()
-    assert small.doc.results[-1].model == registry.DEFAULT_MODEL
+    assert small.doc.results[-1].model == "telea"

@@ -82,6 +82,7 @@ def test_result_blended_by_alpha_and_exports_keep_grey(window, qtbot, tmp_path, 
         window.fill()
     item = doc.results[-1]
     zero, full, half = ramp == 0, ramp == 255, (ramp > 100) & (ramp < 155)
+    assert (item.image[full] == item.image[250, 355]).all(), "alpha 255: the fill itself"
     assert np.array_equal(item.image[zero], before[zero]), "alpha 0: bit-identical"
     colour = item.image[250, 355].astype(int)
     assert not np.array_equal(colour, before[250, 355])
