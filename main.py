@@ -5,6 +5,7 @@
     python main.py models          list models           (headless)
     python main.py inpaint ...     fill images from files or folders (headless; see --help)
     python main.py learn ...       learn an image ahead for the models that learn it, cache the weights (headless)
+    python main.py serve ...       serve the models over HTTP + WebSocket to editors on other machines (headless)
 """
 import os
 import sys
@@ -15,6 +16,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def main(argv: list[str]) -> int:
+    if argv and argv[0] == "serve":
+        from engine.server.cli import main as serve
+
+        return serve(argv[1:])
     from engine.cli import COMMANDS  # the headless commands; anything else opens the editor
 
     if argv and argv[0] in COMMANDS + ("-h", "--help"):

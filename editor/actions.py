@@ -17,10 +17,17 @@ from editor.session import Session
 from engine.api import InpaintError
 
 TOOL_KEYS = {"brush": ("Mask brush", "B"), "eraser": ("Mask eraser", "E"), "rect": ("Rectangle mask", "R"),
+             "lasso": ("Lasso", "L"), "polygon": ("Polygon lasso", "Shift+L"), "object": ("Select object", "S"),
              "sketch": ("Sketch pen", "P"), "region": ("Move region box", "G")}
-TOOL_HINTS = {"brush": "left button paints the mask, right button erases; [ and ] change the size",
+TOOL_HINTS = {"brush": "left button paints the mask, right button erases; [ and ] change the size, Shift+[ and "
+                       "Shift+] the hardness (soft edge); a tablet pen's pressure scales it",
               "eraser": "erases the mask; [ and ] change the size",
               "rect": "drag a rectangle to mask it; right button drag removes it",
+              "lasso": "drag around the area to mask it; with the right button it is taken out of the mask",
+              "polygon": "click the corners; double-click, Enter or a click on the first corner closes it; "
+                         "Backspace takes back a corner, Esc drops it; right button on the first corner removes",
+              "object": "drag a box around an object: it is selected into the mask; then left-click a missed part, "
+                        "right-click a wrong one; Esc ends (GrabCut: no segmentation weights are reachable here)",
               "sketch": "draw the strokes the fill should follow (own layer); right button erases them",
               "region": "drag the box the model works on; the square handle resizes it"}
 
@@ -53,16 +60,22 @@ class Actions(QObject):
     ...) and ``options`` (the options bar with the brush size)."""
 
     def __init__(self, window: QMainWindow, session: Session, canvas: Canvas, history: HistoryPanel, files,
-                 gpu: QAction) -> None:
+                 gpu: QAction, models_folder: QAction | None = None, no_models_folder: QAction | None = None) -> None:
         super().__init__(window)
         self.window, self.session, self.doc, self.canvas, self.files = window, session, session.doc, canvas, files
         w, act, st = window, make_action, window.style()
         mb = window.menuBar()
         f = mb.addMenu("&File")
-        self.open = act(w, "&Open...", files.open_dialog, QKeySequence.Open, "Open an image",
+        self.open = act(w, "&Open...", files.open_dialog, QKeySequence.Open, "Open an image or a project",
                         st.standardIcon(QStyle.SP_DialogOpenButton))
         f.addAction(self.open)
         f.addMenu(files.recent_menu)
+        f.addSeparator()
+        self.save = act(w, "&Save project", files.save_project, QKeySequence.Save,
+                        "Save image, mask, sketch and every result in one project file")
+        f.addAction(self.save)
+        f.addAction(act(w, "Save project &as...", files.save_project_as, QKeySequence.SaveAs,
+                        "Save the project to another file"))
         f.addSeparator()
         self.export = act(w, "&Export image...", files.export_image_dialog, "Ctrl+Shift+E",
                           "Export the image with the shown result (PNG/JPEG/WebP)",
@@ -71,6 +84,10 @@ class Actions(QObject):
         f.addAction(act(w, "Export &mask...", files.export_mask_dialog, "Ctrl+Shift+M", "Export the mask"))
         f.addAction(act(w, "Export &strip...", files.export_strip_dialog, "Ctrl+Shift+T",
                         "Export original | masked | result side by side"))
+        f.addSeparator()
+        for a in (models_folder, no_models_folder):
+            if a is not None:
+                f.addAction(a)
         f.addSeparator()
         f.addAction(act(w, "&Quit", window.close, QKeySequence.Quit))
 
@@ -90,13 +107,26 @@ class Actions(QObject):
         self.redo.setEnabled(False)
         e.addAction(self.undo)
         e.addAction(self.redo)
+        e.addSeparator()
+        self.copy = act(w, "&Copy result", files.copy_result, QKeySequence.Copy,
+                        "Copy the shown result (or the image) to the clipboard")
+        self.paste = act(w, "&Paste image", files.paste, QKeySequence.Paste,
+                         "Paste the clipboard's image as a new document")
+        e.addAction(self.copy)
+        e.addAction(self.paste)
+
+        im = mb.addMenu("&Image")
+        self.expand = act(w, "&Expand canvas...", self.expand_canvas, "Ctrl+Alt+C",
+                          "Add a border (per side or to an aspect ratio) and mask it, to fill it (outpainting)")
+        im.addAction(self.expand)
 
         m = mb.addMenu("&Mask")
         m.addAction(act(w, "&Invert", self.doc.invert_mask, "Ctrl+I", "Invert the mask"))
         m.addAction(act(w, "&Clear", self.doc.clear_mask, "Ctrl+D", "Clear the mask"))
         m.addAction(act(w, "&Grow 8 px", self._grow, "Ctrl+Alt+=", "Grow the mask by 8 pixels"))
         m.addAction(act(w, "&Shrink 8 px", self._shrink, "Ctrl+Alt+-", "Shrink the mask by 8 pixels"))
-        m.addAction(act(w, "&Feather 6 px", self._feather, "Ctrl+Alt+F", "Smooth the mask outline"))
+        m.addAction(act(w, "&Feather 6 px", self._feather, "Ctrl+Alt+F",
+                        "A soft edge: the fill fades into the photo across the outline"))
         m.addSeparator()
         m.addAction(act(w, "Sketch from image &edges", self.sketch_from_edges, "Ctrl+Alt+E",
                         "Trace the image's edges onto the sketch layer (inside the mask if there is one)"))
@@ -124,7 +154,7 @@ class Actions(QObject):
                          "Learn the image now, in the background, while you paint the mask; Fill then starts from "
                          "what was learned (models that learn the image)", icon("learn"))
         self.learn.setIconText("Learn")  # the toolbar's label; menus keep the full text
-        self.cancel = act(w, "&Cancel", session.cancel, "Esc", "Stop the running fill or learning", icon("cancel"))
+        self.cancel = act(w, "&Cancel", self._escape, "Esc", "Stop the running fill or learning", icon("cancel"))
         self.cancel.setEnabled(False)
         self.accept = act(w, "&Accept result", self._accept_shown, "Ctrl+Shift+A",
                           "Apply the shown result to the image (one undo step)")
@@ -160,6 +190,9 @@ class Actions(QObject):
         tm.addSeparator()
         tm.addAction(act(w, "Smaller brush", self.options.smaller, "[", "Brush size down"))
         tm.addAction(act(w, "Larger brush", self.options.larger, "]", "Brush size up"))
+        tm.addAction(act(w, "Softer brush", self.options.softer, ["Shift+[", "{", "Shift+{"],
+                         "Brush hardness down (soft edge)"))
+        tm.addAction(act(w, "Harder brush", self.options.harder, ["Shift+]", "}", "Shift+}"], "Brush hardness up"))
         hm = mb.addMenu("&Help")
         hm.addAction(act(w, "&Keyboard and mouse", self.show_shortcuts, QKeySequence.HelpContents,
                          "All shortcuts and mouse gestures"))
@@ -240,6 +273,24 @@ class Actions(QObject):
             self.window.error("Sketch from edges failed", str(exc))
             return
         self.doc.set_sketch_from(strokes)
+
+    @Slot()
+    def _escape(self) -> None:
+        """Esc: drop a lasso or object selection in progress, else cancel the running job."""
+        if not self.canvas.cancel_selection():
+            self.session.cancel()
+
+    @Slot()
+    def expand_canvas(self) -> None:
+        from editor.dialogs import ExpandDialog
+
+        if self.doc.empty:
+            return
+        dialog = ExpandDialog(self.doc.size, self.window)
+        if dialog.exec() and self.doc.expand_canvas(dialog.pads(), dialog.fill_mode()):
+            w, h = self.doc.size
+            self.window.statusBar().showMessage(f"Canvas expanded to {w} x {h}: the new border is masked; Fill "
+                                                "paints it (Ctrl+Z undoes the expansion)", 8000)
 
     @Slot()
     def _zoom_in(self) -> None:

@@ -60,7 +60,9 @@ def run_editor(paths: list[str]) -> int:
 
     win = MainWindow()
     win.show()
-    if not paths and SAMPLE.exists():
+    if win.autosave.offer_restore():  # the work of an editor that did not close normally comes first
+        paths = []
+    elif not paths and SAMPLE.exists():
         paths = [str(SAMPLE)]
     for p in paths[:1]:
         win.open_path(p)

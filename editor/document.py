@@ -1,7 +1,10 @@
 """The edited state: image, mask, sketch, results and the undo stack. Qt signals, no widgets.
 
-Every change to a layer goes through a QUndoCommand that stores only the changed rectangle (before and after),
-so a brush stroke on a 12-megapixel photo costs kilobytes of undo memory, not megabytes.
+Every change to a layer goes through a QUndoCommand (editor/commands.py) that stores only the changed rectangle
+(before and after), so a brush stroke on a 12-megapixel photo costs kilobytes of undo memory, not megabytes.
+
+The mask is grey-level (uint8 alpha: 0 keep .. 255 fill; a soft brush, a feather or a soft seam make the levels
+between), and a result is blended into the photo by it (``engine.runner.composite``). The sketch is bool.
 """
 from __future__ import annotations
 
@@ -10,14 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from PySide6.QtCore import QObject, QRect, Signal
-from PySide6.QtGui import QUndoCommand, QUndoStack
+from PySide6.QtGui import QUndoStack
 
+from editor import layers
+from editor.commands import AcceptMark, BorderCommand, ExpandCommand, PatchCommand
 from engine.api import Request, Result
 from engine.crop import mask_bbox
 from engine.metadata import png_metadata
+from engine.project import Project, SavedResult
 
 Rect = tuple[int, int, int, int]  # (x0, y0, x1, y1), exclusive ends, image pixels
 
@@ -53,6 +58,25 @@ class HistoryItem:
     timings = property(lambda self: self.result.timings)
     prompt = property(lambda self: self.result.prompt)
 
+    def pad(self, pads: layers.Pads, fill: str) -> None:
+        """Follow an Expand canvas: the result grows like the image, its mask gains an empty border."""
+        self.result = dataclasses.replace(self.result, image=layers.pad(self.result.image, pads, fill))
+        self.mask = layers.pad(self.mask, pads)
+        x0, y0, x1, y1 = self.box
+        self.box = (x0 + pads[0], y0 + pads[1], x1 + pads[0], y1 + pads[1])
+
+    def unpad(self, pads: layers.Pads) -> bool:
+        """Undo ``pad``; False (and nothing changed) when the result lies in the border only."""
+        mask = layers.unpad(self.mask, pads)
+        if not mask.any():
+            return False
+        x0, y0, x1, y1 = mask_bbox(mask)
+        ox, oy = self.box[0] - pads[0], self.box[1] - pads[1]  # the old box in the cropped image
+        self.base_patch = self.base_patch[y0 - oy:y1 - oy, x0 - ox:x1 - ox].copy()
+        self.result = dataclasses.replace(self.result, image=layers.unpad(self.result.image, pads))
+        self.mask, self.box = mask, (x0, y0, x1, y1)
+        return True
+
     def base(self) -> np.ndarray:
         """The image the job ran on."""
         x0, y0, x1, y1 = self.box
@@ -79,43 +103,10 @@ def diff_rect(a: np.ndarray, b: np.ndarray) -> Rect | None:
     return mask_bbox(changed) if changed.any() else None
 
 
-class PatchCommand(QUndoCommand):
-    """Replaces one rectangle of one layer; undo puts the old pixels back."""
-
-    def __init__(self, doc: "Document", layer: str, rect: Rect, before: np.ndarray, after: np.ndarray,
-                 text: str, parent: QUndoCommand | None = None) -> None:
-        super().__init__(text, parent)
-        self.doc, self.layer, self.rect = doc, layer, rect
-        self.before, self.after = before.copy(), after.copy()
-
-    def redo(self) -> None:
-        self.doc._write(self.layer, self.rect, self.after)
-
-    def undo(self) -> None:
-        self.doc._write(self.layer, self.rect, self.before)
-
-
-class AcceptMark(QUndoCommand):
-    """Part of the accept macro: marks the history item accepted, and unmarks it on undo so it can be accepted
-    again."""
-
-    def __init__(self, doc: "Document", item: HistoryItem, parent: QUndoCommand | None = None) -> None:
-        super().__init__("Mark accepted", parent)
-        self.doc, self.item = doc, item
-
-    def redo(self) -> None:
-        self.item.accepted = True
-        self.doc.results_changed.emit()
-
-    def undo(self) -> None:
-        self.item.accepted = False
-        self.doc.results_changed.emit()
-
-
 class Document(QObject):
     """Signals carry the changed rectangle as a QRect in image pixels so views repaint only that part."""
 
-    image_replaced = Signal()  # a new file was opened: everything changed, sizes included
+    image_replaced = Signal()  # a new image, or its size changed (Expand canvas): views rebuild everything
     layer_changed = Signal(str, QRect)  # layer name, changed rect
     results_changed = Signal()
     shown_result_changed = Signal()
@@ -129,8 +120,9 @@ class Document(QObject):
         self.alpha: np.ndarray | None = None
         self.original = np.zeros((1, 1, 3), np.uint8)  # as opened; "hold to see the original" shows this
         self.image = self.original.copy()
-        self.mask = np.zeros((1, 1), bool)
+        self.mask = np.zeros((1, 1), np.uint8)
         self.sketch = np.zeros((1, 1), bool)
+        self.border: layers.Pads | None = None  # what an Expand canvas added and no accepted fill covered yet
         self.results: list[HistoryItem] = []
         self.shown: int | None = None  # index into results drawn on the canvas
         self.preview: np.ndarray | None = None  # live job estimate, full-size box crop
@@ -144,9 +136,9 @@ class Document(QObject):
         self.path, self.alpha = path, alpha
         self.original = np.ascontiguousarray(rgb)
         self.image = self.original.copy()
-        self.mask = np.zeros((h, w), bool)
+        self.mask = np.zeros((h, w), np.uint8)
         self.sketch = np.zeros((h, w), bool)
-        self.results, self.shown, self.region = [], None, None
+        self.results, self.shown, self.region, self.border = [], None, None, None
         self._stroke = None
         self.preview = self.preview_box = None
         self.undo_stack.clear()
@@ -198,26 +190,18 @@ class Document(QObject):
         self._stroke = (layer, self.layer(layer).copy(), None)
 
     def stroke_segment(self, p0: tuple[float, float], p1: tuple[float, float], diameter: float,
-                       erase: bool = False) -> None:
+                       erase: bool = False, hardness: float = 1.0) -> None:
+        """One segment of the live stroke: a round brush of ``diameter`` with a soft edge below hardness 1
+        (``layers.dab_alpha``); positions are sub-pixel image coordinates."""
         layer, snapshot, rect = self._stroke
-        r = int(np.ceil(diameter / 2)) + 1
+        r = int(np.ceil(max(diameter, 1.5) / 2)) + 1
         seg = clip_rect((int(min(p0[0], p1[0])) - r, int(min(p0[1], p1[1])) - r,
                          int(max(p0[0], p1[0])) + r + 1, int(max(p0[1], p1[1])) + r + 1), self.mask.shape)
         if seg is None:
             return
         x0, y0, x1, y1 = seg
-        tmp = np.zeros((y1 - y0, x1 - x0), np.uint8)
-        # cv2 fixed-point coordinates (shift=4) keep sub-pixel positions of zoomed-in strokes.
-        a = (int(round((p0[0] - x0) * 16)), int(round((p0[1] - y0) * 16)))
-        b = (int(round((p1[0] - x0) * 16)), int(round((p1[1] - y0) * 16)))
-        cv2.line(tmp, a, b, 1, max(1, int(round(diameter))), cv2.LINE_8, shift=4)
-        if diameter <= 2:
-            tmp[min(max(int(p1[1]) - y0, 0), y1 - y0 - 1), min(max(int(p1[0]) - x0, 0), x1 - x0 - 1)] = 1
-        target = self.layer(layer)[y0:y1, x0:x1]
-        if erase:
-            target &= ~tmp.astype(bool)
-        else:
-            target |= tmp.astype(bool)
+        cover = layers.dab_alpha(seg, p0, p1, diameter, hardness)
+        layers.apply_dab(self.layer(layer)[y0:y1, x0:x1], cover, erase)
         if layer == "mask":
             self.show_result(None)
         rect = seg if rect is None else (min(rect[0], x0), min(rect[1], y0), max(rect[2], x1), max(rect[3], y1))
@@ -240,7 +224,7 @@ class Document(QObject):
         return self.commit(layer, self.layer(layer).copy(), new, text)
 
     def invert_mask(self) -> bool:
-        return self.set_layer("mask", ~self.mask, "Invert mask")
+        return self.set_layer("mask", 255 - self.mask, "Invert mask")
 
     def clear_mask(self) -> bool:
         return self.set_layer("mask", np.zeros_like(self.mask), "Clear mask")
@@ -250,22 +234,50 @@ class Document(QObject):
 
     def grow_mask(self, px: int) -> bool:
         """Dilate (px > 0) or erode (px < 0) with a round kernel."""
-        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * abs(px) + 1, 2 * abs(px) + 1))
-        op = cv2.dilate if px > 0 else cv2.erode
-        grown = op(self.mask.astype(np.uint8), k, borderType=cv2.BORDER_REPLICATE).astype(bool)
-        return self.set_layer("mask", grown, f"{'Grow' if px > 0 else 'Shrink'} mask {abs(px)} px")
+        return self.set_layer("mask", layers.grow(self.mask, px), f"{'Grow' if px > 0 else 'Shrink'} mask {abs(px)} px")
 
     def feather_mask(self, radius: int) -> bool:
-        """Smooth the mask outline: a Gaussian blur thresholded at one half rounds corners and removes jaggies
-        (the engine's paste-back already blends the hole's edge, so the mask itself stays binary)."""
-        sigma = max(0.5, radius / 2)
-        soft = cv2.GaussianBlur(self.mask.astype(np.float32), (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
-        return self.set_layer("mask", soft >= 0.5, f"Feather mask {radius} px")
+        """A real soft edge across the outline (``layers.feather``): the fill fades into the photo there."""
+        return self.set_layer("mask", layers.feather(self.mask, radius), f"Feather mask {radius} px")
+
+    def add_to_mask(self, selection: np.ndarray, text: str, subtract: bool = False) -> bool:
+        """A selection (bool or alpha) added to the mask, or taken out of it, as one undo step."""
+        alpha = layers.as_alpha(selection)
+        new = np.minimum(self.mask, 255 - alpha) if subtract else np.maximum(self.mask, alpha)
+        return self.set_layer("mask", new, text)
+
+    def expand_canvas(self, pads: layers.Pads, fill: str = "edge") -> bool:
+        """Image > Expand canvas: grow the image by (left, top, right, bottom) pixels, new pixels from ``fill``
+        ("edge" repeats the outermost pixels, "grey" is mid-grey); the new border becomes the mask. One undo step."""
+        pads = tuple(max(0, int(v)) for v in pads)
+        if not any(pads) or self.empty:
+            return False
+        self._stroke = None
+        self.undo_stack.push(ExpandCommand(self, pads, fill))
+        return True
+
+    def _geometry_changed(self) -> None:
+        """The size changed (Expand canvas and its undo): views rebuild; a shown result follows its image."""
+        self.preview = self.preview_box = None
+        if self.shown is not None and self.shown >= len(self.results):
+            self.shown = None
+        if self.region is not None:
+            self.region = clip_rect(self.region, self.image.shape)
+        self.image_replaced.emit()
+        self.results_changed.emit()
+        self.shown_result_changed.emit()
+
+    def border_pending(self) -> np.ndarray | None:
+        """The masked part of the border an Expand canvas added and no fill covered yet (None: there is none)."""
+        if self.border is None:
+            return None
+        hole = layers.border_mask(self.mask.shape, self.border) & (self.mask > 0)
+        return hole if hole.any() else None
 
     def set_sketch_from(self, strokes: np.ndarray) -> bool:
         """Replace the sketch with ``strokes``, limited to the mask when one is painted."""
         if self.mask.any():
-            strokes = strokes & self.mask
+            strokes = strokes & (self.mask > 0)
         return self.set_layer("sketch", strokes.astype(bool), "Sketch from edges")
 
     # ----- requests and results -----------------------------------------------------------------------------
@@ -309,10 +321,14 @@ class Document(QObject):
     def accept_result(self, index: int) -> bool:
         """Apply the result inside its own mask and clear that part of the mask, as one undo step."""
         item = self.results[index]
-        new_image = np.where(item.mask[..., None], item.image, self.image)
+        covered = item.mask > 0  # item.image holds the fill already blended by the mask's alpha
+        new_image = np.where(covered[..., None], item.image, self.image)
         self.undo_stack.beginMacro(f"Accept fill ({item.model}, seed {item.seed})")
         changed = self.set_layer("image", new_image, "Apply fill")
-        self.set_layer("mask", self.mask & ~item.mask, "Clear filled mask")  # a newer mask elsewhere stays
+        self.set_layer("mask", np.where(covered, 0, self.mask).astype(np.uint8), "Clear filled mask")  # a newer
+        # mask elsewhere stays
+        if self.border is not None and (layers.border_mask(covered.shape, self.border) & covered).any():
+            self.undo_stack.push(BorderCommand(self, None))
         self.undo_stack.push(AcceptMark(self, item))
         self.undo_stack.endMacro()
         self.show_result(None)
@@ -326,7 +342,28 @@ class Document(QObject):
         item = self.shown_item()
         if item is None:
             return self.image
-        return np.where(item.mask[..., None], item.image, self.image)
+        return np.where(item.mask[..., None] > 0, item.image, self.image)
+
+    # ----- project files ------------------------------------------------------------------------------------
+    def to_project(self) -> Project:
+        """Everything to keep, as owned copies (an autosave writes them on another thread)."""
+        return Project(image=self.image.copy(), original=self.original.copy(), mask=self.mask.copy(),
+                       sketch=self.sketch.copy(), alpha=None if self.alpha is None else self.alpha.copy(),
+                       source=str(self.path) if self.path else None, border=self.border,
+                       results=[SavedResult(r.result, r.mask, r.base_patch, r.box, r.accepted) for r in self.results],
+                       shown=self.shown)
+
+    def load_project(self, project: Project) -> None:
+        """Replace everything with a project's content; the undo stack starts empty."""
+        self.set_image(project.original, Path(project.source) if project.source else None, project.alpha)
+        self.image = project.image.copy()
+        self.mask = layers.as_alpha(project.mask)
+        self.sketch = project.sketch.astype(bool)
+        self.border = project.border
+        self.results = [HistoryItem(r.result, layers.as_alpha(r.mask), r.base_patch, r.box, r.accepted)
+                        for r in project.results]
+        self.shown = project.shown
+        self._geometry_changed()
 
     # ----- live preview and region (transient, not undoable) ------------------------------------------------
     def set_preview(self, image: np.ndarray | None, box: Rect | None) -> None:

@@ -58,6 +58,39 @@ def _region(p: QPainter) -> None:
     p.fillRect(QRectF(23, 26, 5, 5), QColor(255, 210, 0))
 
 
+def _lasso(p: QPainter) -> None:
+    path = QPainterPath(QPointF(16, 26))
+    path.cubicTo(QPointF(0, 24), QPointF(2, 4), QPointF(16, 5))
+    path.cubicTo(QPointF(30, 6), QPointF(31, 22), QPointF(18, 22))
+    p.setBrush(QColor(ACCENT.red(), ACCENT.green(), ACCENT.blue(), 110))
+    p.setPen(QPen(INK, 2, Qt.DashLine))
+    p.drawPath(path)
+    p.setPen(QPen(INK, 2.5, Qt.SolidLine, Qt.RoundCap))
+    p.drawLine(QPointF(16, 26), QPointF(12, 30))
+
+
+def _polygon(p: QPainter) -> None:
+    pts = [QPointF(5, 24), QPointF(9, 6), QPointF(26, 10), QPointF(22, 27)]
+    p.setBrush(QColor(ACCENT.red(), ACCENT.green(), ACCENT.blue(), 110))
+    p.setPen(QPen(INK, 2))
+    p.drawPolygon(QPolygonF(pts))
+    p.setBrush(INK)
+    for q in pts:
+        p.drawEllipse(q, 2.2, 2.2)
+
+
+def _object(p: QPainter) -> None:
+    p.setPen(QPen(QColor(120, 220, 255), 2, Qt.DashLine))
+    p.setBrush(Qt.NoBrush)
+    p.drawRect(QRectF(4, 4, 24, 24))
+    p.setPen(Qt.NoPen)
+    p.setBrush(QColor(ACCENT.red(), ACCENT.green(), ACCENT.blue(), 170))
+    p.drawEllipse(QPointF(16, 18), 7, 8)
+    p.drawEllipse(QPointF(16, 9), 4, 4)
+    p.setBrush(QColor(60, 220, 90))
+    p.drawEllipse(QPointF(23, 23), 3, 3)
+
+
 def _fill(p: QPainter) -> None:
     p.setPen(Qt.NoPen)
     p.setBrush(QColor(90, 200, 120))
@@ -104,8 +137,9 @@ def _learn(p: QPainter) -> None:  # a falling loss curve on its axes, as the pro
 
 
 _DRAW = {"undo": lambda p: _arrow(p, False), "redo": lambda p: _arrow(p, True), "brush": _brush,
-         "eraser": _eraser, "rect": _rect, "sketch": _sketch, "region": _region, "fill": _fill, "cancel": _cancel,
-         "variation": _variation, "learn": _learn}
+         "eraser": _eraser, "rect": _rect, "lasso": _lasso, "polygon": _polygon, "object": _object,
+         "sketch": _sketch, "region": _region, "fill": _fill, "cancel": _cancel, "variation": _variation,
+         "learn": _learn}
 
 
 def icon(name: str) -> QIcon:

@@ -3,20 +3,25 @@ parameters + progress on the right, the history strip at the bottom, a status ba
 
 Where things live: the edited image, mask, sketch, results and undo in ``document``; what the next job will be and
 the fill / learn / variation / refill flows in ``session``; jobs on the worker thread in ``worker``; menus,
-shortcuts and tool bars in ``actions`` and ``options_bar``; opening and exporting in ``files`` (what an export
-writes: ``export``); the GPU setting in ``device_menu``; the side panels in ``panels/``."""
+shortcuts and tool bars in ``actions`` and ``options_bar``; opening, projects, the clipboard and exporting in
+``files`` (what an export writes: ``export``); autosave and restore in ``autosave``; the models folder in
+``models_folder``; the GPU setting in ``device_menu``; the side panels in ``panels/``; questions in ``dialogs``."""
 from __future__ import annotations
 
 from PySide6.QtCore import QSettings, Qt, QTimer, Slot
 from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QMessageBox, QScrollArea, QVBoxLayout, QWidget
 
+from editor import dialogs
 from editor.actions import Actions
+from editor.autosave import Autosave
 from editor.canvas import ORIGINAL_KEYS, Canvas
 from editor.device_menu import DeviceSetting
 from editor.document import Document
 from editor.files import Files
+from editor.focus import ReturnFocus
 from editor.icons import icon
+from editor.models_folder import ModelsFolder
 from editor.panels.history_panel import HistoryPanel
 from editor.panels.model_panel import ModelPanel
 from editor.panels.progress_panel import ProgressPanel
@@ -38,17 +43,24 @@ class MainWindow(QMainWindow):
         self.fill, self.learn, self.fill_variation = self.session.fill, self.session.learn, self.session.variation
         self.canvas = Canvas(self.doc)
         self.setCentralWidget(self.canvas)
+        self.models_folder = ModelsFolder(self, self.settings)
+        self.models_folder.apply_saved()  # before the picker lists the models
         self.model_panel = ModelPanel(self.session)
         self.progress = ProgressPanel(self.session)
         self.history = HistoryPanel(self.doc)
         self.files = Files(self, self.doc, self.settings)
         self.open_path, self.run_export = self.files.open_path, self.files.run_export
         self.device = DeviceSetting(self, self.jobs, self.settings)
-        self.act = Actions(self, self.session, self.canvas, self.history, self.files, self.device.action)
+        self.act = Actions(self, self.session, self.canvas, self.history, self.files, self.device.action,
+                           self.models_folder.action, self.models_folder.clear_action)
+        self.autosave = Autosave(self, self.doc, self.files)
+        self.focus = ReturnFocus(self.canvas, self)
+        self.session.ask = self.ask
         self._build_docks()
         self._build_status_bar()
         self._connect()
         self._update_title()
+        self.models_folder.report()
         self.restoreGeometry(self.settings.value("geometry", b""))
         self.restoreState(self.settings.value("windowState", b""))
         if self.model_panel.load_error:
@@ -99,7 +111,14 @@ class MainWindow(QMainWindow):
         s.status.connect(self.statusBar().showMessage)
         s.error.connect(self._on_error)
         self.doc.image_replaced.connect(self._on_image_replaced)
-        self.doc.undo_stack.cleanChanged.connect(self._update_title)
+        self.files.saved_changed.connect(self._update_title)
+        for root in (self.act.options, self.model_panel):
+            self.focus.watch(root)
+        s.model_changed.connect(self._on_model_changed)  # after the panel rebuilt its fields
+        c.objects.status.connect(self.statusBar().showMessage)
+        self.models_folder.on_change += [self._on_models_folder, c.objects.use_models_dir]
+        if self.models_folder.folder:
+            c.objects.use_models_dir(self.models_folder.folder)
 
     # ----- small view updates --------------------------------------------------------------------------------
     @Slot()
@@ -127,8 +146,15 @@ class MainWindow(QMainWindow):
 
     @Slot()
     def _update_title(self) -> None:
-        name = self.doc.path.name if self.doc.path else "untitled"
-        self.setWindowTitle(f"{name}{'' if self.doc.undo_stack.isClean() else ' *'} - Inpaint Studio")
+        unsaved = self.files.unsaved() is not None
+        self.setWindowTitle(f"{self.files.display_name()}{' *' if unsaved else ''} - Inpaint Studio")
+
+    @Slot(str)
+    def _on_model_changed(self, name: str) -> None:
+        self.focus.watch(self.model_panel)
+
+    def _on_models_folder(self, folder) -> None:
+        self.model_panel.refresh_models()
 
     # ----- input the window routes, dialogs, shutdown --------------------------------------------------------
     def keyPressEvent(self, e) -> None:  # hold-to-see-original works wherever the focus is
@@ -165,11 +191,16 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(message, 8000)
         QMessageBox.critical(self, title, message)
 
+    def ask(self, title: str, text: str, choices: list[str], default: str) -> str | None:
+        return dialogs.ask(self, title, text, choices, default)  # looked up at each call: tests answer it
+
     def closeEvent(self, e: QCloseEvent) -> None:
         if not self.files.confirm_discard("quit"):
             e.ignore()
             return
         self.session.shutdown()  # cancel -> quit() -> wait(): the worker thread ends before the window goes
+        self.canvas.objects.shutdown()
+        self.autosave.discard()  # a clean close: nothing to restore
         self.settings.setValue("geometry", self.saveGeometry())
         self.settings.setValue("windowState", self.saveState())
         e.accept()

@@ -1,5 +1,6 @@
-"""The bar on top: file and undo actions, brush size, mask opacity, the mask and sketch colours, the job actions.
-Size, opacity and colours are view settings of the canvas (not document state), so they are set on it here."""
+"""The bar on top: file and undo actions, brush size and hardness, mask opacity, the mask and sketch colours, the
+job actions. Size, hardness, opacity and colours are settings of the canvas's tools (not document state), so they
+are set on it here."""
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Slot
@@ -27,11 +28,20 @@ class OptionsBar(QToolBar):
         self.size_spin.setValue(int(canvas.brush_size))
         self.size_spin.setToolTip("Brush size in image pixels ([ and ])")
         self.addWidget(self.size_spin)
-        self.addWidget(QLabel("  Mask opacity "))
+        self.addWidget(QLabel(" Hardness "))
+        self.hardness = QSpinBox()
+        self.hardness.setRange(0, 100)
+        self.hardness.setSingleStep(10)
+        self.hardness.setSuffix(" %")
+        self.hardness.setValue(int(round(canvas.hardness * 100)))
+        self.hardness.setToolTip("Brush edge: 100 % hard; lower paints a soft edge, so the fill fades into the "
+                                 "photo there (Shift+[ softer, Shift+] harder)")
+        self.addWidget(self.hardness)
+        self.addWidget(QLabel(" Opacity "))
         self.opacity = QSlider(Qt.Horizontal)
         self.opacity.setRange(5, 100)
         self.opacity.setValue(int(canvas.mask_opacity * 100))
-        self.opacity.setFixedWidth(110)
+        self.opacity.setFixedWidth(72)
         self.opacity.setToolTip("How opaque the mask overlay is drawn")
         self.addWidget(self.opacity)
         self.mask_color_btn = self._color_button("Mask colour", canvas.mask_color, self._pick_mask_color)
@@ -43,6 +53,7 @@ class OptionsBar(QToolBar):
             self.addAction(a)
         self.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
         self.size_spin.valueChanged.connect(self._on_size)
+        self.hardness.valueChanged.connect(self._on_hardness)
         self.opacity.valueChanged.connect(self._on_opacity)
 
     @Slot()
@@ -56,6 +67,19 @@ class OptionsBar(QToolBar):
     @Slot(int)
     def _on_size(self, v: int) -> None:
         self.canvas.brush_size = float(v)
+        self.canvas.update()
+
+    @Slot()
+    def softer(self) -> None:
+        self.hardness.setValue(max(0, self.hardness.value() - 25))
+
+    @Slot()
+    def harder(self) -> None:
+        self.hardness.setValue(min(100, self.hardness.value() + 25))
+
+    @Slot(int)
+    def _on_hardness(self, v: int) -> None:
+        self.canvas.hardness = v / 100
         self.canvas.update()
 
     @Slot(int)
@@ -76,7 +100,7 @@ class OptionsBar(QToolBar):
     def _paint_color_button(b: QToolButton, color: QColor) -> None:
         fg = "black" if color.lightness() > 140 else "white"
         b.setStyleSheet(f"QToolButton {{ background: {color.name()}; color: {fg}; border-radius: 3px; "
-                        f"padding: 2px 8px; margin: 0 3px; }}")
+                        f"padding: 2px 6px; margin: 0 2px; }}")
 
     @Slot()
     def _pick_mask_color(self) -> None:

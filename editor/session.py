@@ -14,6 +14,11 @@ State, in plain Python values:
   it came from: "default" (centred on the mask; it follows the mask at each Fill), "detected" (the model's
   suggestion, e.g. the face) or "user" (dragged).
 
+Before a fill (``editor.fit``): a model not made for this image (digits on a colour photo) shows a warning
+(``warning_changed``) and Fill asks first; a mask on the border an Expand canvas added, with a model that cannot
+fill a border, says why and offers one that can. The questions go through ``ask`` (set by the window; None: no
+question, fill).
+
 Flows: ``fill``, ``learn``, ``variation``, ``refill`` (an instant model redoes the shown, unaccepted result after
 an attribute flip), "learn, then fill" (Fill pressed while the same model learns the image waits for the learning,
 then fills from it) and ``cancel``. Jobs run on the ``JobController`` (editor/worker.py); results go to the
@@ -24,11 +29,12 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from PySide6.QtCore import QObject, QSettings, Signal, Slot
 
+from editor import fit
 from editor.document import Document, HistoryItem, Rect
 from editor.worker import Job, JobController
 from engine import registry
@@ -77,6 +83,7 @@ class Session(QObject):
     message = Signal(str)  # the model's own status line (Preview.message)
     status = Signal(str, int)  # a line for the status bar, shown for that many ms (0: until replaced)
     error = Signal(str, str)  # title, one-line message: the window shows it in a dialog
+    warning_changed = Signal(str)  # the model does not fit the image: one sentence ("" when it does)
 
     def __init__(self, doc: Document, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -92,10 +99,15 @@ class Session(QObject):
         self._replace: tuple[int, int] | None = None  # (job id, history index) a refill replaces
         self._refill_t0: float | None = None
         self.last_refill_latency: float | None = None  # attribute flip -> refilled canvas painted, seconds
+        # (title, text, choices, default) -> the chosen one, or None when dismissed; set by the window
+        self.ask: Callable[[str, str, list[str], str], str | None] | None = None
+        self._image_gen = 0  # counts opened images: "fill anyway" holds for one model on one image
+        self._fill_anyway: set[tuple[str, int]] = set()
+        self._warning = ""
         jobs = self.jobs
-        jobs.progress.connect(self.progress)
-        jobs.loss_point.connect(self.loss_point)
-        jobs.message.connect(self.message)
+        jobs.progress.connect(self._on_progress)
+        jobs.loss_point.connect(self._on_loss)
+        jobs.message.connect(self._on_message)
         jobs.preview_tick.connect(self._on_preview)
         jobs.finished.connect(self._on_finished)
         jobs.failed.connect(self._on_failed)
@@ -161,8 +173,20 @@ class Session(QObject):
                                            {a.name: float(a.default) for a in info.attributes})
         self.jobs.warm_up(name)
         self.model_changed.emit(name)
+        self._update_warning()
         if info.uses_region:
             self.place_region()
+
+    @property
+    def warning(self) -> str:
+        """Why the current model does not fit the open image ("" when it does)."""
+        return self._warning
+
+    def _update_warning(self) -> None:
+        text = fit.domain_warning(self.info, self.doc.image) or ""
+        if text != self._warning or text:
+            self._warning = text
+            self.warning_changed.emit(text)
 
     @staticmethod
     def _initial_params(info: ModelInfo) -> dict[str, Any]:
@@ -243,7 +267,7 @@ class Session(QObject):
 
         While the same model learns this image (``learn``), Fill does not restart it: the fill starts when the
         learning ends (and then finds the weights learned), and the learn job's id is returned."""
-        if self.info is None:
+        if self.info is None or not self._fits():
             return None
         learning = self._learning()
         if learning is not None and self.doc.mask.any():
@@ -252,6 +276,36 @@ class Session(QObject):
             self.status.emit("Fill starts when the learning ends; keep painting until then", 0)
             return learning.id
         return self._start_fill()
+
+    def _fits(self) -> bool:
+        """The checks before a fill (the model's domain, a border to fill); a question when one fails. False: do
+        not fill. An answer may switch the model first."""
+        if self.ask is None or not self.doc.mask.any():
+            return True
+        key = (self.info.name, self._image_gen)
+        if self._warning and key not in self._fill_anyway:
+            best = fit.photo_default(registry.all_models(), registry.DEFAULT_MODEL)
+            use = [f"Use {best.title}"] if best is not None and best.name != self.info.name else []
+            choice = self.ask("Model not made for this image", self._warning, use + ["Fill anyway", "Cancel"],
+                              use[0] if use else "Cancel")
+            if choice == "Fill anyway":
+                self._fill_anyway.add(key)
+            elif use and choice == use[0]:
+                self.set_model(best.name)
+            else:
+                return False
+        problem = fit.outpaint_problem(self.info, self.doc.border_pending())
+        if problem:
+            can = fit.outpaint_model(registry.all_models(), registry.DEFAULT_MODEL)
+            use = [f"Use {can.title}"] if can is not None else []
+            tip = f" {can.title} can: {can.on_photo}" if can is not None else " No installed model can."
+            choice = self.ask("This model cannot fill the border", problem + tip, use + ["Fill anyway", "Cancel"],
+                              use[0] if use else "Cancel")
+            if use and choice == use[0]:
+                self.set_model(can.name)
+            elif choice != "Fill anyway":
+                return False
+        return True
 
     def _start_fill(self, after_learn: bool = False) -> int | None:
         info = self.info
@@ -352,6 +406,25 @@ class Session(QObject):
                 self._store(job.model, p.name, False)
 
     # ----- job events ----------------------------------------------------------------------------------------
+    def _current(self) -> bool:
+        """The running job belongs to the picked model (a switch cancels it; its last reports are dropped)."""
+        return self.jobs.job is not None and self.jobs.job.model == self.model
+
+    @Slot(int, int, float, str)
+    def _on_progress(self, step: int, total: int, eta: float, stage: str) -> None:
+        if self._current():
+            self.progress.emit(step, total, eta, stage)
+
+    @Slot(int, float)
+    def _on_loss(self, step: int, loss: float) -> None:
+        if self._current():
+            self.loss_point.emit(step, loss)
+
+    @Slot(str)
+    def _on_message(self, text: str) -> None:
+        if self._current():
+            self.message.emit(text)
+
     @Slot(object)
     def _on_preview(self, p: Preview) -> None:
         self.doc.set_preview(p.image, p.box)
@@ -381,12 +454,16 @@ class Session(QObject):
     def _on_failed(self, message: str, job: Job) -> None:
         self._job_over()
         self.job_ended.emit("failed")
-        self.error.emit(f"{_doing(job)} failed", message)
+        try:
+            info = registry.get_info(job.model)
+        except InpaintError:
+            info = None
+        self.error.emit(f"{_doing(job)} failed", fit.user_words(message, info))
 
     @Slot(object)
     def _on_cancelled(self, job: Job) -> None:
         self._job_over()
-        self.job_ended.emit("cancelled")
+        self.job_ended.emit("cancelled" if job.model == self.model else "idle")  # a switch: the old model's
         self.status.emit(f"{_doing(job)} cancelled", 4000)
 
     def _job_over(self) -> None:
@@ -399,5 +476,7 @@ class Session(QObject):
         self.jobs.abandon()  # its result would belong to the previous image
         self._job_over()
         self.job_ended.emit("idle")
+        self._image_gen += 1
+        self._update_warning()
         if self.info is not None and self.info.uses_region:
             self.place_region()

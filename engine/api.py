@@ -16,6 +16,7 @@ the input, and builds the ``Result``.
 """
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -70,33 +71,122 @@ class Param:
     once: bool = False  # a bool that applies to one job (e.g. "relearn"): the editor turns it off once a job used it
 
     def parse(self, value: Any) -> Any:
-        """Coerce a value (e.g. the string of ``--param k=v``) to this parameter's type; InpaintError if invalid."""
-        try:
-            if self.kind == "int":
-                v: Any = int(float(value)) if not isinstance(value, bool) else int(value)
-            elif self.kind == "float":
-                v = float(value)
-            elif self.kind == "bool":
-                if isinstance(value, str):
-                    low = value.strip().lower()
-                    if low not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-                        raise ValueError(value)
-                    v = low in ("1", "true", "yes", "on")
-                else:
-                    v = bool(value)
-            elif self.kind == "choice":
-                v = str(value)
-                if v not in self.choices:
-                    raise ValueError(value)
-            else:
-                v = str(value)
-        except (TypeError, ValueError):
-            expect = f"one of {', '.join(self.choices)}" if self.kind == "choice" else f"a {self.kind}"
-            raise InpaintError(f"parameter {self.name}={value!r}: expected {expect}") from None
-        if self.kind in ("int", "float"):
+        """Coerce a value (e.g. the string of ``--param k=v``) to this parameter's type; InpaintError if invalid.
+
+        Numbers must be finite (NaN would slip past every range check) and inside [min, max]; an int takes only
+        whole numbers ("3", "3.0", "1e3"), never a silently truncated 2.7; a bool takes 1/0, true/false, yes/no,
+        on/off; a folder's path is checked for existence where it is used (``check_value``), not here."""
+        kind = self.kind
+        if kind == "int":
+            v: Any = _whole_number(value)
+        elif kind == "float":
+            v = _finite_number(value)
+        elif kind == "bool":
+            v = _boolean(value)
+        elif kind == "choice":
+            v = _text(value)
+            if v not in self.choices:
+                v = None
+        else:
+            v = _text(value)
+        if v is None:
+            raise InpaintError(f"parameter {self.name}={_show(value)}: expected {self._expected()}")
+        if kind in ("int", "float"):
             if (self.min is not None and v < self.min) or (self.max is not None and v > self.max):
-                raise InpaintError(f"parameter {self.name}={v} is outside [{self.min}, {self.max}]")
+                raise InpaintError(f"parameter {self.name}={_num(v)} is outside "
+                                   f"[{_bound(self.min, '-inf')}, {_bound(self.max, 'inf')}]")
         return v
+
+    def _expected(self) -> str:
+        return {"int": "a whole number", "float": "a finite number", "bool": "1/0, true/false, yes/no or on/off",
+                "choice": f"one of {', '.join(self.choices)}"}.get(self.kind, "text")
+
+    def check_value(self, value: Any) -> None:
+        """Checks that need the file system, done before a job's work: a non-empty "folder" must be a folder."""
+        if self.kind == "folder" and str(value).strip():
+            path = Path(str(value)).expanduser()
+            if not path.is_dir():
+                what = "not a folder" if path.exists() else "no such folder"
+                raise InpaintError(f"parameter {self.name}={str(value)!r}: {what}")
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _num(v: float) -> str:
+    """A number for a message: floats as %g, ints in full unless absurdly long."""
+    text = f"{v:g}" if isinstance(v, float) else str(v)
+    return text if len(text) <= 24 else text[:21] + "..."
+
+
+def _bound(b: float | None, none: str) -> str:
+    return none if b is None else f"{b:g}"
+
+
+def _number(value: Any) -> float | int | None:
+    """A real number from a str / int / float / numpy scalar (not a bool, not a container), else None."""
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return int(text)
+        except ValueError:
+            pass
+        try:
+            return float(text)
+        except ValueError:
+            return None
+    return None
+
+
+def _finite_number(value: Any) -> float | None:
+    v = _number(value)
+    if v is None:
+        return None
+    try:
+        v = float(v)
+    except OverflowError:  # an int too large for a float
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _whole_number(value: Any) -> int | None:
+    if isinstance(value, (bool, np.bool_)):
+        return int(value)  # a checkbox's value in an int field: 0 or 1
+    v = _number(value)
+    if isinstance(v, float):
+        if not math.isfinite(v) or not v.is_integer():
+            return None
+        v = int(v)
+    return v
+
+
+def _text(value: Any) -> str | None:
+    """A str from a str, path or number; None for anything else and for text holding a NUL (no OS path can)."""
+    if isinstance(value, (str, Path, int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        text = str(value)
+        return None if "\x00" in text else text
+    return None
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _boolean(value: Any) -> bool | None:
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, str):
+        low = value.strip().lower()
+        return True if low in _TRUE else False if low in _FALSE else None
+    v = _number(value)
+    return bool(v) if v in (0, 1) else None
 
 
 @dataclass(frozen=True)
@@ -107,6 +197,21 @@ class Attribute:
     label: str
     default: float = 0.0
     help: str = ""
+    min: float = 0.0  # the range a request may ask for (0 = without, 1 = with)
+    max: float = 1.0
+
+    def parse(self, value: Any) -> float:
+        """A finite number in [min, max] (true/false, yes/no, on/off are 1 and 0); InpaintError otherwise."""
+        v = _finite_number(value)
+        if v is None and isinstance(value, (bool, np.bool_, str)):
+            b = _boolean(value)
+            v = None if b is None else float(b)
+        if v is None:
+            raise InpaintError(f"attribute {self.name}={_show(value)}: expected a number from {self.min:g} to "
+                               f"{self.max:g}, such as 0 or 1")
+        if not self.min <= v <= self.max:
+            raise InpaintError(f"attribute {self.name}={v:g} is outside [{self.min:g}, {self.max:g}]")
+        return v
 
 
 @dataclass(frozen=True)
@@ -118,7 +223,8 @@ class Geometry:
       ``context`` is cut and resized to size x size (a user-placed region, e.g. the face box, replaces that box);
     - ``size`` None: native resolution: the hole's box plus ``context`` on each side, shrunk only as far as
       ``max_side`` (the crop's longer side) and ``max_hole`` (the hole's longer side) ask;
-    - ``context``: hole sizes of context on each side of the hole's bounding box; None = the whole image;
+    - ``context``: hole sizes of context on each side of the hole's bounding box (at least ``min_context``
+      pixels); None = the whole image;
     - ``multiple``: the working crop is padded (reflected) to sides that are multiples of this.
     """
 
@@ -127,6 +233,7 @@ class Geometry:
     max_side: int | None = None
     max_hole: int | None = None
     multiple: int = 1
+    min_context: int = 0
 
 
 @dataclass(frozen=True)
@@ -150,6 +257,7 @@ class ModelInfo:
     learns_on_image: bool = False  # trains on the opened image first (previews with stage="train", loss set)
     category: str = "photos"  # the picker's group: "photos", "faces", "digits", or "yours" (the user's own models)
     on_photo: str = ""  # one plain sentence: what it does on an ordinary photo (the picker shows it)
+    outpaint: bool = False  # can fill a border it has no content beyond (the editor's Expand canvas needs it)
 
     @property
     def resolution(self) -> int | None:
@@ -175,17 +283,22 @@ class ModelInfo:
         return out
 
     def resolve_attributes(self, given: dict[str, Any]) -> dict[str, float]:
+        """Defaults overlaid with parsed user values (finite, in the attribute's range); unknown names are an
+        InpaintError."""
         out = {a.name: float(a.default) for a in self.attributes}
-        known = {a.name for a in self.attributes}
+        known = {a.name: a for a in self.attributes}
         for k, v in given.items():
             if k not in known:
                 names = ", ".join(sorted(known)) or "none"
                 raise InpaintError(f"model {self.name} has no attribute {k!r} (known: {names})")
-            try:
-                out[k] = float(v)
-            except (TypeError, ValueError):
-                raise InpaintError(f"attribute {k}={v!r}: expected a number such as 0 or 1") from None
+            out[k] = known[k].parse(v)
         return out
+
+    def check_params(self, params: dict[str, Any]) -> None:
+        """The file-system checks of resolved parameters (a "folder" parameter names an existing folder)."""
+        for p in self.params:
+            if p.name in params:
+                p.check_value(params[p.name])
 
 
 @dataclass
@@ -206,18 +319,53 @@ class Request:
         return self.mask.astype(bool)
 
     def validate(self, need_mask: bool = True) -> None:
-        """Shapes and dtypes; ``need_mask``: a fill needs a non-empty mask (learning an image does not)."""
+        """Everything a job can check before work: array shapes and dtypes, the seed, the region box, the prompt;
+        ``need_mask``: a fill needs a non-empty mask (learning an image does not)."""
         img, m = self.image, self.mask
-        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-            raise InpaintError(f"image must be H x W x 3 uint8, got {img.shape} {img.dtype}")
-        if m.dtype not in (np.bool_, np.uint8):
-            raise InpaintError(f"mask must be bool or uint8 alpha, got {m.dtype}")
+        if not isinstance(img, np.ndarray) or img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+            raise InpaintError(f"image must be H x W x 3 uint8, got {_describe(img)}")
+        if min(img.shape[:2]) < MIN_SIDE:
+            raise InpaintError(f"image is too small ({img.shape[1]}x{img.shape[0]}; at least {MIN_SIDE}x{MIN_SIDE})")
+        if not isinstance(m, np.ndarray) or m.dtype not in (np.bool_, np.uint8):
+            raise InpaintError(f"mask must be bool or uint8 alpha, got {_describe(m)}")
         if m.shape != img.shape[:2]:
-            raise InpaintError(f"mask is {m.shape[1]}x{m.shape[0]} but the image is {img.shape[1]}x{img.shape[0]}")
-        if self.sketch is not None and self.sketch.shape != img.shape[:2]:
-            raise InpaintError("sketch size does not match the image")
+            raise InpaintError(f"mask is {_size(m)} but the image is {img.shape[1]}x{img.shape[0]}")
+        if self.sketch is not None:
+            sk = self.sketch
+            if not isinstance(sk, np.ndarray) or sk.dtype not in (np.bool_, np.uint8):
+                raise InpaintError(f"sketch must be bool or uint8, got {_describe(sk)}")
+            if sk.shape != img.shape[:2]:
+                raise InpaintError(f"sketch is {_size(sk)} but the image is {img.shape[1]}x{img.shape[0]}")
+        if isinstance(self.seed, (bool, np.bool_)) or not isinstance(self.seed, (int, np.integer)) \
+                or not 0 <= self.seed <= SEED_MAX:
+            raise InpaintError(f"seed {_show(self.seed)}: expected a whole number from 0 to {SEED_MAX}")
+        if self.region is not None:
+            try:
+                r = [None if isinstance(v, (bool, np.bool_)) else _whole_number(v) for v in self.region]
+            except TypeError:  # not a sequence
+                r = []
+            if len(r) != 4 or None in r:
+                raise InpaintError(f"region {_show(self.region)}: expected four whole numbers x0, y0, x1, y1")
+            if r[2] <= r[0] or r[3] <= r[1]:
+                raise InpaintError(f"region {tuple(r)}: x1 must exceed x0 and y1 exceed y0")
+        if not isinstance(self.prompt, str):
+            raise InpaintError(f"prompt must be text, got {type(self.prompt).__name__}")
+        if not isinstance(self.params, dict) or not isinstance(self.attributes, dict):
+            raise InpaintError("params and attributes must be dicts of NAME: value")
         if need_mask and not m.any():
             raise InpaintError("the mask is empty: paint the area to fill first")
+
+
+MIN_SIDE = 2  # pixels: the smallest image side a job accepts (as engine.imageio loads)
+SEED_MAX = 2**31 - 1  # the editor's seed box goes this far, so every seed the CLI takes can be typed there
+
+
+def _describe(a: Any) -> str:
+    return f"{a.shape} {a.dtype}" if isinstance(a, np.ndarray) else type(a).__name__
+
+
+def _size(a: np.ndarray) -> str:
+    return f"{a.shape[1]}x{a.shape[0]}" if a.ndim == 2 else str(a.shape)
 
 
 @dataclass

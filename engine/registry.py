@@ -20,7 +20,10 @@ from typing import Any
 
 from engine.api import Inpainter, InpaintError, ModelInfo
 
-DEFAULT_MODEL = "telea"
+# The model a photo gets by default: the one that measures best on real photos here (benchmarks/photo_models.py:
+# lowest mean rank over PSNR, SSIM and detail on scikit-image photos with object, scribble and scratch holes;
+# results in benchmarks/results/photo_models.json).
+DEFAULT_MODEL = "patch"  # the photo default: benchmarks/photo_models.py (object holes keep texture)
 MODELS_DIR_ENV = "INPAINT_STUDIO_MODELS"
 
 
@@ -84,6 +87,9 @@ def _scan(folder: Path) -> None:
         specs, problems = discover(folder)
         scan_problems.extend(problems)
         for spec in specs:
+            if spec.info.name in _specs:  # type: ignore[operator]
+                scan_problems.append(f"{spec.info.name}: a shipped model has that name; rename it in {folder}")
+                continue
             _user[spec.info.name] = spec
             _loaded.pop(spec.info.name, None)
 

@@ -36,18 +36,20 @@ def composite(original: np.ndarray, filled: np.ndarray, mask: np.ndarray) -> np.
 
 def _working_request(inpainter: Inpainter, request: Request, need_mask: bool = True
                      ) -> tuple[Request, CropPlan]:
-    """The request as the model sees it: validated, parameters resolved, cropped to its geometry."""
+    """The request as the model sees it: validated, parameters and attributes resolved before the model's geometry
+    can load any weights, then cropped to that geometry. (A folder parameter's folder is checked by the model, which
+    names what it needs there, and by the CLI before a batch: ``ModelInfo.check_params``.)"""
     info = inpainter.info
     request.validate(need_mask)
     params = info.resolve_params(request.params)
-    mask = request.hole
-    plan = CropPlan.plan(inpainter.geometry(params), mask, request.region)
-    work_mask = plan.crop_mask(mask)
+    attributes = info.resolve_attributes(request.attributes)
+    plan = CropPlan.plan(inpainter.geometry(params), request.mask, request.region)
+    work_mask = plan.crop_mask(request.mask)
     if need_mask and not work_mask.any():
         raise InpaintError("the hole lies outside the working box: move the box over the area to fill")
     sketch = None if request.sketch is None else plan.crop_mask(request.sketch.astype(bool))
     work = dataclasses.replace(request, image=plan.crop_image(request.image), mask=work_mask, sketch=sketch,
-                               params=params, attributes=info.resolve_attributes(request.attributes), region=None,
+                               params=params, attributes=attributes, region=None,
                                scale=plan.scale)
     return work, plan
 
@@ -66,7 +68,10 @@ def run_job(inpainter: Inpainter, request: Request, cancel: CancelToken | None =
     out = yield from _stream(inpainter.run(work, cancel), cancel, timings, plan)
     if not isinstance(out, ModelOutput):
         raise InpaintError(f"model {info.name} returned no image")
-    image = composite(request.image, plan.paste(request.image, np.asarray(out.image), request.hole), request.mask)
+    if np.asarray(out.image).shape[:2] != work.image.shape[:2]:
+        raise InpaintError(f"model {info.name} returned {np.asarray(out.image).shape}, expected "
+                           f"{work.image.shape}")
+    image = plan.paste(request.image, np.asarray(out.image), request.mask)  # outside the hole: bit-identical
     timings["total"] = now() - t0
     return Result(image=image, model=info.name, seed=work.seed, params=work.params, attributes=work.attributes,
                   timings=timings, unet_calls=out.unet_calls, chosen=dict(out.chosen), stats=dict(out.stats),

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import threading
 import typing
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from engine.api import InpaintError
+from engine.atomic import write_atomic_path
 
 RESOURCES = Path(__file__).resolve().parents[1] / "resources"
 MODELS_DIR = RESOURCES / "models"  # shipped weights: <name>/{config.json, *.safetensors, MODEL_CARD.md}
@@ -56,19 +56,47 @@ def config_from_dict(cls: type[T], data: dict, where: str = "config") -> T:
         kind = hints.get(name)
         if dataclasses.is_dataclass(kind) and isinstance(value, dict):
             value = config_from_dict(kind, value, where)
-        elif isinstance(value, list) and typing.get_origin(kind) is tuple:
-            value = tuple(value)
+        else:
+            if not _fits(value, kind):  # e.g. "ch": "big": the network would fail later with no file named
+                raise InpaintError(f"{where}: {cls.__name__}.{name} = {json.dumps(value)[:60]} is not "
+                                   f"{_type_name(kind)}")
+            if isinstance(value, list) and typing.get_origin(kind) is tuple:
+                value = tuple(value)
         values[name] = value
     return cls(**values)
 
 
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+def _fits(value: Any, kind: Any) -> bool:
+    """Whether a JSON value can stand for a field of type ``kind`` (unknown or open types always can)."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value \
+            and abs(value) != float("inf")
+    if kind is str:
+        return isinstance(value, str)
+    if dataclasses.is_dataclass(kind):
+        return False  # a nested config must be a JSON object (handled by the caller)
+    if origin in (list, tuple):
+        if not isinstance(value, list):
+            return False
+        item = args[0] if args else Any
+        return all(_fits(v, item) for v in value)
+    if origin is typing.Union or type(kind).__name__ == "UnionType":
+        return any(_fits(value, a) or (a is type(None) and value is None) for a in args)
+    return True
+
+
+def _type_name(kind: Any) -> str:
+    names = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+    if kind in names:
+        return names[kind]
+    if dataclasses.is_dataclass(kind):
+        return f"a JSON object ({kind.__name__})"
+    return f"a {getattr(kind, '__name__', None) or kind}"
 
 
 def save_pretrained(folder: str | Path, net, config: Any, training: dict | None = None,
@@ -82,8 +110,8 @@ def save_pretrained(folder: str | Path, net, config: Any, training: dict | None 
     if training is not None:
         data[TRAINING_KEY] = training
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    _write_atomic(folder / weights_name, lambda p: save_file(state, str(p)))
-    _write_atomic(folder / CONFIG_NAME, lambda p: p.write_text(json.dumps(data, indent=2) + "\n"))
+    write_atomic_path(folder / weights_name, lambda p: save_file(state, str(p)))
+    write_atomic_path(folder / CONFIG_NAME, lambda p: p.write_text(json.dumps(data, indent=2) + "\n"))
     return folder
 
 
@@ -125,14 +153,66 @@ def load_pretrained(folder: str | Path, build: Callable[[Any], T], config_cls: t
     """(network in eval mode on ``device``, training facts): ``build(config)`` makes the network, the folder's
     safetensors fill it. Every failure is one InpaintError line naming the file."""
     config, training = read_config(folder, config_cls)
-    net = build(config)
+    try:
+        net = build(config)
+    except Exception as exc:  # values of the right type that make no network (a negative size, ...)
+        raise InpaintError(f"{Path(folder) / CONFIG_NAME}: no {config_cls.__name__} network can be built from it "
+                           f"({type(exc).__name__}: {_first_line(exc)})") from None
     load_weights(net, Path(folder) / weights_name, device)
     return net.to(device).eval(), training
 
 
+def save_training_state(path: str | Path, nets: dict[str, Any], optimizers: dict[str, Any], meta: dict) -> None:
+    """A training checkpoint (to resume, not to ship): the state dicts of ``nets`` and ``optimizers`` and the CPU
+    random state in ``path`` (.safetensors), ``meta`` and the optimizers' param groups in ``path`` (.json)."""
+    import torch
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tensors = {f"{name}.{k}": v for name, net in nets.items() for k, v in net.state_dict().items()}
+    groups = {}
+    for name, opt in optimizers.items():
+        state = opt.state_dict()
+        for i, st in state["state"].items():
+            for k, v in st.items():
+                tensors[f"{name}.state.{i}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+        groups[name] = state["param_groups"]
+    tensors["rng.cpu"] = torch.get_rng_state()
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    write_atomic_path(path.with_suffix(".safetensors"), lambda p: save_file(tensors, str(p)))
+    write_atomic_path(path.with_suffix(".json"), lambda p: p.write_text(json.dumps({**meta, "param_groups": groups},
+                                                                                indent=2)))
+
+
+def load_training_state(path: str | Path, nets: dict[str, Any], optimizers: dict[str, Any]) -> dict:
+    """Restore what ``save_training_state`` wrote into ``nets`` and ``optimizers`` (and the CPU random state);
+    returns its ``meta``."""
+    import torch
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    tensors = load_file(str(path.with_suffix(".safetensors")))
+    meta = json.loads(path.with_suffix(".json").read_text())
+    for name, net in nets.items():
+        net.load_state_dict({k[len(name) + 1:]: v for k, v in tensors.items() if k.startswith(name + ".")
+                             and not k.startswith(name + ".state.")})
+    for name, opt in optimizers.items():
+        state: dict[int, dict] = {}
+        for k, v in tensors.items():
+            if k.startswith(name + ".state."):
+                i, key = k[len(name) + 7:].split(".", 1)
+                state.setdefault(int(i), {})[key] = v
+        opt.load_state_dict({"state": state, "param_groups": meta["param_groups"][name]})
+    torch.set_rng_state(tensors["rng.cpu"])
+    return meta
+
+
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
+    """The exception's first informative line (torch's "Error(s) in loading state_dict for X:" is a heading)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].endswith(":"):
+        lines = [f"{lines[0]} {lines[1]}"]
+    return (lines[0] if lines else type(exc).__name__)[:200]
 
 
 class ModelCache:

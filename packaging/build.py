@@ -140,11 +140,11 @@ def smoke(command: list[str], models: list[str] | None = None, self_test: bool =
                 args += ["--sketch", str(sketch)]
             setup = None
             if model == "sd-sketch":  # a prompt, no sketch: a sketch needs an LGP learned for that checkpoint
-                try:  # a tiny SD folder in diffusers layout, loaded as a user's checkpoint would be
-                    _source_run(["-m", "engine.sketch.tiny_sd", str(tmp / "tiny-sd")], env)
+                try:  # tiny SD checkpoints in every layout, loaded as a user's checkpoint would be
+                    _source_run(["-m", "engine.sd.tiny", str(tmp / "tiny-sd")], env)
                 except SmokeSetupError as exc:
                     setup = str(exc)
-                args += ["--param", f"checkpoint={tmp / 'tiny-sd'}"]
+                args += ["--param", f"checkpoint={tmp / 'tiny-sd' / 'models' / 'tiny-sd1'}"]
 
             def kept_outside(out: str, model=model):
                 if not (tmp / f"{model}.png").exists():

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from engine import registry
 from engine.cli import main as cli
 from engine.imageio import load_image, save_image, save_mask
 
@@ -28,7 +29,12 @@ def files(tmp_path):
 
 
 def _run(capsys, *argv):
-    code = cli(list(argv))
+    """The CLI in this process; an ``inpaint`` without --model uses telea here (instant, with the radius parameter
+    these tests set), not the default model."""
+    argv = list(argv)
+    if argv[:1] == ["inpaint"] and "--model" not in argv:
+        argv[1:1] = ["--model", "telea"]
+    code = cli(argv)
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -94,7 +100,7 @@ def _bad_cases(d: Path):
         (["inpaint", "--image", str(d / "corrupt.png"), "--mask", mask, "--out", out], 1, "corrupt or truncated"),
         (base[:3] + ["--mask", str(d / "small_mask.png"), "--out", out], 1, "mask is 10x10 but the image is 64x48"),
         (base[:3] + ["--mask", str(d / "empty_mask.png"), "--out", out], 1, "mask is empty"),
-        (base + ["--out", out, "--param", "radius=abc"], 1, "expected a int"),
+        (base + ["--out", out, "--param", "radius=abc"], 1, "expected a whole number"),
         (base + ["--out", out, "--param", "radius"], 2, "expected NAME=VALUE"),
         (base + ["--out", out, "--param", "steps=3"], 1, "no parameter 'steps'"),
         (base + ["--out", out, "--attr", "smile=1"], 1, "no attribute 'smile'"),
@@ -127,7 +133,7 @@ def test_real_process_exit_codes_and_no_traceback(files):
     proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "inpaint", "--image", str(d / "img.png"),
                            "--mask", str(d / "mask.png"), "--out", str(d / "o.png"), "--json"],
                           capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0 and json.loads(proc.stdout)["model"] == "telea"
+    assert proc.returncode == 0 and json.loads(proc.stdout)["model"] == registry.DEFAULT_MODEL
     # every headless command reaches the CLI from main.py (an unknown first word opens the editor instead)
     proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "learn", "--model", "telea", "--image",
                            str(d / "img.png")], capture_output=True, text=True, timeout=120)
@@ -206,3 +212,128 @@ def test_learn_caches_the_weights_a_later_fill_uses(files, capsys, monkeypatch):
         code, _, err = _run(capsys, *argv)
         lines = err.strip().splitlines()
         assert code == want and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
+
+
+# ---- issue 21: every check before work ------------------------------------------------------------------------
+@pytest.fixture
+def no_model(monkeypatch):
+    """Fails the test if a model is loaded: the command must have stopped before any work."""
+    from engine import registry
+
+    def refuse(name):
+        raise AssertionError(f"model {name} was loaded")
+
+    monkeypatch.setattr(registry, "load", refuse)
+
+
+def _checked_before_work(d: Path):
+    img, mask, out = str(d / "img.png"), str(d / "mask.png"), str(d / "out.png")
+    (d / "a-file").write_text("x")
+    save_mask(d / "white.png", np.ones((48, 64), bool))
+    frugal = ["inpaint", "--model", "frugal", "--image", img, "--mask", mask]
+    return [
+        (frugal + ["--out", str(d / "o.xyz")], 1, "o.xyz: unsupported file type .xyz"),  # 17 s of learning lost
+        (frugal + ["--out", str(d / "a-file" / "o.png")], 1, "cannot write there"),
+        (frugal + ["--out", out, "--param", "minutes=nan"], 1, "parameter minutes='nan': expected a finite number"),
+        (frugal + ["--out", out, "--param", "minutes=inf"], 1, "expected a finite number"),
+        (frugal + ["--out", out, "--param", f"folder={d / 'typo'}"], 1, "no such folder"),
+        (["inpaint", "--image", img, "--mask", mask, "--out", out, "--param", "radius=2.7"], 1,
+         "parameter radius='2.7': expected a whole number"),
+        (["inpaint", "--image", img, "--mask", mask, "--out", out, "--param", "radius=inf"], 1, "whole number"),
+        (["inpaint", "--model", "face-cvae", "--image", img, "--mask", mask, "--out", out, "--attr", "smile=nan"], 1,
+         "attribute smile='nan': expected a number from 0 to 1"),
+        (["inpaint", "--model", "face-cvae", "--image", img, "--mask", mask, "--out", out, "--param",
+          "variation_scale=nan"], 1, "expected a finite number"),
+        (["inpaint", "--model", "face-cvae", "--image", img, "--mask", mask, "--out", out, "--attr", "smile=1e9"], 1,
+         "is outside [0, 1]"),
+        (["inpaint", "--image", img, "--mask", mask, "--out", out, "--sketch", mask], 2,
+         "model telea takes no sketch, so --sketch would be ignored (these do: sketch-mnist"),
+        (["inpaint", "--image", img, "--mask", mask, "--out", out, "--prompt", "a cat"], 2, "takes no text prompt"),
+        (["inpaint", "--image", img, "--mask", mask, "--out", out, "--seed", "-1"], 2, "--seed -1: expected"),
+        (["inpaint", "--image", img, "--mask", str(d / "white.png"), "--out", str(d / "o.jpg"), "--param",
+          "radius=0"], 1, "outside [1, 50]"),
+        (["inpaint", "--model", "repaint-ddpm-folder", "--param", f"checkpoint={d / 'typo'}", "--image", img, "--mask",
+          mask, "--out", out], 1, f"parameter checkpoint='{d / 'typo'}': no such folder"),  # was sent to the hub
+        (["inpaint", "--model", "sd-sketch", "--param", f"checkpoint={d / 'img.png'}", "--prompt", "x", "--image", img,
+          "--mask", mask, "--out", out], 1, "not a folder"),
+        (["learn", "--image", img, "--param", "minutes=nan", "--param", "iterations=50"], 1, "finite"),  # it hung
+        (["learn", "--image", img, "--param", f"folder={d / 'typo'}"], 1, "no such folder"),
+        (["learn", "--image", img, "--mask", str(d / "nope.png")], 2, "--mask"),
+    ]
+
+
+def test_every_check_comes_before_any_model_loads(files, capsys, no_model):
+    d, _, _ = files
+    for argv, code, message in _checked_before_work(d):
+        got, out, err = _run(capsys, *argv)
+        lines = err.strip().splitlines()
+        assert got == code and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], (argv, err)
+    assert sorted(p.name for p in d.iterdir()) == ["a-file", "img.png", "mask.png", "white.png"]
+
+
+def test_an_all_white_mask_is_an_error_for_telea(files, capsys):
+    d, _, _ = files
+    save_mask(d / "white.png", np.ones((48, 64), bool))
+    code, _, err = _run(capsys, "inpaint", "--image", str(d / "img.png"), "--mask", str(d / "white.png"), "--out",
+                        str(d / "o.png"))
+    assert code == 1 and "the mask covers the whole image" in err and not (d / "o.png").exists()
+
+
+def test_a_negative_region_needs_no_equals_sign(files, capsys):
+    d, _, _ = files
+    base = ["inpaint", "--image", str(d / "img.png"), "--mask", str(d / "mask.png")]
+    code, _, err = _run(capsys, *base, "--out", str(d / "o.png"), "--region", "-10,-5,50,40")
+    assert code == 0, err
+    code, _, err = _run(capsys, *base, "--out", str(d / "o2.png"), "--region", "-10,-5,5")
+    assert code == 2 and "--region '-10,-5,5': expected x0,y0,x1,y1" in err
+    code, _, err = _run(capsys, *base, "--region", "--out", str(d / "o3.png"))  # an option is no value
+    assert code == 2 and "--region: expected one argument" in err
+
+
+def test_a_trailing_slash_makes_out_a_folder(files, capsys):
+    d, _, _ = files
+    code, out, err = _run(capsys, "inpaint", "--image", str(d / "img.png"), "--mask", str(d / "mask.png"), "--out",
+                          str(d / "results") + "/")
+    assert code == 0 and (d / "results" / "img.png").is_file(), err
+
+
+def test_outputs_get_the_users_umask(files, capsys):
+    import os
+    import stat
+
+    d, _, _ = files
+    old = os.umask(0o022)
+    try:
+        assert _run(capsys, "inpaint", "--image", str(d / "img.png"), "--mask", str(d / "mask.png"), "--out",
+                    str(d / "o.png"))[0] == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((d / "o.png").stat().st_mode) == 0o644
+
+
+def test_a_multi_frame_input_is_used_with_a_warning(files, capsys):
+    d, img, _ = files
+    frames = [Image.fromarray(img), Image.fromarray(255 - img)]
+    frames[0].save(d / "anim.gif", save_all=True, append_images=frames[1:])
+    code, out, err = _run(capsys, "inpaint", "--image", str(d / "anim.gif"), "--mask", str(d / "mask.png"), "--out",
+                          str(d / "o.png"))
+    assert code == 0 and err == f"warning: {d / 'anim.gif'}: has 2 frames (an animation or several pages); only " \
+                                "the first is used\n"
+
+
+def test_a_terminal_that_is_not_utf8_does_not_fail_a_written_file(files):
+    """The file was written, then printing its name to an ASCII console raised: exit 1 after the work was done."""
+    import os
+
+    d, _, _ = files
+    (d / "café.png").write_bytes((d / "img.png").read_bytes())
+    env = dict(os.environ, PYTHONIOENCODING="ascii:strict")
+    proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "inpaint", "--image", str(d / "café.png"), "--mask",
+                           str(d / "mask.png"), "--out", str(d / "résultat.png")],
+                          capture_output=True, timeout=120, env=env)
+    assert proc.returncode == 0 and (d / "résultat.png").is_file(), proc.stderr
+    assert b"r\\xe9sultat.png" in proc.stdout
+    proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "inpaint", "--image", str(d / "café.png"), "--mask",
+                           str(d / "mask.png"), "--out", str(d / "résultat.png")],
+                          capture_output=True, timeout=120, env=env)
+    assert proc.returncode == 2 and proc.stderr.startswith(b"error: ") and b"r\\xe9sultat.png exists" in proc.stderr

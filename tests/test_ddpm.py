@@ -336,3 +336,21 @@ def test_benchmark_neighbour_fills_copy_the_hole_from_the_nearest_training_digit
     fills = neighbour_fills(train, other, holes, k=3).reshape(2, 3, 28, 28)
     assert np.array_equal(fills[0, :, ~holes[0]], np.repeat(other[0][~holes[0]][:, None], 3, 1))
     assert any(np.array_equal(f, train[3]) for f in fills[0])
+
+
+def test_training_runs_data_parallel_under_torchrun_and_resumes(tmp_path):
+    """Two CPU processes (gloo): one log, one checkpoint (rank 0 writes), and a resumed run continues the step."""
+    args = ["--out", str(tmp_path), "--subset", "32", "--batch-size", "4", "--channels", "8", "16", "--threads", "1",
+            "--log-every", "1", "--val-every", "100", "--sample-every", "100", "--ckpt-every", "100",
+            "--sample-steps", "2", "--device", "cpu"]
+    run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "engine.ddpm.train"]
+    for steps in (2, 3):
+        out = subprocess.run(run + args + ["--max-steps", str(steps)], cwd=ROOT, capture_output=True, text=True,
+                             timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads((tmp_path / "ckpt.json").read_text())["step"] == 3
+    steps = [json.loads(line)["step"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3], "one writer (rank 0), resumed at 2"
+    assert json.loads((tmp_path / "export" / "training.json").read_text())["ranks"] == 2
+    assert load_ddpm(tmp_path / "export").unet.config.block_out_channels[0] == 8

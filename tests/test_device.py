@@ -162,10 +162,13 @@ def test_repaint_sampler_stays_on_the_models_device():
 
 
 def test_stable_diffusion_sketch_generation_moves_its_inputs_to_the_models_device(tmp_path):
-    from engine.sketch.sd import _load_parts, iter_generate
-    from engine.sketch.tiny_sd import make_tiny_sd_folder
+    from engine.sd.generate import FillSettings, fill
+    from engine.sd.loading import detect, load_folder
+    from engine.sd.model import SDModel
+    from engine.sd.tiny import make_tiny_sd_folder
 
-    comp = _load_parts(make_tiny_sd_folder(tmp_path / "sd"))  # not the shared cache: it is moved to meta
+    folder = make_tiny_sd_folder(tmp_path / "sd")
+    comp = SDModel(folder, detect(folder), load_folder(folder, detect(folder)))  # not the shared cache: moved to meta
     r, n = comp.resolution, comp.latent_size
     ctx = torch.zeros(1, 77, comp.text_encoder.config.hidden_size)
     example = dict(sample=torch.zeros(1, 4, n, n), timestep=torch.tensor([10]), encoder_hidden_states=ctx)
@@ -174,8 +177,9 @@ def test_stable_diffusion_sketch_generation_moves_its_inputs_to_the_models_devic
     image = torch.zeros(1, 3, r, r)  # CPU inputs, as the pipeline makes them
     hole = torch.ones(1, 1, r, r)
     sketch = torch.zeros(1, 1, r, r)
-    out = drive(iter_generate(comp, "a red square", 2, 0, 2.0, lgp=lgp, sketch=sketch, beta=1.0, share=1.0,
-                              image=image, hole=hole))
+    settings = FillSettings(prompt="a red square", steps=2, cfg_scale=2.0, scheduler="ddim", seed=0, beta=1.0,
+                            share=1.0)
+    out = drive(fill(comp, image, hole, settings, sketch=sketch, lgp=lgp))
     assert out.device == META
 
 
@@ -238,7 +242,7 @@ def test_frugal_learns_and_fills_on_cuda_and_its_cache_serves_the_cpu(rng, monke
 def test_stable_diffusion_sketch_fills_on_cuda(tmp_path, rng, monkeypatch):
     from PIL import Image
 
-    from engine.sketch.tiny_sd import make_tiny_sd_folder
+    from engine.sd.tiny import make_tiny_sd_folder
     from engine.sketch.train import TrainConfig, train
 
     folder = make_tiny_sd_folder(tmp_path / "sd")

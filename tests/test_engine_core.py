@@ -128,7 +128,7 @@ def test_runner_cancels_between_steps():
 
 
 @pytest.mark.parametrize("given, message", [
-    ({"n": "abc"}, "expected a int"),
+    ({"n": "abc"}, "expected a whole number"),
     ({"n": 99}, "outside"),
     ({"zz": 1}, "no parameter 'zz'"),
 ])
@@ -232,3 +232,20 @@ def test_grey_mask_files_keep_their_levels(tmp_path):
     assert back.dtype == np.uint8 and back[6, 12] == 100 and back[6, 6] == 255
     assert back[6, 17] == 0 and back[6, 22] == 255, "levels near black / white snap to them"
     assert load_mask(tmp_path / "m.png", (20, 30), "sketch").dtype == np.bool_
+
+
+@pytest.mark.parametrize("name", ["telea", "navier-stokes"])
+def test_classical_fills_on_a_crop_equal_the_whole_image_fill(name):
+    """Their crop (the hole's box + 2 radius + 2 px) reads everything the whole-image fill reads."""
+    from engine.classical.pipeline import opencv_inpaint
+
+    rng = np.random.default_rng(3)
+    img = np.ascontiguousarray(np.clip(rng.normal(128, 40, (300, 400, 3)), 0, 255).astype(np.uint8))
+    mask = np.zeros((300, 400), bool)
+    mask[140:160, 180:260] = True
+    mask[100:104, 50:120] = True
+    model = registry.load(name)
+    res = run_to_end(model, Request(img, mask, params={"radius": 7}))
+    whole = opencv_inpaint(img, mask, 7, "telea" if name == "telea" else "ns")
+    assert np.array_equal(res.image, whole)
+    assert model.geometry({"radius": 7}).min_context == 16

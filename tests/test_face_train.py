@@ -43,3 +43,31 @@ def test_flipped_requests_hide_only_the_masked_attribute_and_drop_its_hole_loss(
     per_sample = reconstruction_bce(logits, target, mask, torch.tensor([10.0, 0.0]).view(2, 1, 1, 1))
     outside_only = reconstruction_bce(torch.zeros(2, 3, 8, 8), target, mask, 0.0)
     assert per_sample[0] > per_sample[1] and torch.isclose(per_sample[1], outside_only[1])
+
+
+def test_a_run_resumes_where_it_stopped(tmp_path):
+    out = tmp_path / "m"
+    base = ["--tiny", "--pool", "16", "--batch", "4", "--d-warmup", "1", "--log-every", "100", "--out", str(out)]
+    train.main(base + ["--pretrain-steps", "2", "--gan-steps", "0"])  # stops after pretraining
+    assert json.loads((out / "train-state.json").read_text())["phase"] == "gan"
+    train.main(base + ["--pretrain-steps", "2", "--gan-steps", "3", "--resume"])
+    state = json.loads((out / "train-state.json").read_text())
+    facts = json.loads((out / "config.json").read_text())["training"]
+    assert state["phase"] == "done" and facts["steps"] == {"pretrain": 2, "d_warmup": 1, "gan": 3}
+
+
+def test_training_runs_data_parallel_under_torchrun(tmp_path):
+    """Two CPU processes (gloo): each its own shard, gradients averaged, one writer."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "m"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "engine.face.train", "--tiny", "--pool", "16", "--batch", "4", "--pretrain-steps", "2",
+           "--gan-steps", "2", "--d-warmup", "1", "--device", "cpu", "--out", str(out)]
+    done = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("saved") == 2, "only rank 0 writes: once after pretraining, once at the end"
+    facts = json.loads((out / "config.json").read_text())["training"]
+    assert facts["ranks"] == 2 and facts["steps"]["gan"] == 2

@@ -1,4 +1,5 @@
-"""Stable Diffusion path of the sketch family, on a tiny randomly initialised SD folder in diffusers layout."""
+"""The sketch family's LGP on Stable Diffusion (``sd-sketch``, engine/sd), on a tiny random SD folder in diffusers
+layout; single files and every type are in tests/test_sd_*.py."""
 from __future__ import annotations
 
 import json
@@ -13,7 +14,7 @@ from engine.api import InpaintError, Request, drive
 
 @pytest.fixture(scope="module")
 def sd_folder(tmp_path_factory):
-    from engine.sketch.tiny_sd import make_tiny_sd_folder
+    from engine.sd.tiny import make_tiny_sd_folder
 
     return make_tiny_sd_folder(tmp_path_factory.mktemp("sd") / "tiny-sd", latent_size=8)
 
@@ -32,30 +33,34 @@ def photos(tmp_path_factory):
 
 
 def test_tiny_sd_folder_layout_and_load(sd_folder):
-    from engine.sketch.sd import edge_latent, encode_prompt, latent_preview, load_sd_folder
+    from engine.sd import model as sd_model
+    from engine.sd.loading import detect
+    from engine.sd.model import latent_preview
 
     for part in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
         assert (sd_folder / part).is_dir()
     assert json.loads((sd_folder / "model_index.json").read_text())["unet"] == ["diffusers", "UNet2DConditionModel"]
-    comp = load_sd_folder(sd_folder)
+    comp = sd_model.load(sd_folder, detect(sd_folder))
     assert comp.resolution == 16 and comp.latent_size == 8
-    assert load_sd_folder(sd_folder) is comp  # cached
-    emb = encode_prompt(comp, ["a red square"])
-    assert emb.shape == (1, comp.tokenizer.model_max_length, 16)
+    assert sd_model.load(sd_folder, detect(sd_folder)) is comp  # cached
+    emb, pooled = comp.encode_text(["a red square"])
+    assert emb.shape == (1, comp.tokenizer.model_max_length, 16) and pooled is None
     sk = torch.zeros(1, 1, 16, 16)
     sk[..., 8, :] = 1
-    assert edge_latent(comp, sk).shape == (1, 4, 8, 8)
+    assert comp.vae_encode((1.0 - 2.0 * sk).expand(-1, 3, -1, -1)).shape == (1, 4, 8, 8)
     prev = latent_preview(torch.randn(1, 4, 8, 8))
     assert prev.shape == (8, 8, 3) and prev.dtype == np.uint8
 
 
 def test_missing_and_corrupt_sd_folder_errors(tmp_path, sd_folder):
-    from engine.sketch.sd import load_sd_folder
+    from engine.sd import model as sd_model
+    from engine.sd.loading import detect
+
+    def load_sd_folder(folder):
+        return sd_model.load(folder, detect(folder))
 
     with pytest.raises(InpaintError, match="not found"):
         load_sd_folder(tmp_path / "nope")
-    with pytest.raises(InpaintError, match="no Stable Diffusion folder given"):
-        load_sd_folder("")
     (tmp_path / "empty").mkdir()
     with pytest.raises(InpaintError, match="model_index.json is missing"):
         load_sd_folder(tmp_path / "empty")
@@ -67,8 +72,8 @@ def test_missing_and_corrupt_sd_folder_errors(tmp_path, sd_folder):
     corrupt = tmp_path / "corrupt"
     shutil.copytree(sd_folder, corrupt, ignore=shutil.ignore_patterns("sketch-lgp"))
     (corrupt / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"not a safetensors file")
-    with pytest.raises(InpaintError, match="could not load unet/"):
-        load_sd_folder(corrupt)
+    with pytest.raises(InpaintError, match="unet/diffusion_pytorch_model.safetensors: not a safetensors file"):
+        detect(corrupt)
 
 
 def test_train_lgp_on_sd_folder_then_guided_inpainting(sd_folder, photos):
@@ -108,13 +113,13 @@ def test_sd_model_errors_are_clear(tmp_path, sd_folder):
     model = registry.load("sd-sketch")
     img = np.zeros((16, 16, 3), np.uint8)
     mask = np.ones((16, 16), bool)
-    with pytest.raises(InpaintError, match="no Stable Diffusion folder given"):
+    with pytest.raises(InpaintError, match="no Stable Diffusion checkpoint given"):
         run_to_end(model, Request(img, mask))
     with pytest.raises(InpaintError, match="not found"):
         run_to_end(model, Request(img, mask, params={"checkpoint": str(tmp_path / "missing")}))
     sketch = np.zeros((16, 16), bool)
     sketch[8] = True
-    with pytest.raises(InpaintError, match="no LGP"):
+    with pytest.raises(InpaintError, match="no LGP at"):
         run_to_end(model, Request(img, mask, sketch=sketch,
                                   params={"checkpoint": str(sd_folder), "lgp": str(tmp_path / "nolgp"),
                                           "steps": 2}))

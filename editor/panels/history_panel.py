@@ -8,7 +8,7 @@ from PySide6.QtGui import QIcon, QPixmap
 from PySide6.QtWidgets import (QHBoxLayout, QListView, QListWidget, QListWidgetItem, QPushButton, QVBoxLayout,
                                QWidget)
 
-from editor.canvas import rgb_qimage
+from editor.qimages import rgb_qimage
 from editor.document import Document, HistoryItem
 
 THUMB = 96

@@ -1,4 +1,5 @@
-"""Model picker, a parameter form generated from ``ModelInfo.params``, attribute toggles, seed and prompt.
+"""Model picker (grouped: ``panels/picker.py``), the model's plain sentence and a warning when it does not fit the
+image, a parameter form generated from ``ModelInfo.params``, attribute toggles, seed and prompt.
 
 Bound to the ``Session`` both ways: every edit is written into it at once, and its changes come back (a
 variation's seed, a ``Param.once`` switch turned off, a model picked elsewhere), so nothing is read out of these
@@ -14,6 +15,8 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog
                                QHBoxLayout, QLabel, QLineEdit, QPushButton, QSlider, QSpinBox, QToolButton,
                                QVBoxLayout, QWidget)
 
+from editor.fit import photo_default
+from editor.panels.picker import ModelPicker
 from editor.session import Session
 from engine import registry
 from engine.api import ModelInfo, Param
@@ -152,8 +155,24 @@ class ModelPanel(QWidget):
         self.session = session
         lay = QVBoxLayout(self)
         lay.setContentsMargins(6, 6, 6, 6)
-        self.picker = QComboBox()
-        self.picker.setToolTip("The model that fills the masked area")
+        self.picker = ModelPicker()
+        self.sentence = QLabel()
+        self.sentence.setWordWrap(True)
+        self.sentence.setObjectName("modelSentence")
+        self.warning = QLabel()
+        self.warning.setWordWrap(True)
+        self.warning.setObjectName("modelWarning")
+        self.warning.setStyleSheet("QLabel { background: #5a4a12; color: #ffe9a8; border: 1px solid #c9a227; "
+                                   "border-radius: 4px; padding: 6px; }")
+        self.use_default = QPushButton()
+        self.use_default.setToolTip("Switch to the model that measures best on photos here")
+        warn_box = QVBoxLayout()
+        warn_box.setContentsMargins(0, 0, 0, 0)
+        warn_box.addWidget(self.warning)
+        warn_box.addWidget(self.use_default, 0, Qt.AlignRight)
+        self.warning_box = QWidget()
+        self.warning_box.setLayout(warn_box)
+        self.warning_box.setVisible(False)
         self.info_label = QLabel()
         self.info_label.setWordWrap(True)
         self.info_label.setTextFormat(Qt.RichText)
@@ -177,6 +196,8 @@ class ModelPanel(QWidget):
         seed_row.addWidget(self.seed, 1)
         seed_row.addWidget(self.variation)
         lay.addWidget(self.picker)
+        lay.addWidget(self.sentence)
+        lay.addWidget(self.warning_box)
         lay.addWidget(self.info_label)
         lay.addWidget(self.params_box)
         lay.addWidget(self.attrs_box)
@@ -187,7 +208,8 @@ class ModelPanel(QWidget):
         self.toggles: dict[str, QCheckBox] = {}
         self.load_error: str | None = None
         # edits -> session
-        self.picker.currentIndexChanged.connect(self._on_pick)
+        self.picker.picked.connect(self._on_pick)
+        self.use_default.clicked.connect(self._use_default)
         self.seed.valueChanged.connect(session.set_seed)
         self.prompt.textChanged.connect(session.set_prompt)
         self.variation.clicked.connect(session.variation)
@@ -197,6 +219,7 @@ class ModelPanel(QWidget):
         session.attribute_changed.connect(self._show_attribute)
         session.seed_changed.connect(self._show_seed)
         session.prompt_changed.connect(self._show_prompt)
+        session.warning_changed.connect(self._show_warning)
         self.refresh_models()
 
     def refresh_models(self) -> None:
@@ -206,12 +229,7 @@ class ModelPanel(QWidget):
         except Exception as exc:  # a broken model package must not stop the editor: report it, offer none
             self.load_error = f"The model list could not be read: {type(exc).__name__}: {exc}".splitlines()[0]
             models = []
-        self.picker.blockSignals(True)
-        self.picker.clear()
-        for info in models:
-            title = info.title if info.weights_present else f"{info.title}  (weights missing)"
-            self.picker.addItem(title, info.name)
-        self.picker.blockSignals(False)
+        self.picker.set_models(models)
         names = [info.name for info in models]
         current = self.session.model
         if current in names:
@@ -220,24 +238,36 @@ class ModelPanel(QWidget):
             self.session.set_model(registry.DEFAULT_MODEL if registry.DEFAULT_MODEL in names else names[0])
 
     def select(self, name: str) -> None:
-        if self.picker.findData(name) >= 0:
+        if name in self.picker.names():
             self.session.set_model(name)
 
     def current_model(self) -> str | None:
-        return self.picker.currentData()
+        return self.picker.current_model()
+
+    @Slot(str)
+    def _on_pick(self, name: str) -> None:
+        self.session.set_model(name)
 
     @Slot()
-    def _on_pick(self) -> None:
-        name = self.current_model()
-        if name is not None:
-            self.session.set_model(name)
+    def _use_default(self) -> None:
+        best = photo_default(registry.all_models(), registry.DEFAULT_MODEL)
+        if best is not None:
+            self.select(best.name)
+
+    @Slot(str)
+    def _show_warning(self, text: str) -> None:
+        best = photo_default(registry.all_models(), registry.DEFAULT_MODEL)
+        self.warning.setText("⚠ " + text if text else "")
+        self.use_default.setText(f"Use {best.title}" if best is not None else "")
+        self.use_default.setVisible(best is not None and best.name != self.session.model)
+        self.warning_box.setVisible(bool(text))
 
     @Slot(str)
     def _show_model(self, name: str) -> None:
-        self.picker.blockSignals(True)
-        self.picker.setCurrentIndex(self.picker.findData(name))
-        self.picker.blockSignals(False)
+        self.picker.show_model(name)
         info = self.session.info
+        self.sentence.setText(info.on_photo)
+        self.sentence.setToolTip(f"Listed under “{self.picker.group_of(name)}”")
         yours = [p.label or p.name for p in info.params if p.kind == "folder" and p.remember]
         if info.weights is None:  # nothing ships: an algorithm, a model learned on the image, or the user's model
             weights = (f"<span style='color:#aaa'>weights: yours ({yours[0]}, below)</span>" if yours
@@ -248,9 +278,11 @@ class ModelPanel(QWidget):
             weights = f"<span style='color:#e66'>weights missing: {info.weights}</span>"
         res = f"{info.resolution} px" if info.resolution else "native resolution"
         tags = [t for t, on in (("instant", info.instant), ("uses sketch", info.uses_sketch),
-                                ("learns on the image", info.learns_on_image), ("greyscale", info.grey)) if on]
+                                ("learns on the image", info.learns_on_image), ("greyscale", info.grey),
+                                ("fills a new border", info.outpaint)) if on]
         self.info_label.setText(
-            f"{info.description}<br><br><b>Trained on:</b> {info.domain}<br><b>Works at:</b> {res}"
+            f"<span style='color:#aaa'>{info.description}</span><br><b>Made for:</b> {info.domain}"
+            f"<br><b>Works at:</b> {res}"
             + (f"<br><b>Notes:</b> {', '.join(tags)}" if tags else "") + f"<br>{weights}")
         self._build_params(info)
         self._build_attributes(info)

@@ -118,6 +118,15 @@ class ProgressPanel(QWidget):
         session.progress.connect(self.set_progress)
         session.loss_point.connect(self.loss.add)
         session.message.connect(self.status.setText)
+        session.model_changed.connect(self._on_model_changed)
+
+    @Slot(str)
+    def _on_model_changed(self, name: str) -> None:
+        """The previous model's progress, message and loss curve belong to it: cleared (its job was cancelled)."""
+        self.status.setText(" ")
+        self.finish("idle")
+        self.loss.clear()
+        self.loss.setVisible(False)
 
     @Slot(str)
     def _on_phase(self, phase: str) -> None:

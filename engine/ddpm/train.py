@@ -8,7 +8,10 @@ Writes into ``--out``: ``ckpt.safetensors`` + ``ckpt.json`` (model, EMA, optimis
 automatically when present, or with ``--resume``), ``samples/step_XXXXXX.png`` grids from the EMA weights,
 ``log.jsonl`` (loss, validation loss, time), and ``export/``: the EMA weights as a diffusers-style folder
 (``config.json``, ``diffusion_pytorch_model.safetensors``, ``scheduler_config.json``) that ``load_ddpm`` reads.
-Everything is safetensors/JSON: no pickle anywhere.
+Everything is safetensors/JSON: no pickle anywhere. Under ``torchrun`` it trains data-parallel (engine.distributed:
+each rank its own shard of MNIST, gradients averaged, only rank 0 writes), e.g. on 4 GPUs:
+
+    torchrun --nproc_per_node 4 -m engine.ddpm.train --out runs/ddpm-mnist --device cuda --batch-size 64
 """
 from __future__ import annotations
 
@@ -25,11 +28,13 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from engine import distributed
 from engine.api import InpaintError, drive
 from engine.ddpm.model import build_unet, count_params, save_ddpm
 from engine.device import compute_device
 from engine.diffusion.samplers import ddim, eps_denoiser
 from engine.diffusion.schedule import NoiseSchedule, ScheduleConfig, spaced
+from engine.weights import load_training_state, save_training_state
 
 
 @dataclass
@@ -97,41 +102,13 @@ def save_grid(x: torch.Tensor, path: Path, nrow: int = 8) -> None:
     cv2.imwrite(str(path), cv2.resize(grid, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST))
 
 
-def _state_tensors(model, ema, opt) -> dict[str, torch.Tensor]:
-    out = {f"model.{k}": v for k, v in model.state_dict().items()}
-    out.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
-    for i, st in opt.state_dict()["state"].items():
-        for k, v in st.items():
-            out[f"opt.{i}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
-    out["rng.cpu"] = torch.get_rng_state()
-    return {k: v.detach().contiguous().cpu() for k, v in out.items()}
-
-
 def save_checkpoint(run: Path, model, ema, opt, step: int, cfg: TrainConfig, elapsed: float) -> None:
-    from safetensors.torch import save_file
-
-    tmp = run / "ckpt.safetensors.tmp"
-    save_file(_state_tensors(model, ema, opt), tmp)
-    tmp.replace(run / "ckpt.safetensors")
-    meta = {"step": step, "elapsed_s": elapsed, "config": asdict(cfg),
-            "param_groups": opt.state_dict()["param_groups"]}
-    (run / "ckpt.json").write_text(json.dumps(meta, indent=2))
+    save_training_state(run / "ckpt", {"model": model, "ema": ema}, {"opt": opt},
+                        {"step": step, "elapsed_s": elapsed, "config": asdict(cfg)})
 
 
 def load_checkpoint(run: Path, model, ema, opt) -> tuple[int, float]:
-    from safetensors.torch import load_file
-
-    tensors = load_file(run / "ckpt.safetensors")
-    meta = json.loads((run / "ckpt.json").read_text())
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
-    state: dict[int, dict] = {}
-    for k, v in tensors.items():
-        if k.startswith("opt."):
-            _, i, name = k.split(".", 2)
-            state.setdefault(int(i), {})[name] = v
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    torch.set_rng_state(tensors["rng.cpu"])
+    meta = load_training_state(run / "ckpt", {"model": model, "ema": ema}, {"opt": opt})
     return int(meta["step"]), float(meta.get("elapsed_s", 0.0))
 
 
@@ -140,16 +117,18 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
 
     torch.set_num_threads(cfg.threads)
     try:
-        device = compute_device(cfg.device)
+        d = distributed.setup(compute_device(cfg.device))
     except InpaintError as exc:
         raise SystemExit(f"error: {exc}") from None
-    torch.manual_seed(cfg.seed)
+    device = d.device
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
     run = Path(cfg.out)
     run.mkdir(parents=True, exist_ok=True)
 
     images, _ = load_mnist("train")
     if cfg.subset:
         images = images[:cfg.subset]
+    images = images[distributed.shard(len(images), d)]  # this rank's part of the data
     data = torch.from_numpy(images).float().div(127.5).sub(1).unsqueeze(1)  # N x 1 x 28 x 28 in [-1, 1]
     val_images, _ = load_mnist("valid")
     val = torch.from_numpy(val_images[:256]).float().div(127.5).sub(1).unsqueeze(1).to(device)
@@ -158,24 +137,31 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
     val_noise = torch.randn(val.shape, generator=g_val).to(device)
 
     schedule = NoiseSchedule(ScheduleConfig(cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule)).to(device)
-    model = build_model(cfg).to(device)
-    ema = copy.deepcopy(model).eval().requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    net = build_model(cfg).to(device)
+    ema = copy.deepcopy(net).eval().requires_grad_(False)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step, elapsed0 = 0, 0.0
     if resume and (run / "ckpt.safetensors").exists():
-        step, elapsed0 = load_checkpoint(run, model, ema, opt)
-        print(f"resumed from {run} at step {step}", flush=True)
-    (run / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    print(f"{cfg.arch} UNet, {count_params(model) / 1e6:.3f} M params, device {device}, "
-          f"{len(data)} images", flush=True)
+        step, elapsed0 = load_checkpoint(run, net, ema, opt)
+        if d.active:  # the checkpoint holds rank 0's random state; every rank continues on its own stream
+            torch.manual_seed(cfg.seed + 1000 * d.rank + step)
+        if d.is_main:
+            print(f"resumed from {run} at step {step}", flush=True)
+    elif d.active:
+        torch.manual_seed(cfg.seed + 1000 * d.rank)
+    model = distributed.wrap(net, d)
+    if d.is_main:
+        (run / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+        print(f"{cfg.arch} UNet, {count_params(net) / 1e6:.3f} M params, device {device}, {len(data)} images"
+              + (f" on each of {d.world} ranks" if d.active else ""), flush=True)
 
     use_bf16 = cfg.bf16 and device.type == "cuda"
     t_start = time.time() - elapsed0
-    log = open(run / "log.jsonl", "a")
-    pbar = tqdm(total=cfg.max_steps, initial=step, dynamic_ncols=True, mininterval=5)
+    log = open(run / "log.jsonl", "a") if d.is_main else None
+    pbar = tqdm(total=cfg.max_steps, initial=step, dynamic_ncols=True, mininterval=5, disable=not d.is_main)
     model.train()
     while step < cfg.max_steps:
-        if cfg.max_minutes and time.time() - t_start > cfg.max_minutes * 60:
+        if distributed.any_rank(bool(cfg.max_minutes) and time.time() - t_start > cfg.max_minutes * 60, d):
             break
         idx = torch.randint(0, len(data), (cfg.batch_size,))
         x0 = data[idx].to(device)
@@ -189,12 +175,14 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
             eps = model(x_t, t).sample
         loss = F.mse_loss(eps.float(), noise)  # L_simple, eq. 14
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        loss.backward()  # under DDP the gradients are averaged over the ranks here
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
         step += 1
-        ema_update(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
+        ema_update(ema, net, min(cfg.ema_decay, (1 + step) / (10 + step)))
         pbar.update(1)
+        if not d.is_main:
+            continue
         rec: dict = {}
         if step % cfg.log_every == 0:
             rec = {"step": step, "loss": round(loss.item(), 5), "time_s": round(time.time() - t_start, 1)}
@@ -212,16 +200,18 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
             grid = ddim_sample(ema, schedule, 64, cfg.sample_steps, g, device)
             save_grid(grid, run / "samples" / f"step_{step:06d}.png")
         if step % cfg.ckpt_every == 0:
-            save_checkpoint(run, model, ema, opt, step, cfg, time.time() - t_start)
+            save_checkpoint(run, net, ema, opt, step, cfg, time.time() - t_start)
             save_ddpm(run / "export", ema, schedule, {"step": step, "time_s": time.time() - t_start, **asdict(cfg)})
     pbar.close()
     elapsed = time.time() - t_start
-    save_checkpoint(run, model, ema, opt, step, cfg, elapsed)
-    save_ddpm(run / "export", ema, schedule, {"step": step, "time_s": elapsed, **asdict(cfg)})
-    g = torch.Generator().manual_seed(0)
-    save_grid(ddim_sample(ema, schedule, 64, cfg.sample_steps, g, device), run / "samples" / "final.png")
-    print(f"done: {step} steps in {elapsed / 60:.1f} min -> {run / 'export'}", flush=True)
-    log.close()
+    if d.is_main:
+        save_checkpoint(run, net, ema, opt, step, cfg, elapsed)
+        save_ddpm(run / "export", ema, schedule, {"step": step, "time_s": elapsed, "ranks": d.world, **asdict(cfg)})
+        g = torch.Generator().manual_seed(0)
+        save_grid(ddim_sample(ema, schedule, 64, cfg.sample_steps, g, device), run / "samples" / "final.png")
+        print(f"done: {step} steps in {elapsed / 60:.1f} min -> {run / 'export'}", flush=True)
+        log.close()
+    distributed.teardown(d)
     return run / "export"
 
 

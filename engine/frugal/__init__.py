@@ -51,7 +51,7 @@ MODELS = [
                     "autoguided by its own early snapshot (Karras et al. 2024), starting from a patch-method draft. "
                     "Keeps texture; needs minutes of learning on a CPU, cached per image.",
         domain=_DOMAIN, params=_LEARN + _SAMPLE, learns_on_image=True,
-        category="photos",
+        category="photos", outpaint=True,
         on_photo="Learns this photo for minutes, then fills: good on textures (grass, gravel, brick), slower than "
                  "Patch on a photo."),
         factory="engine.frugal.pipeline:FrugalInpainter", kwargs={"objective": "diffusion"}, order=40),

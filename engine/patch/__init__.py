@@ -1,5 +1,5 @@
 """Patch-based non-local inpainting (Wexler et al. 2007, Newson et al. 2014): copies texture from the image itself."""
-from engine.api import ModelInfo, Param
+from engine.api import Geometry, ModelInfo, Param
 from engine.registry import ModelSpec
 
 MODELS = [
@@ -8,6 +8,9 @@ MODELS = [
         description="Multi-scale EM over PatchMatch nearest-neighbour fields (Newson et al. 2014): each hole "
                     "pixel is rebuilt from the best-matching known patches. No learning; keeps texture; seconds.",
         domain="any image; best on textures and repeated structure",
+        # patches are copied from two hole sizes around the hole (at least 64 px): a big photo costs what its hole
+        # costs, and the source is what the hole is surrounded by
+        geometry=Geometry(context=2.0, min_context=64),
         params=(
             Param("patch", "int", 7, "Patch size (px)", "Side of the compared patches (odd)", min=3, max=21, step=2),
             Param("levels", "int", 0, "Pyramid levels", "Coarse-to-fine scales (0 = automatic from the hole size)",
@@ -19,7 +22,7 @@ MODELS = [
                   "Weight of gradient texture features in the patch distance (0 = colour only; blurrier)",
                   min=0.0, max=10.0, step=0.5),
         ),
-        category="photos",
+        category="photos", outpaint=True,
         on_photo="Rebuilds the hole from patches of the rest of the photo: keeps texture and grain; may repeat a "
                  "nearby object."),
         factory="engine.patch.pipeline:PatchInpainter", order=30),

@@ -2,7 +2,8 @@
 
 A sketch drawn in the hole steers the fill: at each reverse step a small per-pixel MLP (the LGP) reads the UNet's
 activations and predicts the edge map; the step is pushed down the gradient of its distance to the sketch.
-Kept cheap to import (no torch): the registry imports this file to read ``MODELS``.
+Kept cheap to import (no torch): the registry imports this file to read ``MODELS``. The Stable Diffusion models
+(``sd-sketch`` and the user's checkpoints) live in ``engine/sd``; they use this family's LGP, guidance and trainer.
 """
 from engine.api import Geometry, ModelInfo, Param
 from engine.registry import ModelSpec
@@ -37,27 +38,4 @@ MODELS = [
         on_photo="Paints grey digit strokes that follow your sketch: made for 28x28 digits, not for photos."),
         factory="engine.sketch.pipeline:SketchDDPMInpainter", kwargs={"ddpm": DDPM_DIR, "lgp": LGP_MNIST_DIR},
         order=40),
-    ModelSpec(ModelInfo(
-        name="sd-sketch", title="Stable Diffusion + sketch (your SD folder)", family="sketch",
-        description="Text-guided Stable Diffusion from a local diffusers folder, inpainting in latent space, steered "
-                    "by your sketch through an LGP trained on that folder with `python -m engine.sketch.train --sd`. "
-                    "Set 'SD folder' to the folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, "
-                    "scheduler/).",
-        domain="whatever your Stable Diffusion checkpoint was trained on (photos); 512x512 for SD 1.x",
-        uses_sketch=True, uses_prompt=True,
-        params=(Param("checkpoint", "folder", "", "SD folder",
-                      "Local Stable Diffusion folder in diffusers layout (no weights ship with the app)",
-                      remember=True),
-                Param("lgp", "folder", "", "LGP folder",
-                      "Latent Guidance Predictor trained on this SD folder (default: <SD folder>/sketch-lgp)",
-                      remember=True),
-                _BETA, _SHARE,
-                Param("steps", "int", 30, "Steps", "DDIM steps", min=2, max=200, step=1),
-                Param("cfg_scale", "float", 7.5, "Prompt strength", "Classifier-free guidance scale (1 = off)",
-                      min=1.0, max=20.0, step=0.5)),
-        weights=None,
-        category="yours",
-        on_photo="Your Stable Diffusion folder fills from a text prompt (and your sketch): photo quality from a "
-                 "good checkpoint."),
-        factory="engine.sketch.pipeline:SketchSDInpainter", order=41),
 ]

@@ -147,7 +147,8 @@ class LatentGuidancePredictor(nn.Module):
     def build_input(self, features: Sequence[torch.Tensor], t: torch.Tensor, noise_level: torch.Tensor) -> torch.Tensor:
         """B x in_channels x R x R from hooked activations, timesteps t (B,) and sqrt(1 - abar_t) (B,)."""
         cfg = self.config
-        feats = resize_and_concat(features, cfg.resolution)
+        dtype = self.mlp[0].weight.dtype  # a half-precision UNet's activations meet a float32 predictor
+        feats = resize_and_concat([f.to(dtype) for f in features], cfg.resolution)
         b, _, h, w = feats.shape
         dt = feats.dtype
         t = torch.as_tensor(t, device=feats.device).reshape(-1).to(dt)

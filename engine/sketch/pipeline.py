@@ -1,12 +1,10 @@
 """Engine inpainters of the sketch family (Voynov et al. 2022 LGP guidance):
 
-- ``SketchDDPMInpainter``: RePaint over the project's pixel DDPM (the one ``repaint-mnist`` uses, cached once)
-  plus the LGP guidance hook, the sketch loss weighted to the hole;
-- ``SketchSDInpainter``: a user's local Stable Diffusion folder (``checkpoint`` parameter) + an LGP trained on it
-  (``lgp`` parameter, default ``<checkpoint>/sketch-lgp``); text prompt, latent known-region replacement,
-  previews from a fixed linear latent -> RGB projection.
+``SketchDDPMInpainter``: RePaint over the project's pixel DDPM (the one ``repaint-mnist`` uses, cached once) plus the
+LGP guidance hook, the sketch loss weighted to the hole. (The Stable Diffusion inpainters, which use this family's
+LGP and guidance, are in ``engine.sd.pipeline``.)
 
-Both stream a Preview per network call (the predicted clean image), check cancellation before every call, and run
+It streams a Preview per network call (the predicted clean image), checks cancellation before every call, and runs
 without guidance when no sketch stroke lies in the hole (a message in the first Preview says so).
 """
 from __future__ import annotations
@@ -16,8 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from engine.api import (CancelToken, Geometry, Inpainter, InpaintError, JobGen, ModelInfo, ModelOutput, Preview,
-                        Request, map_yields)
+from engine.api import CancelToken, JobGen, ModelInfo, ModelOutput, Preview, Request, map_yields
 from engine.ddpm.pipeline import RePaintInpainter
 from engine.device import compute_device
 from engine.diffusion.repaint import RePaintConfig, repaint_steps
@@ -85,43 +82,3 @@ class SketchDDPMInpainter(RePaintInpainter):
             if guide is not None:
                 guide.close()
         return ModelOutput(to_image(x), unet_calls=cfg.unet_calls)
-
-
-class SketchSDInpainter(Inpainter):
-    """Stable Diffusion from the ``checkpoint`` folder parameter + an LGP trained on it."""
-
-    def components(self, params: dict, device: torch.device | None = None):
-        from engine.sketch.sd import load_sd_folder
-
-        return load_sd_folder(params["checkpoint"], device=device)
-
-    def geometry(self, params: dict) -> Geometry:
-        return Geometry(size=self.components(params).resolution)
-
-    def run(self, request: Request, cancel: CancelToken) -> JobGen:
-        from engine.sketch.sd import iter_generate, latent_preview
-
-        p = request.params
-        device = compute_device()
-        comp = self.components(p, device)
-        image = to_tensor(request.image)
-        hole = torch.from_numpy(request.mask).float()[None, None]
-        strokes, message = _strokes(request) if p["beta"] > 0 else (None, "")
-        lgp = None
-        if strokes is not None:
-            lgp_dir = Path(p["lgp"]).expanduser() if p["lgp"] else comp.folder / "sketch-lgp"
-            if not lgp_dir.is_dir():
-                raise InpaintError(f"no LGP for this Stable Diffusion folder at {lgp_dir}: train one with "
-                                   f"`python -m engine.sketch.train --sd {comp.folder} --images PHOTOS` "
-                                   f"or set the 'lgp' parameter")
-            lgp = cached_lgp(lgp_dir, device)
-            if lgp.config.target != "latent" or lgp.config.resolution != comp.latent_size:
-                raise InpaintError(f"LGP at {lgp_dir} was trained for another model "
-                                   f"({lgp.config.unet_kind}, {lgp.config.resolution}px); retrain it on this one")
-        cfg = float(p["cfg_scale"])
-        steps = iter_generate(comp, request.prompt, int(p["steps"]), int(request.seed), cfg, lgp, strokes,
-                              float(p["beta"]), float(p["share"]), image, hole, cancel)
-        out = yield from map_yields(steps, lambda s: Preview(step=s.step, total=s.total,
-                                                             image=latent_preview(s.denoised),
-                                                             message=message if s.step == 1 else ""))
-        return ModelOutput(to_image(out), unet_calls=int(p["steps"]) * (2 if cfg > 1 else 1))

@@ -9,11 +9,13 @@ Pixel DDPM (MNIST digits, sketches = Canny edges of the digit):
 
     python -m engine.sketch.train --ddpm resources/models/ddpm-mnist --out resources/models/sketch-lgp-mnist
 
-Stable Diffusion folder (diffusers layout; images from a folder, prompt = file name stem, like the paper's
-ImageNet class names, or one --prompt for all; E(e) = VAE latent of the sketch drawn black on white):
+Stable Diffusion checkpoint: a diffusers folder or a single .safetensors file of SD 1.x, 2.x or XL (images from a
+folder, prompt = file name stem, like the paper's ImageNet class names, or one --prompt for all; E(e) = VAE latent
+of the sketch drawn black on white). The LGP goes where the fills look for it: <folder>/sketch-lgp, or
+<file stem>.sketch-lgp/ next to a single file:
 
-    python -m engine.sketch.train --sd /path/to/stable-diffusion-v1-5 --images /path/to/photos \
-        --out /path/to/stable-diffusion-v1-5/sketch-lgp --edges hed --steps 2000
+    python -m engine.sketch.train --sd /path/to/models/dreamshaper_8.safetensors --images /path/to/photos \
+        --edges hed --steps 2000
 
 ``--device`` (default auto: a CUDA GPU when there is one) runs the frozen UNet, the VAE and the LGP there; a
 Stable Diffusion UNet at 512 px is a GPU job. Batches are drawn on the CPU from the seed and moved.
@@ -106,12 +108,19 @@ def _list_images(folder: Path) -> list[Path]:
 
 
 class SDSource:
-    """Photos from a folder, random square crops at the SD folder's resolution; target = VAE latent of the edges."""
+    """Photos from a folder, random square crops at the checkpoint's resolution; target = VAE latent of the edges.
+    The checkpoint is a diffusers folder or a single .safetensors file (``engine.sd``); an inpainting UNet sees the
+    whole crop as its hole (mask 1, blank masked image), as when it fills from nothing."""
 
     def __init__(self, cfg: TrainConfig, device: torch.device):
-        from engine.sketch.sd import encode_prompt, load_sd_folder
+        from engine.diffusion.schedule import NoiseSchedule, ScheduleConfig
+        from engine.sd import model as sd_model
+        from engine.sd.loading import detect
 
-        self.comp = load_sd_folder(cfg.sd, device=device)
+        try:
+            self.comp = sd_model.load(cfg.sd, detect(cfg.sd), device).to(device)
+        except InpaintError as exc:
+            raise SystemExit(f"error: {exc}") from None
         self.unet = self.comp.unet
         self.size = self.comp.resolution
         self.lat = self.comp.latent_size
@@ -123,17 +132,31 @@ class SDSource:
 
         self.images = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
         prompts = [cfg.prompt or p.stem.replace("_", " ").replace("-", " ") for p in paths]
-        self.ctx = {pr: encode_prompt(self.comp, [pr]) for pr in set(prompts)}
+        self.conds = {pr: self.comp.conditioning(pr, "", 1.0, (self.size, self.size)) for pr in set(prompts)}
         self.prompts = prompts
         self.edges = cfg.edges
-        self.abar = self.comp.schedule.alphas_cumprod
-        self.resolution, self.out_channels, self.target_kind = self.lat, int(self.unet.config.in_channels), "latent"
+        self.abar = NoiseSchedule(ScheduleConfig.from_dict(self.comp.scheduler_config)).alphas_cumprod
+        self.extra = None
+        if self.comp.inpainting:
+            blank = torch.zeros(1, 3, self.size, self.size, device=device)
+            self.extra = torch.cat([torch.ones(1, 1, self.lat, self.lat, device=device),
+                                    self.comp.vae_encode(blank)], dim=1)
+        self.resolution, self.out_channels, self.target_kind = self.lat, 4, "latent"
         print(f"data: {len(paths)} images from {folder}, crops {self.size}px, latents {self.lat}px", flush=True)
 
+    def _kwargs(self, z: torch.Tensor, t: torch.Tensor, conds: list) -> dict:
+        dtype = self.comp.dtype
+        sample = z if self.extra is None else torch.cat([z, self.extra.expand(z.shape[0], -1, -1, -1)], dim=1)
+        added = None
+        if conds[0].added is not None:
+            added = {k: torch.cat([c.added[k] for c in conds]).to(dtype) for k in conds[0].added}
+        context = torch.cat([c.context for c in conds]).to(dtype)
+        return dict(sample=sample.to(dtype), timestep=t.to(z.device), encoder_hidden_states=context,
+                    added_cond_kwargs=added)
+
     def example(self) -> dict:
-        ctx = next(iter(self.ctx.values()))
-        return dict(sample=torch.zeros(1, self.unet.config.in_channels, self.lat, self.lat),
-                    timestep=torch.tensor([10]), encoder_hidden_states=ctx)
+        z = torch.zeros(1, 4, self.lat, self.lat, device=self.comp.device)
+        return self._kwargs(z, torch.tensor([10]), [next(iter(self.conds.values()))])
 
     def _crop(self, img: np.ndarray, rng: random.Random) -> np.ndarray:
         import cv2
@@ -148,7 +171,6 @@ class SDSource:
 
     def batch(self, n: int, gen: torch.Generator):
         from engine.edges import sketch_from_image
-        from engine.sketch.sd import edge_latent, vae_encode
 
         rng = random.Random(int(torch.randint(0, 2 ** 31, (1,), generator=gen)))
         picks = [rng.randrange(len(self.images)) for _ in range(n)]
@@ -156,13 +178,22 @@ class SDSource:
         device = self.comp.device
         imgs = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().div(127.5).sub(1).to(device)
         sk = torch.from_numpy(np.stack([sketch_from_image(c, self.edges) for c in crops])).float().unsqueeze(1)
-        z0 = vae_encode(self.comp, imgs)
-        target = edge_latent(self.comp, sk.to(device))
+        z0 = self.comp.vae_encode(imgs)
+        target = self.comp.vae_encode((1.0 - 2.0 * sk.to(device)).expand(-1, 3, -1, -1))  # black strokes on white
         t = torch.randint(0, len(self.abar), (n,), generator=gen)
         ab = self.abar[t].view(-1, 1, 1, 1).to(device)
         zt = ab.sqrt() * z0 + (1 - ab).sqrt() * seeded_noise(z0.shape, gen, z0)
-        ctx = torch.cat([self.ctx[self.prompts[i]] for i in picks])
-        return dict(sample=zt, timestep=t, encoder_hidden_states=ctx), t, (1 - ab).sqrt().view(-1), target
+        kwargs = self._kwargs(zt, t, [self.conds[self.prompts[i]] for i in picks])
+        return kwargs, t, (1 - ab).sqrt().view(-1), target
+
+
+def _to(v, device):
+    """Tensors (also inside dicts) moved to ``device``; anything else as it is."""
+    if torch.is_tensor(v):
+        return v.to(device)
+    if isinstance(v, dict):
+        return {k: _to(x, device) for k, x in v.items()}
+    return v
 
 
 def train(cfg: TrainConfig) -> Path:
@@ -175,10 +206,15 @@ def train(cfg: TrainConfig) -> Path:
     except InpaintError as exc:
         raise SystemExit(f"error: {exc}") from None
     source = PixelSource(cfg, device) if cfg.ddpm else SDSource(cfg, device)
-    out = Path(cfg.out or (Path(cfg.sd) / "sketch-lgp" if cfg.sd else "sketch-lgp"))
+    if cfg.sd:
+        from engine.sd.checkpoint import lgp_dir_for
+
+        out = Path(cfg.out) if cfg.out else lgp_dir_for(cfg.sd)
+    else:
+        out = Path(cfg.out or "sketch-lgp")
     unet = source.unet
     blocks = [b.strip() for b in cfg.blocks.split(",") if b.strip()] or default_blocks(unet)
-    channels = probe_channels(unet, blocks, {k: v.to(device) for k, v in source.example().items()})
+    channels = probe_channels(unet, blocks, _to(source.example(), device))
     lcfg = LGPConfig(blocks=blocks, feature_channels=sum(channels), out_channels=source.out_channels,
                      resolution=source.resolution, hidden=list(cfg.hidden), pos_freqs=cfg.pos_freqs,
                      num_train_timesteps=len(source.abar), target=source.target_kind, edge_method=cfg.edges,
@@ -198,12 +234,11 @@ def train(cfg: TrainConfig) -> Path:
             if cfg.minutes and time.time() - t_start > cfg.minutes * 60:
                 step -= 1
                 break
-            kwargs, t, nl, target = (v.to(device) if torch.is_tensor(v) else {k: x.to(device) for k, x in v.items()}
-                                     for v in source.batch(cfg.batch, gen))
+            kwargs, t, nl, target = (_to(v, device) for v in source.batch(cfg.batch, gen))
             with torch.no_grad():
                 hooks.clear()
                 unet(**kwargs)
-                feats = [f.detach() for f in hooks.collect()]
+                feats = [f.detach().float() for f in hooks.collect()]
             pred = lgp(feats, t, nl)
             if pred.shape[-2:] != target.shape[-2:]:
                 target = F.interpolate(target, size=pred.shape[-2:], mode="bilinear", align_corners=False)
@@ -247,10 +282,11 @@ def parse_args(argv=None) -> TrainConfig:
     d = TrainConfig()
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--ddpm", default="", help="pixel DDPM checkpoint folder (MNIST)")
-    ap.add_argument("--sd", default="", help="Stable Diffusion folder in diffusers layout")
+    ap.add_argument("--sd", default="", help="Stable Diffusion checkpoint: diffusers folder or .safetensors file")
     ap.add_argument("--images", default="", help="SD only: folder of training photos (default: resources/samples)")
     ap.add_argument("--prompt", default="", help="SD only: one prompt for all images (default: file name stem)")
-    ap.add_argument("--out", default="", help="output folder (default: <sd>/sketch-lgp or ./sketch-lgp)")
+    ap.add_argument("--out", default="", help="output folder (default: <sd folder>/sketch-lgp, <sd file stem>"
+                    ".sketch-lgp, or ./sketch-lgp)")
     ap.add_argument("--edges", default=d.edges, choices=("canny", "sobel", "hed"))
     ap.add_argument("--steps", type=int, default=d.steps)
     ap.add_argument("--minutes", type=float, default=d.minutes, help="stop after this long (0 = no limit)")

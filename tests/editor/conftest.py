@@ -1,5 +1,5 @@
-"""Editor test fixtures: offscreen Qt, scratch QSettings, the fake models, a shown main window with the sample
-image, and QMessageBox recorded instead of blocking."""
+"""Editor test fixtures: offscreen Qt, scratch QSettings and autosave folder, the fake models, a shown main window
+with the sample image, and QMessageBox (and the editor's own ``dialogs.ask``) recorded instead of blocking."""
 import os
 import sys
 from pathlib import Path
@@ -25,6 +25,7 @@ def _scratch_settings(tmp_path_factory):
     QCoreApplication.setApplicationName("Inpaint Studio Tests")
     QSettings.setDefaultFormat(QSettings.IniFormat)
     QSettings.setPath(QSettings.IniFormat, QSettings.UserScope, str(tmp_path_factory.mktemp("settings")))
+    os.environ["INPAINT_STUDIO_AUTOSAVE"] = str(tmp_path_factory.mktemp("autosave"))
     register_fake_models()
     yield
     unregister_fake_models()
@@ -39,16 +40,20 @@ def _default_settings(monkeypatch):
     monkeypatch.delenv(device.ENV, raising=False)
     QSettings().remove("use_gpu")
     QSettings().remove("params")
+    QSettings().remove("models_dir")
     yield
     device.choose(None)
 
 
 class Dialogs:
-    """Records message boxes; ``answer`` is what question() returns."""
+    """Records message boxes; ``answer`` is what question() returns, ``choice`` what ``dialogs.ask`` returns (None:
+    its default button)."""
 
     def __init__(self) -> None:
         self.shown: list[tuple[str, str, str]] = []
         self.answer = QMessageBox.No
+        self.choice: str | None = None
+        self.choices: list[list[str]] = []
 
     def errors(self) -> list[str]:
         return [msg for kind, _, msg in self.shown if kind == "critical"]
@@ -66,6 +71,15 @@ def dialogs(monkeypatch) -> Dialogs:
 
     for kind in ("critical", "warning", "information", "question"):
         monkeypatch.setattr(QMessageBox, kind, make(kind))
+
+    def ask(parent, title, text, choices, default):
+        rec.shown.append(("ask", title, text))
+        rec.choices.append(list(choices))
+        return rec.choice if rec.choice is not None else default
+
+    from editor import dialogs as editor_dialogs
+
+    monkeypatch.setattr(editor_dialogs, "ask", ask)
     return rec
 
 

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
-from PySide6.QtWidgets import QToolBar
+from PySide6.QtWidgets import QMessageBox, QToolBar
 
+from editor.panels.picker import NAME_ROLE
 from engine import registry
 from engine.crop import mask_bbox
 from tests.editor.helpers import paint_mask, screenshot, select_model, set_param
@@ -25,7 +26,7 @@ def test_fill_default_model_accept_and_undo(window, qtbot, artifacts):
     doc = window.doc
     select_model(window, registry.DEFAULT_MODEL)
     paint_mask(window, (200, 180, 320, 260))
-    mask = doc.mask.copy()
+    mask = doc.mask > 0
     before = doc.image.copy()
     QTest.keyClick(window.canvas, Qt.Key_Return, Qt.ControlModifier)
     qtbot.waitUntil(lambda: len(doc.results) == 1, timeout=JOB_TIMEOUT_MS)
@@ -44,7 +45,7 @@ def test_fill_default_model_accept_and_undo(window, qtbot, artifacts):
     assert not doc.mask.any(), "accepting clears the mask"
     assert item.accepted and doc.shown is None
     doc.undo_stack.undo()
-    assert np.array_equal(doc.image, before) and np.array_equal(doc.mask, mask), "accept is one undo step"
+    assert np.array_equal(doc.image, before) and np.array_equal(doc.mask > 0, mask), "accept is one undo step"
     assert not item.accepted, "undo un-accepts: it can be accepted again"
     doc.undo_stack.redo()
     assert np.array_equal(doc.image[mask], item.image[mask]) and item.accepted
@@ -57,11 +58,11 @@ def test_accepting_an_older_result_keeps_a_newer_mask(window, qtbot):
     first_mask = doc.mask.copy()
     fill_and_wait(window, qtbot)
     paint_mask(window, (40, 400, 100, 440), size=20)
-    newer = doc.mask & ~first_mask
+    newer = (doc.mask > 0) & (first_mask == 0)
     assert newer.any() and doc.shown is None, "painting hides the shown result"
     window.history.list.setCurrentRow(0)
     window.history.accept_button.click()
-    assert np.array_equal(doc.mask, newer), "only the accepted result's hole is cleared"
+    assert np.array_equal(doc.mask > 0, newer), "only the accepted result's hole is cleared"
 
 
 def test_several_results_per_mask_and_discard(window, qtbot):
@@ -298,7 +299,8 @@ def test_parameter_panel_built_from_schema(window):
     params = window.session.params  # every edit went into the session as it was made
     assert params["sharpen"] is True and params["sampler"] == "ddim" and params["note"] == "hello"
     assert params["steps"] == pytest.approx(1000, abs=2), "the slider drives the spin box"
-    assert "weights missing" in window.model_panel.picker.itemText(window.model_panel.picker.findData("test-noweights"))
+    picker = window.model_panel.picker
+    assert "weights missing" in picker.itemText(picker.findData("test-noweights", NAME_ROLE))
 
 
 def test_folder_parameters_browse_and_a_models_location_is_remembered(window, qtbot, monkeypatch, tmp_path):
@@ -368,7 +370,7 @@ def test_slider_snaps_to_the_schema_grid(qapp):
     assert seen == set(range(3, 22, 2)), "odd sizes only, both ends reachable"
 
 
-def test_result_of_a_previous_image_is_dropped(window, qtbot):
+def test_result_of_a_previous_image_is_dropped(window, qtbot, dialogs):
     """The job ends on the worker while the GUI is busy (its result is queued); then another image is opened:
     the queued result must not land on the new image."""
     from tests.editor.conftest import SAMPLE
@@ -381,6 +383,7 @@ def test_result_of_a_previous_image_is_dropped(window, qtbot):
     window.jobs._worker.finished.connect(lambda *_: emitted.set(), Qt.DirectConnection)  # runs on the worker
     window.fill()
     assert emitted.wait(10), "the job ended on the worker; the GUI thread has not run: its result is queued"
+    dialogs.answer = QMessageBox.Discard  # the painted mask is not saved: opening another image asks first
     assert window.open_path(SAMPLE.parent / "coffee.png")
     assert window.doc.preview is None and not window.jobs.busy
     paint_mask(window, (20, 20, 60, 60), size=10)
@@ -396,6 +399,7 @@ def test_close_mid_job_is_clean(window, qtbot, dialogs):
     paint_mask(window, (200, 180, 320, 260))
     window.fill()
     qtbot.waitUntil(lambda: window.doc.preview is not None, timeout=5000)
+    dialogs.answer = QMessageBox.Discard  # the painted mask is unsaved work: closing asks first
     window.close()  # cancel -> quit() -> wait(): returns once the thread has ended
     assert not window.jobs._thread.isRunning()
 

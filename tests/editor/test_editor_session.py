@@ -82,8 +82,8 @@ def fresh_model(window, learned_images):
     fake_once.register()
     window.model_panel.refresh_models()
     select_model(window, fake_once.NAME)
-    set_param(window, "steps", 30)
-    set_param(window, "step_ms", 5.0)
+    set_param(window, "steps", 60)  # long enough (0.6 s) to still be learning when the mask is painted
+    set_param(window, "step_ms", 10.0)
     yield fake_once.FRESH.name
     fake_once.unregister()
 

@@ -1,0 +1,150 @@
+"""Time to result: what a user waits for, per model at its default settings, on photos of ordinary sizes.
+
+Each row runs in a fresh process (imports done before the clock starts, as the editor does when a model is
+picked): seconds from the job's start (model load included: "cold") to its first preview and to its result, the
+same job again in that process ("warm"), and the process's peak resident memory. Scenarios:
+
+- photo 512: a 512 x 512 photo (scikit-image's astronaut) with a 128 px and a 100 px square hole;
+- photo 12 MP: the same photo at 4000 x 3000 with a 100 px hole, and with a 1000 x 800 hole;
+- photo 24 MP: 6000 x 4000 with a 100 px hole (the instant and patch models: memory);
+- digit: an MNIST test digit with its bottom half masked (the digit models);
+- face toggle: the astronaut's mouth masked, the face model refilling after the smile toggle flips (warm).
+
+    python benchmarks/time_to_result.py                          # every model, every scenario it fits
+    python benchmarks/time_to_result.py --models telea,patch --threads 2
+
+Prints a table and writes benchmarks/results/time_to_result.json. The 12 MP / 512 px ratio for the same 100 px
+hole is the "a large photo costs what its hole costs" check (issue 25: within 1.5x).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+OUT = ROOT / "benchmarks" / "results" / "time_to_result.json"
+
+PHOTO = ("photo 512, 128 px hole", "photo 512, 100 px hole", "photo 12 MP, 100 px hole",
+         "photo 12 MP, 1000x800 hole")
+BIG = ("photo 24 MP, 100 px hole",)
+SCENARIOS = {
+    "telea": PHOTO + BIG, "navier-stokes": PHOTO + BIG, "patch": PHOTO + BIG,
+    "frugal": PHOTO, "frugal-regression": PHOTO,
+    "repaint-mnist": ("digit",), "sketch-mnist": ("digit",),
+    "face-cvae": ("face toggle",),
+}
+
+
+def scenario(name: str):
+    """(image, mask, extra request fields) of a scenario; deterministic."""
+    import cv2
+    import numpy as np
+
+    from engine.datasets import load_mnist
+    from engine.imageio import load_image
+
+    if name == "digit":
+        digits, _ = load_mnist("test")
+        rgb = np.repeat(digits[7][..., None], 3, axis=2)
+        mask = np.zeros((28, 28), bool)
+        mask[14:] = True
+        return rgb, mask, {}
+    astronaut = load_image(ROOT / "resources" / "samples" / "astronaut.png").rgb
+    if name == "face toggle":
+        mask = np.zeros(astronaut.shape[:2], bool)
+        mask[150:190, 200:260] = True  # the mouth
+        return astronaut, mask, {"attributes": {"smile": 0.0}}
+    size = {"512": (512, 512), "12 MP": (4000, 3000), "24 MP": (6000, 4000)}[name.split(",")[0][6:]]
+    rgb = cv2.resize(astronaut, size, interpolation=cv2.INTER_CUBIC)
+    hw, hh = (1000, 800) if "1000x800" in name else ((128, 128) if "128" in name else (100, 100))
+    mask = np.zeros(rgb.shape[:2], bool)
+    y0, x0 = (rgb.shape[0] - hh) // 2, (rgb.shape[1] - hw) // 2
+    mask[y0:y0 + hh, x0:x0 + hw] = True
+    return rgb, mask, {}
+
+
+def measure(model: str, name: str, threads: int) -> dict:
+    """One row, in this process (the parent runs each in a fresh one)."""
+    import torch
+
+    from engine import registry
+    from engine.api import Request
+    from engine.runner import run_job
+
+    torch.set_num_threads(threads)
+    rgb, mask, extra = scenario(name)
+
+    def job() -> tuple[float | None, float]:
+        t0 = time.perf_counter()
+        first = None
+        gen = run_job(registry.load(model), Request(rgb, mask, seed=0, **extra))
+        while True:
+            try:
+                next(gen)
+            except StopIteration:
+                return first, time.perf_counter() - t0
+            first = first if first is not None else time.perf_counter() - t0
+
+    first, cold = job()
+    if name == "face toggle":
+        extra = {"attributes": {"smile": 1.0}}
+    warm_first, warm = job()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return {"model": model, "scenario": name, "first_preview_s": first, "result_s": cold,
+            "warm_first_preview_s": warm_first, "warm_result_s": warm, "peak_rss_mb": round(peak, 1)}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default=",".join(SCENARIOS))
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--one", nargs=2, metavar=("MODEL", "SCENARIO"), help=argparse.SUPPRESS)  # a child's row
+    args = ap.parse_args(argv)
+    if args.one:
+        print(json.dumps(measure(args.one[0], args.one[1], args.threads)))
+        return 0
+    rows = []
+    print(f"{'model':<18}{'scenario':<28}{'1st preview':>12}{'result':>9}{'warm':>8}{'peak MB':>9}", flush=True)
+    for model in args.models.split(","):
+        for name in SCENARIOS[model]:
+            done = subprocess.run([sys.executable, __file__, "--one", model, name, "--threads", str(args.threads)],
+                                  capture_output=True, text=True, cwd=ROOT)
+            if done.returncode != 0:
+                print(f"{model:<18}{name:<28}  failed: {done.stderr.strip().splitlines()[-1]}", flush=True)
+                continue
+            r = json.loads(done.stdout.strip().splitlines()[-1])
+            rows.append(r)
+            first = f"{r['first_preview_s']:.2f}" if r["first_preview_s"] is not None else "-"
+            print(f"{model:<18}{name:<28}{first:>12}{r['result_s']:>9.2f}{r['warm_result_s']:>8.2f}"
+                  f"{r['peak_rss_mb']:>9.0f}", flush=True)
+    ratios = {}
+    for model in {r["model"] for r in rows}:
+        by = {r["scenario"]: r for r in rows if r["model"] == model}
+        if "photo 512, 100 px hole" in by and "photo 12 MP, 100 px hole" in by:
+            big, small = by["photo 12 MP, 100 px hole"], by["photo 512, 100 px hole"]
+            ratios[model] = big["warm_result_s"] / small["warm_result_s"]
+    if ratios:
+        print("\n12 MP / 512 px, same 100 px hole (warm result):")
+        for model, q in sorted(ratios.items()):
+            print(f"  {model:<18}{q:5.2f}x")
+    report = {"rows": rows, "ratio_12mp_over_512": ratios, "threads": args.threads,
+              "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                          "load_average_1m": os.getloadavg()[0]},
+              "command": "python benchmarks/time_to_result.py " + " ".join(argv or sys.argv[1:])}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
