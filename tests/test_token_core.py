@@ -132,7 +132,7 @@ def test_bidirectional_loss_only_on_masked_positions_and_no_true_ids_fed_in():
     masked[:, 0] = True
     loss, _ = batch_loss(spy, cfg, ids, masked, 0.1)
     inp, at = spy.seen[-1]
-    assert torch.equal(at, masked)
+    assert at is None, "logits on every position (one shape per step); the loss picks the masked ones"
     assert (inp[masked] == cfg.mask_id).all(), "the transformer sees MASK at every masked position"
     assert torch.equal(inp[~masked], ids[~masked]), "and the true ids elsewhere"
     loss.backward()

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.token.data import Dist, shard
+from engine.distributed import Dist, shard
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_TOK = ["--domain", "mnist", "--n-train", "64", "--n-valid", "16", "--enc-hidden", "16", "--dec-grid", "16",
@@ -93,7 +93,7 @@ def test_resume_continues_from_the_checkpoint(ddp_runs, tmp_path):
 
 def test_each_rank_gets_its_own_shard():
     data = np.arange(10)
-    parts = [shard(data, Dist(rank=r, world=3)) for r in range(3)]
+    parts = [data[shard(len(data), Dist(rank=r, world=3))] for r in range(3)]
     assert sorted(np.concatenate(parts).tolist()) == list(range(10))
     assert not set(parts[0]) & set(parts[1])
-    assert np.array_equal(shard(data, Dist()), data)
+    assert np.array_equal(data[shard(len(data), Dist())], data)

@@ -1,4 +1,4 @@
-"""Training data of the token family (the two domains), and the few lines of DDP every script here shares.
+"""Training data of the token family (the two domains) and what its two training scripts share.
 
 Domains:
 - ``mnist``: MNIST (``engine.datasets.load_mnist``), 28 x 28 grey: the "train" split (50k) to train, "valid" to
@@ -8,14 +8,12 @@ Domains:
   (``CLASSIFIER_SEED``) and the held-out evaluation seeds (``EVAL_SEED``) the benchmarks use; validation seeds
   [FACE_VALID, + 1000) are in the training range but no training face has them.
 
-Distributed training (``torchrun``): ``setup_ddp`` starts the process group from torchrun's environment (gloo on
-the CPU, nccl on a GPU); each rank draws its batches from its own shard (``shard``: every world-th image from its
-rank), and only rank 0 writes files (``is_main``).
+Distributed training (``torchrun``) goes through ``engine.distributed``: each rank its own shard of the images, only
+rank 0 writes; checkpoints through ``engine.weights``' training states.
 """
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -48,45 +46,6 @@ def to_unit(images: np.ndarray):
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(127.5).sub(1)
 
 
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world > 1
-
-
-def setup_ddp(device_type: str) -> Dist:
-    """Start the process group when launched by torchrun (WORLD_SIZE > 1): gloo on the CPU, nccl on CUDA."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist()
-    import torch.distributed as dist
-
-    dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
-    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def shard(array, d: Dist):
-    """This rank's share of the data: every world-th item, from its rank on."""
-    return array[d.rank::d.world] if d.enabled else array
-
-
-def cleanup_ddp(d: Dist) -> None:
-    if d.enabled:
-        import torch.distributed as dist
-
-        dist.barrier()
-        dist.destroy_process_group()
-
-
 def grid_image(rows: list[np.ndarray], scale: int = 2) -> np.ndarray:
     """Rows of N x S x S x C uint8 images -> one picture (grey to RGB), a 2-pixel gap between cells."""
     import cv2
@@ -110,44 +69,19 @@ def save_png(path, rgb: np.ndarray) -> None:
 
 def save_checkpoint(run, model, opt, step: int, config: dict, elapsed: float, cpu_s: float = 0.0,
                     name: str = "ckpt") -> None:
-    """Model, optimiser and RNG state as safetensors + JSON (no pickle), written atomically (rank 0 only);
-    ``elapsed`` wall seconds and ``cpu_s`` CPU seconds of the run so far (summed over resumed sessions)."""
-    import json
+    """Model, optimiser and RNG state (rank 0 only); ``elapsed`` wall seconds and ``cpu_s`` CPU seconds of the run
+    so far, summed over resumed sessions."""
+    from engine.weights import save_training_state
 
-    import torch
-    from safetensors.torch import save_file
-
-    out = {f"model.{k}": v for k, v in model.state_dict().items()}
-    for i, st in opt.state_dict()["state"].items():
-        for k, v in st.items():
-            out[f"opt.{i}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
-    out["rng.cpu"] = torch.get_rng_state()
-    tmp = run / f"{name}.safetensors.tmp"
-    save_file({k: v.detach().contiguous().cpu() for k, v in out.items()}, str(tmp))
-    tmp.replace(run / f"{name}.safetensors")
-    meta = {"step": step, "elapsed_s": elapsed, "cpu_s": cpu_s, "config": config,
-            "param_groups": opt.state_dict()["param_groups"]}
-    (run / f"{name}.json.tmp").write_text(json.dumps(meta, indent=2))
-    (run / f"{name}.json.tmp").replace(run / f"{name}.json")
+    save_training_state(Path(run) / name, {"model": model}, {"opt": opt},
+                        {"step": step, "elapsed_s": elapsed, "cpu_s": cpu_s, "config": config})
 
 
 def load_checkpoint(run, model, opt, name: str = "ckpt") -> tuple[int, float, float]:
     """(step, elapsed wall seconds, CPU seconds) of the run's checkpoint, loaded into ``model`` and ``opt``."""
-    import json
+    from engine.weights import load_training_state
 
-    import torch
-    from safetensors.torch import load_file
-
-    tensors = load_file(str(run / f"{name}.safetensors"))
-    meta = json.loads((run / f"{name}.json").read_text())
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    state: dict[int, dict] = {}
-    for k, v in tensors.items():
-        if k.startswith("opt."):
-            _, i, key = k.split(".", 2)
-            state.setdefault(int(i), {})[key] = v
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    torch.set_rng_state(tensors["rng.cpu"])
+    meta = load_training_state(Path(run) / name, {"model": model}, {"opt": opt})
     return int(meta["step"]), float(meta.get("elapsed_s", 0.0)), float(meta.get("cpu_s", 0.0))
 
 

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from engine import distributed
 from engine.api import drive
 from engine.device import compute_device
 from engine.token import data as D
@@ -133,9 +134,8 @@ def ema_update(ema, model, decay: float) -> None:
 def train(cfg: TrainConfig, resume: bool = True) -> Path:
     torch.set_num_threads(cfg.threads)
     device = compute_device(cfg.device)
-    dist = D.setup_ddp(device.type)
-    if device.type == "cuda" and dist.enabled:
-        device = torch.device("cuda", dist.local_rank)
+    dist = distributed.setup(device)
+    device = dist.device
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     rng = np.random.default_rng(cfg.seed + 1000 * dist.rank)
     run = Path(cfg.out)
@@ -144,7 +144,8 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
 
     tok = load_tokenizer(cfg.tokenizer, device)
     tc = tok.config
-    images = D.shard(D.domain_images(cfg.domain, "train", cfg.n_train), dist)
+    images = D.domain_images(cfg.domain, "train", cfg.n_train)
+    images = images[distributed.shard(len(images), dist)]
     if cfg.flips:
         images = np.concatenate([images, images[:, :, ::-1]])
     train_ids = tokenize(tok, images, device)
@@ -172,7 +173,7 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
         step, elapsed0, cpu0 = D.load_checkpoint(run, torch.nn.ModuleDict({"net": net, "ema": ema}), opt)
         if dist.is_main:
             print(f"resumed from {run} at step {step}", flush=True)
-    model = torch.nn.parallel.DistributedDataParallel(net) if dist.enabled else net
+    model = distributed.wrap(net, dist)
     if dist.is_main:
         (run / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
         print(f"{cfg.variant} transformer {count_params(net) / 1e6:.2f} M params, vocab {mc.vocab}, grid "
@@ -184,8 +185,8 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
     pbar = tqdm(total=cfg.steps, initial=step, dynamic_ncols=True, mininterval=10, disable=not dist.is_main)
     net.train()
     while step < cfg.steps:
-        if cfg.max_minutes and time.time() - t_start > cfg.max_minutes * 60:
-            break
+        if distributed.any_rank(bool(cfg.max_minutes) and time.time() - t_start > cfg.max_minutes * 60, dist):
+            break  # all ranks together: one alone would leave the others waiting in an all-reduce
         idx = torch.from_numpy(rng.integers(0, len(train_ids), cfg.batch_size))
         ids = train_ids[idx].to(device)
         masked = training_masks(rng, cfg.batch_size, tc.grid, tc.patch, cfg.variant == "autoregressive")[0]
@@ -237,7 +238,7 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
         print(f"done: {step} steps in {elapsed / 60:.1f} min, val loss {vl.item():.4f} -> {run / 'export'}",
               flush=True)
         log.close()
-    D.cleanup_ddp(dist)
+    distributed.teardown(dist)
     return run / "export"
 
 

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from engine import distributed
 from engine.device import compute_device
 from engine.token import data as D
 from engine.token.fsq import Tokenizer, TokenizerConfig, count_params, save_tokenizer
@@ -136,16 +137,16 @@ def sample_grid(net: Tokenizer, val: torch.Tensor, holes: torch.Tensor, path: Pa
 def train(cfg: TrainConfig, resume: bool = True) -> Path:
     torch.set_num_threads(cfg.threads)
     device = compute_device(cfg.device)
-    dist = D.setup_ddp(device.type)
-    if device.type == "cuda" and dist.enabled:
-        device = torch.device("cuda", dist.local_rank)
+    dist = distributed.setup(device)
+    device = dist.device
     torch.manual_seed(cfg.seed + dist.rank)
     rng = np.random.default_rng(cfg.seed + 1000 * dist.rank)
     run = Path(cfg.out)
     if dist.is_main:
         run.mkdir(parents=True, exist_ok=True)
 
-    images = D.shard(D.domain_images(cfg.domain, "train", cfg.n_train), dist)
+    images = D.domain_images(cfg.domain, "train", cfg.n_train)
+    images = images[distributed.shard(len(images), dist)]
     val_images = D.domain_images(cfg.domain, "valid", cfg.n_valid)
     channels = images.shape[3]
     val = D.to_unit(val_images).to(device)
@@ -159,7 +160,7 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
         step, elapsed0, cpu0 = D.load_checkpoint(run, net, opt)
         if dist.is_main:
             print(f"resumed from {run} at step {step}", flush=True)
-    model = torch.nn.parallel.DistributedDataParallel(net) if dist.enabled else net
+    model = distributed.wrap(net, dist)
     disc, dopt = None, None
     if cfg.gan_start:
         torch.manual_seed(cfg.seed)
@@ -167,9 +168,7 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
         dopt = torch.optim.AdamW(disc.parameters(), lr=cfg.gan_lr, weight_decay=0.0, betas=(0.5, 0.9))
         if resume and (run / "disc.safetensors").exists():
             D.load_checkpoint(run, disc, dopt, name="disc")
-        if dist.enabled:  # the same D on every rank; its gradients are averaged by hand below
-            for p in disc.parameters():
-                torch.distributed.broadcast(p.data, 0)
+        distributed.broadcast(disc, dist)  # the same D on every rank; its gradients are averaged by hand below
     if dist.is_main:
         (run / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
         print(f"tokenizer {count_params(net) / 1e6:.3f} M params, {net.config.codebook_size} codes, "
@@ -181,8 +180,8 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
     pbar = tqdm(total=cfg.steps, initial=step, dynamic_ncols=True, mininterval=10, disable=not dist.is_main)
     net.train()
     while step < cfg.steps:
-        if cfg.max_minutes and time.time() - t_start > cfg.max_minutes * 60:
-            break
+        if distributed.any_rank(bool(cfg.max_minutes) and time.time() - t_start > cfg.max_minutes * 60, dist):
+            break  # all ranks together: one alone would leave the others waiting in an all-reduce
         idx = rng.integers(0, len(images), cfg.batch_size)
         x = D.to_unit(images[idx]).to(device)
         holes = editor_holes(rng, cfg.batch_size, cfg.size)
@@ -208,10 +207,7 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
             d_loss = F.relu(1 - real).mean() + F.relu(1 + fake).mean()
             dopt.zero_grad(set_to_none=True)
             d_loss.backward()
-            if dist.enabled:
-                for p in disc.parameters():
-                    torch.distributed.all_reduce(p.grad)
-                    p.grad /= dist.world
+            distributed.average_gradients(disc, dist)  # DDP allows one forward per backward; D has two
             dopt.step()
         step += 1
         pbar.update(1)
@@ -249,7 +245,7 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
         print(f"done: {step} steps in {elapsed / 60:.1f} min; {json.dumps(metrics)} -> {run / 'export'}",
               flush=True)
         log.close()
-    D.cleanup_ddp(dist)
+    distributed.teardown(dist)
     return run / "export"
 
 
