@@ -161,10 +161,12 @@ def test_autoregressive_teacher_forcing_and_loss_positions():
     loss, _ = batch_loss(spy, cfg, ids, hole, 0.0)
     inp = spy.args[0]
     assert (inp[hole] == cfg.mask_id).all() and torch.equal(inp[~hole], ids[~hole])
-    assert torch.equal(spy.args[2], where)
+    m = where.shape[1]
+    assert torch.equal(spy.args[2][:, :m], where), "the hole's positions in raster order"
+    assert spy.args[2].shape[1] == 16, "training pads the decoder's length to a bucket (a few shapes, not one a step)"
     loss.backward()
     g = spy.out.grad.abs().sum(-1)
-    assert torch.equal(g > 0, valid), "padding steps are not scored"
+    assert torch.equal(g[:, :m] > 0, valid) and not g[:, m:].any(), "padding steps are not scored"
 
 
 # -- MaskGIT decoding --------------------------------------------------------------------------------------------

@@ -96,7 +96,7 @@ def batch_loss(model, cfg: TransformerConfig, ids: torch.Tensor, masked: torch.T
         logits = model(inp)[masked]
         target = ids[masked]
     else:
-        where, valid = raster_order(masked)
+        where, valid = raster_order(masked, bucket=16)
         prev = teacher_forcing(ids, where, valid, cfg.start_id)
         logits = model(inp, prev, where)[valid]
         target = ids.gather(1, where)[valid]

@@ -177,11 +177,14 @@ def build(c: TransformerConfig) -> nn.Module:
     return BidirectionalTransformer(c) if c.variant == "bidirectional" else AutoregressiveTransformer(c)
 
 
-def raster_order(hole: torch.Tensor, fill: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """hole B x N bool -> (where B x M: the hole's positions in raster order, padded with ``fill``; valid B x M)."""
+def raster_order(hole: torch.Tensor, fill: int = 0, bucket: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """hole B x N bool -> (where B x M: the hole's positions in raster order, padded with ``fill``; valid B x M).
+    ``bucket`` rounds M up to a multiple (training: a few shapes, not one per step, keep the CPU's kernel caches
+    small)."""
     n = hole.shape[1]
     counts = hole.sum(1)
     m = max(1, int(counts.max()))
+    m = min(n, -(-m // bucket) * bucket)
     # stable sort: hole positions first, each group in raster order
     key = (~hole).long() * n + torch.arange(n, device=hole.device)
     where = key.argsort(1)[:, :m]
