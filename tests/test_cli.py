@@ -255,7 +255,7 @@ def _checked_before_work(d: Path):
         (["inpaint", "--model", "repaint-ddpm-folder", "--param", f"checkpoint={d / 'typo'}", "--image", img, "--mask",
           mask, "--out", out], 1, f"parameter checkpoint='{d / 'typo'}': no such folder"),  # was sent to the hub
         (["inpaint", "--model", "sd-sketch", "--param", f"checkpoint={d / 'img.png'}", "--prompt", "x", "--image", img,
-          "--mask", mask, "--out", out], 1, "not a folder"),
+          "--mask", mask, "--out", out], 1, "not a checkpoint (a .safetensors file or a folder)"),
         (["learn", "--image", img, "--param", "minutes=nan", "--param", "iterations=50"], 1, "finite"),  # it hung
         (["learn", "--image", img, "--param", f"folder={d / 'typo'}"], 1, "no such folder"),
         (["learn", "--image", img, "--mask", str(d / "nope.png")], 2, "--mask"),
