@@ -60,7 +60,8 @@ class Actions(QObject):
     ...) and ``options`` (the options bar with the brush size)."""
 
     def __init__(self, window: QMainWindow, session: Session, canvas: Canvas, history: HistoryPanel, files,
-                 gpu: QAction, models_folder: QAction | None = None, no_models_folder: QAction | None = None) -> None:
+                 gpu: QAction, models_folder: QAction | None = None, no_models_folder: QAction | None = None,
+                 compute: QAction | None = None) -> None:
         super().__init__(window)
         self.window, self.session, self.doc, self.canvas, self.files = window, session, session.doc, canvas, files
         w, act, st = window, make_action, window.style()
@@ -164,6 +165,8 @@ class Actions(QObject):
         fm.addSeparator()
         self.gpu = gpu
         fm.addAction(gpu)
+        if compute is not None:
+            fm.addAction(compute)
 
         # Tools: a vertical bar on the left, one exclusive group.
         bar = QToolBar("Tools", w)

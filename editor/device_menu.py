@@ -38,6 +38,14 @@ class DeviceSetting(QObject):
         self._show_setting()
         self.jobs.probe_device()
 
+    def show_server(self, url: str | None) -> None:
+        """Jobs run on a server (its address) or here again (None): the GPU setting applies only here."""
+        self.action.setEnabled(url is None)
+        if url is None:
+            self._show_setting()
+        else:
+            self._set_text(f"server {url.split('://', 1)[-1]}")
+
     def _show_setting(self) -> None:
         self._set_text("GPU when there is one" if self.action.isChecked() else "CPU")
 

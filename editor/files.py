@@ -97,7 +97,8 @@ class Files(QObject):
         self.doc.set_image(loaded.rgb, Path(loaded.path), loaded.alpha)  # the session drops the old image's job
         self._mark_saved(None)
         self._add_recent(str(Path(loaded.path).resolve()))
-        self._say(f"Opened {Path(loaded.path).name}")
+        said = "; ".join(loaded.warnings)  # e.g. only the first frame of an animated GIF
+        self._say(f"Opened {Path(loaded.path).name}" + (f": {said}" if said else ""), 10000 if said else 5000)
         return True
 
     def open_project(self, path: str | Path, restored: bool = False) -> bool:

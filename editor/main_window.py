@@ -5,7 +5,8 @@ Where things live: the edited image, mask, sketch, results and undo in ``documen
 the fill / learn / variation / refill flows in ``session``; jobs on the worker thread in ``worker``; menus,
 shortcuts and tool bars in ``actions`` and ``options_bar``; opening, projects, the clipboard and exporting in
 ``files`` (what an export writes: ``export``); autosave and restore in ``autosave``; the models folder in
-``models_folder``; the GPU setting in ``device_menu``; the side panels in ``panels/``; questions in ``dialogs``."""
+``models_folder``; the GPU setting in ``device_menu``; computing on a server in ``compute``; the side panels
+in ``panels/``; questions in ``dialogs``."""
 from __future__ import annotations
 
 from PySide6.QtCore import QSettings, Qt, QTimer, Slot
@@ -16,6 +17,7 @@ from editor import dialogs
 from editor.actions import Actions
 from editor.autosave import Autosave
 from editor.canvas import ORIGINAL_KEYS, Canvas
+from editor.compute import ComputeSetting
 from editor.device_menu import DeviceSetting
 from editor.document import Document
 from editor.files import Files
@@ -26,6 +28,7 @@ from editor.panels.history_panel import HistoryPanel
 from editor.panels.model_panel import ModelPanel
 from editor.panels.progress_panel import ProgressPanel
 from editor.session import Session
+from engine import registry
 
 
 class MainWindow(QMainWindow):
@@ -45,6 +48,8 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(self.canvas)
         self.models_folder = ModelsFolder(self, self.settings)
         self.models_folder.apply_saved()  # before the picker lists the models
+        self.compute = ComputeSetting(self, self.settings)
+        self.compute.apply_saved()  # a remembered server's models replace this computer's in the picker
         self.model_panel = ModelPanel(self.session)
         self.progress = ProgressPanel(self.session)
         self.history = HistoryPanel(self.doc)
@@ -52,7 +57,7 @@ class MainWindow(QMainWindow):
         self.open_path, self.run_export = self.files.open_path, self.files.run_export
         self.device = DeviceSetting(self, self.jobs, self.settings)
         self.act = Actions(self, self.session, self.canvas, self.history, self.files, self.device.action,
-                           self.models_folder.action, self.models_folder.clear_action)
+                           self.models_folder.action, self.models_folder.clear_action, self.compute.action)
         self.autosave = Autosave(self, self.doc, self.files)
         self.focus = ReturnFocus(self.canvas, self)
         self.session.ask = self.ask
@@ -61,6 +66,10 @@ class MainWindow(QMainWindow):
         self._connect()
         self._update_title()
         self.models_folder.report()
+        if registry.server() is not None:
+            self.device.show_server(registry.server().url)
+        if self.compute.problem:
+            QTimer.singleShot(0, self.compute.report)  # once the window is up
         self.restoreGeometry(self.settings.value("geometry", b""))
         self.restoreState(self.settings.value("windowState", b""))
         if self.model_panel.load_error:
@@ -117,6 +126,7 @@ class MainWindow(QMainWindow):
         s.model_changed.connect(self._on_model_changed)  # after the panel rebuilt its fields
         c.objects.status.connect(self.statusBar().showMessage)
         self.models_folder.on_change += [self._on_models_folder, c.objects.use_models_dir]
+        self.compute.on_change += [self._on_compute]
         if self.models_folder.folder:
             c.objects.use_models_dir(self.models_folder.folder)
 
@@ -155,6 +165,13 @@ class MainWindow(QMainWindow):
 
     def _on_models_folder(self, folder) -> None:
         self.model_panel.refresh_models()
+
+    def _on_compute(self, url: str | None) -> None:
+        """Switched between this computer and a server: the running job stops, the picker lists the new models."""
+        self.session.models_changed()
+        self.model_panel.refresh_models()
+        self.device.show_server(url)
+        self.statusBar().showMessage(f"Computing on the server {url}" if url else "Computing on this computer", 5000)
 
     # ----- input the window routes, dialogs, shutdown --------------------------------------------------------
     def keyPressEvent(self, e) -> None:  # hold-to-see-original works wherever the focus is

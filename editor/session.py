@@ -19,8 +19,8 @@ Before a fill (``editor.fit``): a model not made for this image (digits on a col
 fill a border, says why and offers one that can. The questions go through ``ask`` (set by the window; None: no
 question, fill).
 
-Flows: ``fill``, ``learn``, ``variation``, ``refill`` (an instant model redoes the shown, unaccepted result after
-an attribute flip), "learn, then fill" (Fill pressed while the same model learns the image waits for the learning,
+Flows: ``fill``, ``learn``, ``variation``, ``refill`` (a model with attributes redoes the shown, unaccepted result
+after an attribute flip), "learn, then fill" (Fill pressed while the same model learns the image waits for the learning,
 then fills from it) and ``cancel``. Jobs run on the ``JobController`` (editor/worker.py); results go to the
 ``Document``.
 """
@@ -177,6 +177,20 @@ class Session(QObject):
         if info.uses_region:
             self.place_region()
 
+    def models_changed(self) -> None:
+        """The model list changed (another server, this computer again): stop the running job and re-read the
+        current model's description (a server's model learns inside its fill job). A model the new list lacks is
+        replaced by the panel's refresh."""
+        self.cancel()
+        if self.info is None:
+            return
+        try:
+            self.info = registry.get_info(self.info.name)
+        except InpaintError:
+            return
+        self.model_changed.emit(self.info.name)
+        self._update_warning()
+
     @property
     def warning(self) -> str:
         """Why the current model does not fit the open image ("" when it does)."""
@@ -216,7 +230,7 @@ class Session(QObject):
             self.param_changed.emit(name, value)
 
     def set_attribute(self, name: str, value: float) -> None:
-        """Set an attribute of the current model; an instant model refills at once (``refill``)."""
+        """Set an attribute of the current model; the shown fill is redone with it at once (``refill``)."""
         attributes = self._choices[self.info.name].attributes
         if name not in attributes:
             raise InpaintError(f"model {self.info.name} has no attribute {name!r}")
@@ -224,8 +238,7 @@ class Session(QObject):
             return
         attributes[name] = float(value)
         self.attribute_changed.emit(name, float(value))
-        if self.info.instant:
-            self.refill()
+        self.refill()
 
     @Slot(int)
     def set_seed(self, seed: int) -> None:
@@ -351,11 +364,12 @@ class Session(QObject):
 
     @Slot()
     def refill(self) -> int | None:
-        """An instant model fills again, replacing the shown result when it is an unaccepted fill of this mask by
-        this model: flipping attributes on one hole refines one result instead of filling the strip with
-        near-copies. Its latency (up to the canvas painting it) is measured: ``last_refill_latency``."""
+        """A model with attributes fills again after a toggle flipped, replacing the shown result when it is an
+        unaccepted fill of this mask by this model: flipping attributes on one hole refines one result instead of
+        filling the strip with near-copies (an instant model in milliseconds, a Stable Diffusion one with its
+        previews). Its latency (up to the canvas painting it) is measured: ``last_refill_latency``."""
         info = self.info
-        if info is None or not info.instant or not self.doc.mask.any():
+        if info is None or not info.attributes or not self.doc.mask.any():
             return None
         shown = self.doc.shown_item()
         same = (shown is not None and not shown.accepted and shown.model == info.name

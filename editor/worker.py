@@ -71,9 +71,10 @@ class FillWorker(QObject):
         (``warm_up()``, if it has one) now, when the model is picked: those imports hold the GIL long enough to stall
         the GUI for a few hundred ms, which should not happen while the user paints during a Learn. A failure here
         is left to the job, which reports it."""
+        if registry.server() is not None:
+            return
         try:
-            inpainter = registry.load(model)
-            getattr(inpainter, "warm_up", lambda: None)()
+            registry.load(model).warm_up()
         except Exception:
             return
         self.probe_device()
@@ -99,11 +100,14 @@ class FillWorker(QObject):
             self.cancelled.emit(job.id)
             return
         try:
-            inpainter = registry.load(job.model)
-            self.probe_device()  # a learned model has loaded torch: say where it computes
-            how = run_learn if job.kind == "learn" else run_job
-            result: Result | dict = drive(how(inpainter, job.request, job.cancel),
-                                          lambda p: self._forward_preview(job.id, p))
+            server = registry.server()
+            if server is not None:  # the server crops, runs and blends; its previews arrive in image pixels
+                gen = server.run_job(job.model, job.request, job.cancel)
+            else:
+                inpainter = registry.load(job.model)
+                self.probe_device()  # a learned model has loaded torch: say where it computes
+                gen = (run_learn if job.kind == "learn" else run_job)(inpainter, job.request, job.cancel)
+            result: Result | dict = drive(gen, lambda p: self._forward_preview(job.id, p))
         except Cancelled:
             self.cancelled.emit(job.id)
         except InpaintError as exc:

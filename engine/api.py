@@ -58,7 +58,8 @@ class Param:
     """One entry of a model's parameter schema; the editor builds its parameter panel from these."""
 
     name: str
-    kind: str  # "int" | "float" | "bool" | "choice" | "str" | "folder" (a str naming a folder; the editor can browse)
+    kind: str  # "int" | "float" | "bool" | "choice" | "str" | "folder" (a str naming a folder) | "path" (a file or a
+    #            folder: a single-file checkpoint or a diffusers folder); the editor can browse for both
     default: Any
     label: str = ""
     help: str = ""
@@ -101,13 +102,25 @@ class Param:
         return {"int": "a whole number", "float": "a finite number", "bool": "1/0, true/false, yes/no or on/off",
                 "choice": f"one of {', '.join(self.choices)}"}.get(self.kind, "text")
 
+    @property
+    def names_path(self) -> bool:
+        """Whether the value is a path on this machine's disk (never taken from a remote client)."""
+        return self.kind in ("folder", "path")
+
     def check_value(self, value: Any) -> None:
-        """Checks that need the file system, done before a job's work: a non-empty "folder" must be a folder."""
-        if self.kind == "folder" and str(value).strip():
-            path = Path(str(value)).expanduser()
-            if not path.is_dir():
-                what = "not a folder" if path.exists() else "no such folder"
-                raise InpaintError(f"parameter {self.name}={str(value)!r}: {what}")
+        """Checks that need the file system, done before a job's work: a non-empty "folder" must be a folder, a
+        non-empty "path" a folder or a .safetensors file."""
+        if not self.names_path or not str(value).strip():
+            return
+        path = Path(str(value)).expanduser()
+        if self.kind == "folder" and not path.is_dir():
+            what = "not a folder" if path.exists() else "no such folder"
+            raise InpaintError(f"parameter {self.name}={str(value)!r}: {what}")
+        if not path.exists():
+            raise InpaintError(f"parameter {self.name}={str(value)!r}: no such file or folder")
+        if path.is_file() and path.suffix.lower() != ".safetensors":  # weights come as safetensors only
+            raise InpaintError(f"parameter {self.name}={str(value)!r}: not a checkpoint (a .safetensors file or a "
+                               "folder)")
 
 
 def _show(value: Any) -> str:

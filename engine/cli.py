@@ -272,12 +272,14 @@ def cmd_learn(args) -> int:
 
 
 def _set_torch(device: str | None) -> None:
-    """Torch's thread count (INPAINT_STUDIO_THREADS, default every core) and the ``--device``, checked at once."""
-    import torch
-
+    """Torch's thread count (INPAINT_STUDIO_THREADS; torch's default: every core) and the ``--device``, checked at
+    once. Torch is imported here only when one of them is given: Telea and patch fills never need it (2 s)."""
     from engine import device as devices
 
-    torch.set_num_threads(int(os.environ.get("INPAINT_STUDIO_THREADS", os.cpu_count() or 1)))
+    if os.environ.get("INPAINT_STUDIO_THREADS"):
+        import torch
+
+        torch.set_num_threads(int(os.environ["INPAINT_STUDIO_THREADS"]))
     if device:
         devices.compute_device(device)  # a device that is not there: one line naming --device
         devices.choose(device)

@@ -4,12 +4,16 @@ A family's ``__init__.py`` must stay cheap to import (no torch at import time): 
 ``factory`` is a "module:attribute" string, imported only when the model is first used. Adding a family therefore
 needs no edit to this file or to the editor.
 
+A server's models: ``use_server(client)`` lists the models of a ``python main.py serve`` server instead of this
+computer's (the editor's "Compute on" setting); its jobs then run through ``server()`` (engine.server.client).
+
 The user's own models: a family may also define ``discover(folder) -> (specs, problems)``, which looks through the
 models folder (``set_models_dir``; ``INPAINT_STUDIO_MODELS`` by default) for files it can run and returns a spec per
 model plus one line per file it could not use. Those models are listed with the shipped ones.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 import pkgutil
@@ -42,6 +46,8 @@ _loaded: dict[str, Inpainter] = {}
 _models_dir: Path | None = None  # the user's models folder, once set (None: not set, or the environment's)
 _user: dict[str, ModelSpec] = {}  # what the families found there
 scan_problems: list[str] = []  # one line per file in the models folder that no family could use
+_server: Any = None  # the engine.server.client.Client whose models are listed instead of this computer's
+_remote: dict[str, ModelSpec] = {}  # what it lists
 
 
 def _families() -> list:
@@ -69,7 +75,7 @@ def _all_specs() -> dict[str, ModelSpec]:
             folder = _models_dir or (Path(os.environ[MODELS_DIR_ENV]) if os.environ.get(MODELS_DIR_ENV) else None)
             if folder is not None:
                 _scan(folder)
-        return {**_specs, **_user}
+        return dict(_remote) if _server is not None else {**_specs, **_user}
 
 
 def _scan(folder: Path) -> None:
@@ -110,6 +116,32 @@ def set_models_dir(folder: str | Path | None) -> list[str]:
         return list(scan_problems)
 
 
+def use_server(client: Any) -> None:
+    """List the models of the server ``client`` talks to instead of this computer's (None: this computer's again).
+    Raises InpaintError, changing nothing, when the server cannot be reached or refuses the token."""
+    global _server, _remote
+    if client is None:
+        with _lock:
+            _server, _remote = None, {}
+        return
+    infos = client.models()  # the network call, outside the lock
+    with _lock:
+        local = {**(_specs or {}), **_user}
+    specs = {}
+    for order, info in enumerate(infos):
+        mine = local.get(info.name)  # the box suggestion (a face detector) runs here, as for a local model
+        # learning the image happens inside the server's fill job: no separate Learn, whose cache is on the server
+        specs[info.name] = ModelSpec(dataclasses.replace(info, learns_on_image=False), factory="", order=order,
+                                     region_detector=mine.region_detector if mine else None)
+    with _lock:
+        _server, _remote = client, specs
+
+
+def server() -> Any:
+    """The client of the server the models run on, or None when they run on this computer."""
+    return _server
+
+
 def register(spec: ModelSpec) -> None:
     """Add a model at run time (tests use this for tiny models); replaces one of the same name."""
     _all_specs()
@@ -145,6 +177,8 @@ def load(name: str) -> Inpainter:
     """The model's inpainter, built once and cached (weights load lazily on first use)."""
     spec = get_spec(name)
     info = spec.info
+    if _server is not None:
+        raise InpaintError(f"model {name} runs on the server {_server.url}")
     if not info.weights_present:
         raise InpaintError(f"model {name}: weights not found at {info.weights}")
     with _lock:

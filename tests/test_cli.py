@@ -255,7 +255,7 @@ def _checked_before_work(d: Path):
         (["inpaint", "--model", "repaint-ddpm-folder", "--param", f"checkpoint={d / 'typo'}", "--image", img, "--mask",
           mask, "--out", out], 1, f"parameter checkpoint='{d / 'typo'}': no such folder"),  # was sent to the hub
         (["inpaint", "--model", "sd-sketch", "--param", f"checkpoint={d / 'img.png'}", "--prompt", "x", "--image", img,
-          "--mask", mask, "--out", out], 1, "not a folder"),
+          "--mask", mask, "--out", out], 1, "not a checkpoint (a .safetensors file or a folder)"),
         (["learn", "--image", img, "--param", "minutes=nan", "--param", "iterations=50"], 1, "finite"),  # it hung
         (["learn", "--image", img, "--param", f"folder={d / 'typo'}"], 1, "no such folder"),
         (["learn", "--image", img, "--mask", str(d / "nope.png")], 2, "--mask"),
@@ -337,3 +337,15 @@ def test_a_terminal_that_is_not_utf8_does_not_fail_a_written_file(files):
                            str(d / "mask.png"), "--out", str(d / "résultat.png")],
                           capture_output=True, timeout=120, env=env)
     assert proc.returncode == 2 and proc.stderr.startswith(b"error: ") and b"r\\xe9sultat.png exists" in proc.stderr
+
+
+@pytest.mark.parametrize("model", ["telea", "patch"])
+def test_models_that_need_no_torch_never_import_it(files, model):
+    """Importing torch costs about 2 s of a CLI fill; Telea and patch never use it (issue 25: start-up)."""
+    d, _, _ = files
+    code = ("import sys; from engine.cli import main; "
+            f"rc = main(['inpaint', '--model', '{model}', '--image', r'{d / 'img.png'}', '--mask', r'{d / 'mask.png'}',"
+            f" '--out', r'{d / 'out.png'}']); print('torch' in sys.modules, rc)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                         text=True, timeout=120)
+    assert out.stdout.split()[-2:] == ["False", "0"], out.stdout + out.stderr

@@ -342,3 +342,31 @@ def test_shipped_lgp_was_trained_on_the_shipped_ddpm():
     models = Path(__file__).resolve().parents[1] / "resources" / "models"
     training = json.loads((models / "sketch-lgp-mnist" / "config.json").read_text())["training"]
     assert training["ddpm_weights_sha256"] == weights_digest(models / "ddpm-mnist")
+
+
+def test_lgp_training_runs_data_parallel_under_torchrun_and_resumes(tmp_path):
+    """Two CPU processes (gloo) train the LGP on a tiny DDPM: rank 0 alone writes, a resumed run continues the
+    step count and the optimiser, and the exported LGP says it was trained on two ranks."""
+    import json
+    import subprocess
+    from pathlib import Path
+
+    from engine.sketch.lgp import LatentGuidancePredictor
+
+    root = Path(__file__).resolve().parents[1]
+    _, folder = _tiny_ddpm_folder(tmp_path)
+    out = tmp_path / "lgp"
+    run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "engine.sketch.train", "--ddpm", str(folder), "--out", str(out), "--limit", "64", "--batch", "4",
+           "--hidden", "16", "--log-every", "1", "--device", "cpu"]
+    first = subprocess.run(run + ["--steps", "2"], cwd=root, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert first.stdout.count("step 1/2") == 1, "one rank prints"
+    second = subprocess.run(run + ["--steps", "3", "--resume"], cwd=root, capture_output=True, text=True,
+                            timeout=300)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "resumed at step 2" in second.stdout and "step 3/3" in second.stdout and "step 1/3" not in second.stdout
+    assert json.loads((out / "ckpt.json").read_text())["step"] == 3
+    training = json.loads((out / "config.json").read_text())["training"]
+    assert training["ranks"] == 2 and training["steps_done"] == 3
+    LatentGuidancePredictor.load(out)  # the exported LGP loads

@@ -12,7 +12,7 @@ from typing import Any
 
 from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox,
-                               QHBoxLayout, QLabel, QLineEdit, QPushButton, QSlider, QSpinBox, QToolButton,
+                               QHBoxLayout, QLabel, QLineEdit, QMenu, QPushButton, QSlider, QSpinBox, QToolButton,
                                QVBoxLayout, QWidget)
 
 from editor.fit import photo_default
@@ -75,12 +75,19 @@ class ParamField(QWidget):
             self.editor = QLineEdit(str(param.default))
             self.editor.textChanged.connect(self.changed)  # each keystroke: Ctrl+Enter may come before Enter
             lay.addWidget(self.editor, 1)
-            if k == "folder":
+            if param.names_path:
                 self.editor.setPlaceholderText("not set")
                 browse = QToolButton()
                 browse.setText("Browse…")
                 browse.setToolTip(f"Choose the {param.label or param.name}")
-                browse.clicked.connect(self._browse)
+                if k == "path":  # a single file or a folder: ask which
+                    menu = QMenu(browse)
+                    menu.addAction("A file…", self._browse_file)
+                    menu.addAction("A folder…", self._browse)
+                    browse.setMenu(menu)
+                    browse.setPopupMode(QToolButton.InstantPopup)
+                else:
+                    browse.clicked.connect(self._browse)
                 lay.addWidget(browse)
         tip = param.help + (f"  [{param.min:g} .. {param.max:g}]" if param.min is not None and param.max is not None
                             else "")
@@ -109,6 +116,14 @@ class ParamField(QWidget):
         path = QFileDialog.getExistingDirectory(self, self.param.label or self.param.name, start)
         if path:
             self.editor.setText(path)  # textChanged -> changed
+
+    @Slot()
+    def _browse_file(self) -> None:
+        start = self.editor.text().strip() or str(Path.home())
+        path, _ = QFileDialog.getOpenFileName(self, self.param.label or self.param.name, start,
+                                              "Checkpoints (*.safetensors);;All files (*)")
+        if path:
+            self.editor.setText(path)
 
     @Slot()
     def _spin_changed(self) -> None:
@@ -268,7 +283,7 @@ class ModelPanel(QWidget):
         info = self.session.info
         self.sentence.setText(info.on_photo)
         self.sentence.setToolTip(f"Listed under “{self.picker.group_of(name)}”")
-        yours = [p.label or p.name for p in info.params if p.kind == "folder" and p.remember]
+        yours = [p.label or p.name for p in info.params if p.names_path and p.remember]
         if info.weights is None:  # nothing ships: an algorithm, a model learned on the image, or the user's model
             weights = (f"<span style='color:#aaa'>weights: yours ({yours[0]}, below)</span>" if yours
                        else "<span style='color:#aaa'>no weights to load</span>")

@@ -81,6 +81,10 @@ def valid_crop_corners(exclude: np.ndarray, crop: int) -> np.ndarray:
 
 def load_folder(folder: str | Path, limit: int = 16) -> list[np.ndarray]:
     """Up to ``limit`` RGB uint8 images from a folder (sorted by name), for learning from a few images."""
+    if not Path(folder).expanduser().is_dir():
+        from engine.api import InpaintError
+
+        raise InpaintError(f"also learn from folder: {folder} is not a folder")
     paths = sorted(p for p in Path(folder).expanduser().iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
     out = []
     for p in paths:

@@ -72,10 +72,10 @@ MODELS = [
                     "without one, drawn into the start image. Checkpoints in the models folder appear by name too.",
         domain="whatever your Stable Diffusion checkpoint was trained on (photos); works at its native resolution",
         geometry=Geometry(size=512, context=0.5), uses_sketch=True, uses_prompt=True,
-        params=(Param("checkpoint", "folder", "", "SD folder",
-                      "Local Stable Diffusion checkpoint: a diffusers folder, or a single .safetensors file (type its "
-                      "path); no weights ship with the app", remember=True),) + fill_params(None),
-        weights=None, category="yours",
+        params=(Param("checkpoint", "path", "", "SD checkpoint",
+                      "Local Stable Diffusion checkpoint: a single .safetensors file or a diffusers folder (Browse "
+                      "offers both); no weights ship with the app", remember=True),) + fill_params(None),
+        weights=None, category="yours", outpaint=True,
         on_photo="Your Stable Diffusion checkpoint fills from a text prompt (and your sketch): photo quality from a "
                  "good checkpoint."),
         factory="engine.sd.pipeline:SketchSDInpainter", order=41),
@@ -92,7 +92,7 @@ def _info(name: str, path: Path, kind: Kind) -> ModelInfo:
         domain=f"what the checkpoint was trained on; works at {kind.native} px (the hole and its surroundings are "
                f"cropped and resized to that)",
         geometry=Geometry(size=kind.native, context=0.5), params=fill_params(kind), uses_sketch=True,
-        uses_prompt=True, weights=path, category="yours",
+        uses_prompt=True, weights=path, category="yours", outpaint=True,
         on_photo="Fills the hole from your text prompt with your own Stable Diffusion model.")
 
 

@@ -23,13 +23,16 @@ TIMEOUT = 30.0  # seconds for an HTTP call (uploads of large photos included)
 
 
 class Client:
-    def __init__(self, url: str, token: str = "") -> None:
+    def __init__(self, url: str, token: str = "", timeout: float = TIMEOUT) -> None:
         import httpx
 
-        self.url = url.rstrip("/")
+        url = url.strip().rstrip("/")
+        if not url.startswith(("http://", "https://")):
+            url = "http://" + url  # "gpu-box:8765", as people write it
+        self.url = url
         self.token = token
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.http = httpx.Client(base_url=self.url + wire.API, headers=headers, timeout=TIMEOUT)
+        self.http = httpx.Client(base_url=self.url + wire.API, headers=headers, timeout=timeout)
 
     def close(self) -> None:
         self.http.close()
@@ -115,6 +118,12 @@ class Client:
                                   message=event.get("message", ""))
         except Cancelled:
             self.cancel(job)
+            raise
+        except InpaintError:  # the connection broke mid-job: cancel it on the server if it can still be reached
+            try:
+                self.cancel(job)
+            except InpaintError:
+                pass
             raise
         final = self.status(job)
         if final["state"] == "cancelled":

@@ -22,12 +22,12 @@ def offered(info: ModelInfo) -> bool:
     """Whether a client may run this model: not one that needs a folder on the server's disk named (where a user's
     model lives: a ``remember`` folder parameter such as a checkpoint); the server's own models folder serves
     those by name instead."""
-    return not any(p.kind == "folder" and p.remember for p in info.params)
+    return not any(p.names_path and p.remember for p in info.params)
 
 
 def path_params(info: ModelInfo, given: dict) -> list[str]:
     """The folder parameters a client tried to set: a client never names a path on the server's disk."""
-    return [p.name for p in info.params if p.kind == "folder" and str(given.get(p.name, "")).strip()]
+    return [p.name for p in info.params if p.names_path and str(given.get(p.name, "")).strip()]
 
 
 def model_to_json(info: ModelInfo) -> dict[str, Any]:

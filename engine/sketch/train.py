@@ -19,6 +19,11 @@ of the sketch drawn black on white). The LGP goes where the fills look for it: <
 
 ``--device`` (default auto: a CUDA GPU when there is one) runs the frozen UNet, the VAE and the LGP there; a
 Stable Diffusion UNet at 512 px is a GPU job. Batches are drawn on the CPU from the seed and moved.
+
+Several GPUs (or CPU processes) under torchrun (engine/distributed.py: DDP, each rank its own shard of the images
+and its own batch seed, rank 0 writes); a run saves ``<out>/ckpt`` every 500 steps and ``--resume`` continues it:
+
+    torchrun --standalone --nproc_per_node 4 -m engine.sketch.train --sd /models/sd15 --images photos --device cuda
 """
 from __future__ import annotations
 
@@ -35,11 +40,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from engine import distributed
 from engine.api import InpaintError
 from engine.device import compute_device, describe, seeded_noise
 from engine.sketch.lgp import (FeatureHooks, LatentGuidancePredictor, LGPConfig, default_blocks, edge_loss,
                                probe_channels)
-from engine.weights import SAMPLES_DIR
+from engine.weights import SAMPLES_DIR, load_training_state, save_training_state
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
@@ -64,6 +70,7 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 50
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    resume: bool = False  # continue from <out>/ckpt (the optimiser, the step, the batch seed's state)
 
 
 def _lr_at(step: int, total: int, base: float, warmup: int = 50) -> float:
@@ -78,7 +85,7 @@ def _lr_at(step: int, total: int, base: float, warmup: int = 50) -> float:
 class PixelSource:
     """MNIST digits on the DDPM's canvas; sketch target in pixel space."""
 
-    def __init__(self, cfg: TrainConfig, device: torch.device):
+    def __init__(self, cfg: TrainConfig, device: torch.device, d: distributed.Dist = distributed.Dist()):
         from engine.ddpm.pipeline import cached_ddpm
         from engine.sketch.pixel import mnist_pairs
 
@@ -86,7 +93,9 @@ class PixelSource:
         self.unet, self.abar = ddpm.unet, ddpm.schedule.alphas_cumprod.cpu()
         self.size = ddpm.sample_size
         t0 = time.time()
-        self.x0, self.sketch, _ = mnist_pairs(self.size, "train", cfg.limit, cfg.edges, cfg.seed)
+        x0, sketch, _ = mnist_pairs(self.size, "train", cfg.limit, cfg.edges, cfg.seed)
+        part = distributed.shard(len(x0), d)
+        self.x0, self.sketch = x0[part], sketch[part]
         print(f"data: {len(self.x0)} MNIST digits, {cfg.edges} sketches at {self.size}px "
               f"({time.time() - t0:.1f}s; {self.sketch.mean().item():.3f} stroke pixels)", flush=True)
         self.resolution, self.out_channels, self.target_kind = self.size, 1, "pixel"
@@ -112,7 +121,7 @@ class SDSource:
     The checkpoint is a diffusers folder or a single .safetensors file (``engine.sd``); an inpainting UNet sees the
     whole crop as its hole (mask 1, blank masked image), as when it fills from nothing."""
 
-    def __init__(self, cfg: TrainConfig, device: torch.device):
+    def __init__(self, cfg: TrainConfig, device: torch.device, d: distributed.Dist = distributed.Dist()):
         from engine.diffusion.schedule import NoiseSchedule, ScheduleConfig
         from engine.sd import model as sd_model
         from engine.sd.loading import detect
@@ -128,6 +137,8 @@ class SDSource:
         paths = _list_images(folder)
         if not paths:
             raise SystemExit(f"no images ({', '.join(IMAGE_EXTS)}) under {folder}")
+        if len(paths) >= d.world:
+            paths = paths[distributed.shard(len(paths), d)]
         from PIL import Image
 
         self.images = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
@@ -198,14 +209,16 @@ def _to(v, device):
 
 def train(cfg: TrainConfig) -> Path:
     torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # the same LGP initialisation on every rank
     if bool(cfg.ddpm) == bool(cfg.sd):
         raise SystemExit("give exactly one of --ddpm FOLDER or --sd FOLDER")
     try:
         device = compute_device(cfg.device)
     except InpaintError as exc:
         raise SystemExit(f"error: {exc}") from None
-    source = PixelSource(cfg, device) if cfg.ddpm else SDSource(cfg, device)
+    d = distributed.setup(device)
+    device = d.device
+    source = PixelSource(cfg, device, d) if cfg.ddpm else SDSource(cfg, device, d)
     if cfg.sd:
         from engine.sd.checkpoint import lgp_dir_for
 
@@ -221,44 +234,67 @@ def train(cfg: TrainConfig) -> Path:
                      unet_kind=type(unet).__name__)
     lgp = LatentGuidancePredictor(lcfg).to(device)
     n_params = sum(p.numel() for p in lgp.parameters())
-    print(f"LGP: blocks {blocks} channels {channels} -> in {lcfg.in_channels}, {n_params} parameters", flush=True)
     opt = torch.optim.Adam(lgp.parameters(), lr=cfg.lr)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed + 1000 * d.rank)  # each rank its own batches
+    ckpt = out / "ckpt"
+    step, ema, history, seconds = 0, None, [], 0.0
+    if cfg.resume and ckpt.with_suffix(".safetensors").exists():
+        meta = load_training_state(ckpt, {"lgp": lgp}, {"opt": opt})
+        step, ema, history, seconds = meta["step"], meta["loss_ema"], meta["history"], meta["seconds"]
+        gen.set_state(torch.tensor(meta["generators"][d.rank % len(meta["generators"])], dtype=torch.uint8))
+    net = distributed.wrap(lgp, d)
+    if d.is_main:
+        print(f"LGP: blocks {blocks} channels {channels} -> in {lcfg.in_channels}, {n_params} parameters, "
+              f"world {d.world}" + (f", resumed at step {step}" if step else ""), flush=True)
     hooks = FeatureHooks(unet, blocks)
-    t_start = time.time()
-    ema = None
-    step = 0
-    history = []
+    t_start = time.time() - seconds
+
+    def checkpoint() -> None:
+        gens = [gen.get_state()]
+        if d.active:  # every rank's batch seed, so a resumed run draws what this one would have drawn next
+            import torch.distributed as tdist
+
+            gens = [torch.empty_like(gens[0]) for _ in range(d.world)]
+            tdist.all_gather_object(gens, gen.get_state())
+        if d.is_main:
+            extra = _extra(cfg, step, ema, t_start, history, device, d.world)
+            lgp.save(out, training=extra)
+            save_training_state(ckpt, {"lgp": lgp}, {"opt": opt},
+                                {"step": step, "loss_ema": ema, "history": history, "seconds": extra["seconds"],
+                                 "generators": [g.tolist() for g in gens]})
+
     try:
-        for step in range(1, cfg.steps + 1):
-            if cfg.minutes and time.time() - t_start > cfg.minutes * 60:
-                step -= 1
+        while step < cfg.steps:
+            if distributed.any_rank(bool(cfg.minutes) and time.time() - t_start > cfg.minutes * 60, d):
                 break
+            step += 1
             kwargs, t, nl, target = (_to(v, device) for v in source.batch(cfg.batch, gen))
             with torch.no_grad():
                 hooks.clear()
                 unet(**kwargs)
                 feats = [f.detach().float() for f in hooks.collect()]
-            pred = lgp(feats, t, nl)
+            pred = net(feats, t, nl)
             if pred.shape[-2:] != target.shape[-2:]:
                 target = F.interpolate(target, size=pred.shape[-2:], mode="bilinear", align_corners=False)
             loss = edge_loss(pred, target) / target[0].numel()  # per-pixel MSE
             for g in opt.param_groups:
                 g["lr"] = _lr_at(step - 1, cfg.steps, cfg.lr)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # DDP: the gradients are averaged over the ranks here
             opt.step()
             ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
-            if step % cfg.log_every == 0 or step == 1:
+            if d.is_main and (step % cfg.log_every == 0 or step == 1):
                 el = time.time() - t_start
                 print(f"step {step}/{cfg.steps} loss {loss.item():.4f} ema {ema:.4f} {el:.0f}s", flush=True)
                 history.append((step, round(ema, 5), round(el, 1)))
             if step % 500 == 0:
-                lgp.save(out, training=_extra(cfg, step, ema, t_start, history, device))
+                checkpoint()
     finally:
         hooks.remove()
-    lgp.save(out, training=_extra(cfg, step, ema, t_start, history, device))
-    print(f"saved {out} after {step} steps, {time.time() - t_start:.0f}s, loss ema {ema}", flush=True)
+    checkpoint()
+    if d.is_main:
+        print(f"saved {out} after {step} steps, {time.time() - t_start:.0f}s, loss ema {ema}", flush=True)
+    distributed.teardown(d)
     return out
 
 
@@ -270,8 +306,9 @@ def weights_digest(folder: str | Path) -> str:
     return hashlib.sha256(files[0].read_bytes()).hexdigest() if files else ""
 
 
-def _extra(cfg: TrainConfig, step: int, ema, t_start: float, history, device: torch.device) -> dict:
-    return {"train": asdict(cfg), "steps_done": step, "loss_ema": ema, "seconds": round(time.time() - t_start, 1),
+def _extra(cfg: TrainConfig, step: int, ema, t_start: float, history, device: torch.device, world: int = 1
+           ) -> dict:
+    return {"train": asdict(cfg), "steps_done": step, "ranks": world, "loss_ema": ema, "seconds": round(time.time() - t_start, 1),
             "ddpm_weights_sha256": weights_digest(cfg.ddpm) if cfg.ddpm else "",
             "hardware": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
                         f"{torch.get_num_threads()} thread(s), {describe(device)}",
@@ -300,12 +337,13 @@ def parse_args(argv=None) -> TrainConfig:
     ap.add_argument("--seed", type=int, default=d.seed)
     ap.add_argument("--log-every", type=int, default=d.log_every)
     ap.add_argument("--device", default=d.device, help="auto (a CUDA GPU when there is one), cpu, cuda or cuda:N")
+    ap.add_argument("--resume", action="store_true", help="continue the run saved in --out (its ckpt)")
     a = ap.parse_args(argv)
     return TrainConfig(ddpm=a.ddpm, sd=a.sd, images=a.images, prompt=a.prompt, out=a.out, edges=a.edges,
                        steps=a.steps, minutes=a.minutes, batch=a.batch, lr=a.lr,
                        hidden=tuple(int(v) for v in a.hidden.split(",") if v), pos_freqs=a.pos_freqs,
                        blocks=a.blocks, limit=a.limit, threads=a.threads, seed=a.seed, log_every=a.log_every,
-                       device=a.device)
+                       device=a.device, resume=a.resume)
 
 
 if __name__ == "__main__":

@@ -41,8 +41,12 @@ def _default_settings(monkeypatch):
     QSettings().remove("use_gpu")
     QSettings().remove("params")
     QSettings().remove("models_dir")
+    QSettings().remove("compute")
     yield
     device.choose(None)
+    from engine import registry
+
+    registry.use_server(None)  # a test that connected to a server leaves this computer's models behind
 
 
 class Dialogs:

@@ -210,7 +210,7 @@ def test_request_from_document(window):
 def test_menu_actions_trigger_cleanly(window, dialogs, qtbot):
     """Every menu action that opens no modal file/colour dialog, triggered as a user would (signal args and all)."""
     paint_mask(window, (200, 180, 320, 260))
-    modal = ("Open...", "Export", "Quit", "Save project", "Expand canvas", "Models folder")
+    modal = ("Open...", "Export", "Quit", "Save project", "Expand canvas", "Models folder", "Compute on")
     triggered = []
     for menu in window.menuBar().findChildren(type(window.files.recent_menu)):
         for action in menu.actions():

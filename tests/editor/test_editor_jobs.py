@@ -315,12 +315,19 @@ def test_folder_parameters_browse_and_a_models_location_is_remembered(window, qt
     select_model(window, "telea")
     assert "no weights to load" in window.model_panel.info_label.text()
     select_model(window, "sd-sketch")
-    assert "weights: yours (SD folder, below)" in window.model_panel.info_label.text()
+    assert "weights: yours (SD checkpoint, below)" in window.model_panel.info_label.text()
     field = window.model_panel.fields["checkpoint"]
     browse = field.findChild(QToolButton)
     assert browse is not None and browse.text().startswith("Browse")
-    qtbot.mouseClick(browse, Qt.LeftButton)
+    choices = {a.text(): a for a in browse.menu().actions()}  # a checkpoint is a single file or a folder
+    assert set(choices) == {"A file…", "A folder…"}
+    choices["A folder…"].trigger()
     assert window.session.params["checkpoint"] == str(chosen)
+    single = tmp_path / "dreamshaper_8.safetensors"
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(lambda *a, **k: (str(single), "")))
+    choices["A file…"].trigger()
+    assert window.session.params["checkpoint"] == str(single)
+    choices["A folder…"].trigger()
     select_model(window, "frugal")  # frugal's extra-images folder can be browsed, but is not kept
     folder = window.model_panel.fields["folder"]
     assert folder.findChild(QToolButton) is not None

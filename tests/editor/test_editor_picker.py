@@ -122,7 +122,7 @@ def test_errors_use_the_labels_the_user_sees():
     msg = ("no Stable Diffusion folder given: set the 'checkpoint' parameter to a local diffusers folder "
            "(model_index.json inside)")
     shown = fit.user_words(msg, sd)
-    assert "checkpoint" not in shown and f"\u201c{label}\u201d setting" in shown
+    assert "'checkpoint'" not in shown and f"\u201c{label}\u201d setting" in shown
     assert fit.user_words("sd-sketch: --param checkpoint=DIR", sd) == f"{sd.title}: \u201c{label}\u201d = DIR"
     assert fit.user_words("DDPM checkpoint folder not found: /x/y", registry.get_info("repaint-ddpm-folder")) \
         == "DDPM checkpoint folder not found: /x/y", "plain words stay"
