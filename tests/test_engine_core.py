@@ -1,5 +1,7 @@
 """The engine contract: registry, parameter schema, runner (mask enforcement, cancellation, geometry, the one
 result object), crop/paste-back."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -249,3 +251,28 @@ def test_classical_fills_on_a_crop_equal_the_whole_image_fill(name):
     whole = opencv_inpaint(img, mask, 7, "telea" if name == "telea" else "ns")
     assert np.array_equal(res.image, whole)
     assert model.geometry({"radius": 7}).min_context == 16
+
+
+def test_int8_rows_keep_a_network_within_a_quarter_percent_and_quarter_the_bytes(tmp_path):
+    import torch
+
+    from engine.weights import int8_folder, load_weights, save_pretrained
+
+    @dataclasses.dataclass
+    class Cfg:
+        width: int = 300
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Embedding(500, 300), torch.nn.Linear(300, 300), torch.nn.LayerNorm(300))
+    save_pretrained(tmp_path / "fp32", net, Cfg())
+    int8_folder(tmp_path / "fp32", tmp_path / "int8")
+    sizes = [(tmp_path / d / "model.safetensors").stat().st_size for d in ("fp32", "int8")]
+    assert sizes[1] < sizes[0] * 0.3
+    back = torch.nn.Sequential(torch.nn.Embedding(500, 300), torch.nn.Linear(300, 300), torch.nn.LayerNorm(300))
+    load_weights(back, tmp_path / "int8" / "model.safetensors")
+    for (k, a), b in zip(net.state_dict().items(), back.state_dict().values()):
+        assert b.dtype == torch.float32
+        err = (a - b).abs().max() / a.abs().max().clamp(min=1e-12)
+        assert err <= 0.5 / 127 + 1e-6, k  # half a step of the row's absmax / 127
+    ln = net[2].weight
+    assert torch.equal(back[2].weight, ln), "small tensors stay exact"
