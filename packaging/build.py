@@ -45,6 +45,7 @@ FILLS: dict[str, list[str]] = {
     "frugal": ["--param", "iterations=15", "--param", "minutes=0.2", "--param", "steps=4"],
     "face-cvae": ["--attr", "smile=1"],
     "sketch-mnist": ["--param", "steps=10"],
+    "token-mnist-ar": [],  # int8 rows and a tokenizer beside the transformer: both must travel in the bundle
     "sd-sketch": ["--param", "steps=2", "--prompt", "a face"],  # + checkpoint= a tiny SD folder, made at run time
 }
 
