@@ -52,11 +52,15 @@ class ComputeSetting(QObject):
         """Use the server at ``url``; returns the one-line reason when it cannot be used (nothing changes then)."""
         from engine.server.client import TIMEOUT, Client
 
+        old = registry.server()
+        client = Client(url, token, timeout=CONNECT_TIMEOUT)
         try:
-            client = Client(url, token, timeout=CONNECT_TIMEOUT)
             registry.use_server(client)
         except InpaintError as exc:
+            client.close()
             return str(exc).splitlines()[0]
+        if old is not None:
+            old.close()
         client.http.timeout = TIMEOUT  # for the jobs: uploading a big photo may take longer than connecting
         self.settings.setValue(MODE, "server")
         self.settings.setValue(URL, url)
@@ -92,10 +96,11 @@ class ComputeDialog(QDialog):
         super().__init__(parent)
         self.setting = setting
         self.setWindowTitle("Compute on")
+        self.setMinimumWidth(460)  # room for an address and the token's hint
         self.local = QRadioButton("This computer")
         self.remote = QRadioButton("A server (python main.py serve)")
         self.address = QLineEdit(setting.url)
-        self.address.setPlaceholderText("http://gpu-box:8765")
+        self.address.setPlaceholderText("http://gpu-box:7860")
         self.token = QLineEdit(setting.token)
         self.token.setEchoMode(QLineEdit.Password)
         self.token.setPlaceholderText("the server's --token (needed off this computer)")
@@ -129,7 +134,7 @@ class ComputeDialog(QDialog):
             super().accept()
             return
         if not self.address.text().strip():
-            self.problem.setText("Type the server's address, e.g. http://gpu-box:8765")
+            self.problem.setText("Type the server's address, e.g. http://gpu-box:7860")
             return
         QApplication.setOverrideCursor(Qt.WaitCursor)
         try:

@@ -125,8 +125,9 @@ def use_server(client: Any) -> None:
             _server, _remote = None, {}
         return
     infos = client.models()  # the network call, outside the lock
+    _all_specs()  # this computer's families discovered, for their region detectors
     with _lock:
-        local = {**(_specs or {}), **_user}
+        local = {**_specs, **_user}  # type: ignore[dict-item]
     specs = {}
     for order, info in enumerate(infos):
         mine = local.get(info.name)  # the box suggestion (a face detector) runs here, as for a local model
