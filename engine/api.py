@@ -271,6 +271,7 @@ class ModelInfo:
     category: str = "photos"  # the picker's group: "photos", "faces", "digits", or "yours" (the user's own models)
     on_photo: str = ""  # one plain sentence: what it does on an ordinary photo (the picker shows it)
     outpaint: bool = False  # can fill a border it has no content beyond (the editor's Expand canvas needs it)
+    batch: int = 1  # how many same-sized working crops one run fills together (the CLI's folders; 1: one at a time)
 
     @property
     def resolution(self) -> int | None:
@@ -440,6 +441,15 @@ class Inpainter:
     def run(self, request: Request, cancel: CancelToken) -> JobGen:
         """Fill ``request`` (the runner's working crop, resolved parameters): yield Previews, return a ModelOutput."""
         raise NotImplementedError
+
+    def run_batch(self, requests: list[Request], cancel: CancelToken) -> Generator[Preview, None, list[ModelOutput]]:
+        """Fill several working crops of one shape and the same parameters (``engine.runner.run_batch``); a model
+        with ``info.batch`` > 1 runs them through its network together, each with its own seed, so every output is
+        the one ``run`` gives alone. This default runs them one after another."""
+        outs = []
+        for request in requests:
+            outs.append((yield from self.run(request, cancel)))
+        return outs
 
     def learn_image(self, request: Request, cancel: CancelToken) -> Generator[Preview, None, dict]:
         """Learn (and cache) the image without filling (``info.learns_on_image``); the request's mask, possibly

@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     existing.add_argument("--resume", action="store_true", help="skip the outputs that already exist and are "
                           "valid (a readable image of the input's size); redo the others")
     i.add_argument("--json", action="store_true", help="print one JSON line of timings per image")
+    i.add_argument("--batch", type=int, metavar="N", help="a folder's same-sized images that models which batch "
+                   "fill together (default: the model's own number, in `models --json`; 1 = one at a time); each image "
+                   "gets the fill it gets alone")
     i.add_argument("--device", help=DEVICE_HELP)
     ln = sub.add_parser("learn", help="learn IMAGE now and cache the weights (models that learn the image): a later "
                         "inpaint (or the editor) with the same parameters fills at once")
@@ -99,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_models(args) -> int:
     rows = [{"name": m.name, "title": m.title, "domain": m.domain, "weights": m.weights_present,
-             "resolution": m.resolution} for m in registry.all_models()]
+             "resolution": m.resolution, "batch": m.batch} for m in registry.all_models()]
     if args.json:
         _say(json.dumps(rows))
         return 0
@@ -153,6 +156,8 @@ def _check_request(info, args) -> tuple[dict, dict, tuple | None]:
         raise UsageError(f"model {info.name} takes no text prompt, so --prompt would be ignored")
     if not 0 <= getattr(args, "seed", 0) <= SEED_MAX:
         raise UsageError(f"--seed {args.seed}: expected a whole number from 0 to {SEED_MAX}")
+    if getattr(args, "batch", None) is not None and args.batch < 1:
+        raise UsageError(f"--batch {args.batch}: expected 1 or more images at a time")
     return params, attrs, _region(getattr(args, "region", None))
 
 
@@ -182,13 +187,41 @@ def cmd_inpaint(args) -> int:
         _set_torch(args.device)
         inpainter = registry.load(args.model)
         _preflight(inpainter, info, params)
-    from engine.runner import run_job  # numpy-only; model loading imports torch when needed
+    from engine.runner import run_batch, run_job  # numpy-only; model loading imports torch when needed
 
     cancel = CancelToken()
+    size = (args.batch or info.batch) if plan.folder and info.batch > 1 else 1
+    ready: dict[int, tuple] = {}  # id(job) -> (loaded, request, result) filled in an earlier job's batch
+
+    def filled(job: batch.Job) -> tuple:
+        """(loaded, request, result) of ``job``: from an earlier batch, alone, or now with up to ``size`` - 1 of the
+        jobs after it (those that cannot be prepared wait for their own turn, and report there)."""
+        if id(job) in ready:
+            return ready.pop(id(job))
+        loaded, req = prepared.pop(0, None) or _prepare(job, info, args, params, attrs, region)
+        group = [(job, loaded, req)]
+        for other in todo[todo.index(job) + 1:]:
+            if len(group) >= size:
+                break
+            if id(other) not in ready:
+                try:
+                    group.append((other, *_prepare(other, info, args, params, attrs, region)))
+                except InpaintError:
+                    continue
+        if len(group) > 1:
+            label = f"{job.image.name} and {len(group) - 1} more"
+            try:
+                results = drive(run_batch(inpainter, [r for _, _, r in group], cancel), lambda p: _progress(p, label))
+            except InpaintError:
+                _end_progress()  # one crop the batch cannot take: each alone, so only that one fails
+            else:
+                for (j, lo, r), res in zip(group[1:], results[1:]):
+                    ready[id(j)] = (lo, r, res)
+                return loaded, req, results[0]
+        return loaded, req, drive(run_job(inpainter, req, cancel), lambda p: _progress(p, job.image.name))
 
     def fill(job: batch.Job) -> None:
-        loaded, req = prepared.pop(0, None) or _prepare(job, info, args, params, attrs, region)
-        result = drive(run_job(inpainter, req, cancel), lambda p: _progress(p, job.image.name))
+        loaded, req, result = filled(job)
         _end_progress()
         save_image(job.out, result.image, loaded.alpha, metadata=png_metadata(result, job.image.name))
         if args.json:
@@ -197,7 +230,8 @@ def cmd_inpaint(args) -> int:
                              "hole_pixels": int(np.count_nonzero(req.mask))}))
         else:
             chosen = "".join(f", {k} = {v:g} chosen" for k, v in sorted(result.chosen.items()))
-            _say(f"{job.out}  ({result.timings['total']:.2f} s{chosen})")
+            together = f", {result.timings['batch']:g} together" if result.timings.get("batch", 1) > 1 else ""
+            _say(f"{job.out}  ({result.timings['total']:.2f} s{together}{chosen})")
 
     def fail(job: batch.Job, message: str) -> None:
         _end_progress()

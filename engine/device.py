@@ -74,11 +74,18 @@ def describe(device: torch.device) -> str:
     return f"CPU ({torch.get_num_threads()} threads)"
 
 
-def seeded_noise(shape: tuple[int, ...] | torch.Size, generator: torch.Generator | None, like: torch.Tensor
-                 ) -> torch.Tensor:
+def seeded_noise(shape: tuple[int, ...] | torch.Size, generator, like: torch.Tensor) -> torch.Tensor:
     """Standard normal noise drawn on ``generator``'s device (the CPU for ``torch.Generator()``, and without one),
-    then moved to ``like``'s device and dtype: a seeded CPU generator gives the same noise whatever the device."""
+    then moved to ``like``'s device and dtype: a seeded CPU generator gives the same noise whatever the device.
+
+    ``generator`` may be a list with one generator per batch item (``engine.runner.run_batch``): item i then gets
+    exactly the noise a batch of one would draw from generator i, so a folder filled in batches gives each image
+    the fill it gets alone."""
     import torch
 
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != shape[0]:
+            raise ValueError(f"{len(generator)} generators for a batch of {shape[0]}")
+        return torch.cat([seeded_noise((1, *shape[1:]), g, like) for g in generator])
     device = generator.device if generator is not None else torch.device("cpu")
     return torch.randn(tuple(shape), generator=generator, device=device).to(like.device, like.dtype)

@@ -61,18 +61,55 @@ def run_job(inpainter: Inpainter, request: Request, cancel: CancelToken | None =
     Raises Cancelled (promptly, between previews) when ``cancel`` is set, InpaintError for bad input.
     """
     cancel = cancel or CancelToken()
-    info = inpainter.info
     t0 = now()
     work, plan = _working_request(inpainter, request)
     timings: dict[str, float] = {}
     out = yield from _stream(inpainter.run(work, cancel), cancel, timings, plan)
+    result = _result(inpainter, request, work, plan, out, timings)
+    result.timings["total"] = now() - t0
+    return result
+
+
+def run_batch(inpainter: Inpainter, requests: list[Request], cancel: CancelToken | None = None
+              ) -> Generator[Preview, None, list[Result]]:
+    """``run_job`` for several requests (a CLI folder): those whose working crops share a shape and parameters go
+    through ``Inpainter.run_batch`` together, ``info.batch`` at a time. Previews carry progress only (no
+    image: there is no one hole to show). Each Result's ``timings["total"]`` is its share of the wall time;
+    ``timings["batch"]`` how many were filled together."""
+    cancel = cancel or CancelToken()
+    prepared = [_working_request(inpainter, r) for r in requests]
+    groups: dict[tuple, list[int]] = {}
+    for i, (work, _) in enumerate(prepared):
+        key = (work.image.shape, repr(sorted(work.params.items())), repr(sorted(work.attributes.items())))
+        groups.setdefault(key, []).append(i)
+    results: list[Result | None] = [None] * len(requests)
+    size = max(1, inpainter.info.batch)
+    for members in groups.values():
+        for at in range(0, len(members), size):
+            chunk = members[at:at + size]
+            t0, timings = now(), {}
+            works = [prepared[i][0] for i in chunk]
+            gen = inpainter.run_batch(works, cancel)
+            outs = yield from _stream(gen, cancel, timings, prepared[chunk[0]][1], with_images=False)
+            if not isinstance(outs, list) or len(outs) != len(chunk):
+                raise InpaintError(f"model {inpainter.info.name} returned no images for a batch of {len(chunk)}")
+            share = (now() - t0) / len(chunk)
+            for i, out in zip(chunk, outs):
+                results[i] = _result(inpainter, requests[i], *prepared[i], out,
+                                     dict(timings, total=share, batch=len(chunk)))
+    return results
+
+
+def _result(inpainter: Inpainter, request: Request, work: Request, plan: CropPlan, out: object,
+            timings: dict[str, float]) -> Result:
+    """The model's working-crop output pasted into the request's image (outside the hole: bit-identical)."""
+    info = inpainter.info
     if not isinstance(out, ModelOutput):
         raise InpaintError(f"model {info.name} returned no image")
     if np.asarray(out.image).shape[:2] != work.image.shape[:2]:
         raise InpaintError(f"model {info.name} returned {np.asarray(out.image).shape}, expected "
                            f"{work.image.shape}")
-    image = plan.paste(request.image, np.asarray(out.image), request.mask)  # outside the hole: bit-identical
-    timings["total"] = now() - t0
+    image = plan.paste(request.image, np.asarray(out.image), request.mask)
     return Result(image=image, model=info.name, seed=work.seed, params=work.params, attributes=work.attributes,
                   timings=timings, unet_calls=out.unet_calls, chosen=dict(out.chosen), stats=dict(out.stats),
                   prompt=request.prompt)
@@ -91,7 +128,7 @@ def run_learn(inpainter: Inpainter, request: Request, cancel: CancelToken | None
     return dict(stats, wall=now() - t0)
 
 
-def _stream(gen: Generator, cancel: CancelToken, timings: dict[str, float], plan: CropPlan
+def _stream(gen: Generator, cancel: CancelToken, timings: dict[str, float], plan: CropPlan, with_images: bool = True
             ) -> Generator[Preview, None, object]:
     """Pass on a model's previews mapped onto the image, checking ``cancel`` before each (and at the end), noting
     the first one's time. A GPU out of memory is something the user can fix: it becomes an InpaintError saying how."""
@@ -114,7 +151,7 @@ def _stream(gen: Generator, cancel: CancelToken, timings: dict[str, float], plan
                                "or INPAINT_STUDIO_DEVICE=cpu), or ask for less (frugal: a smaller batch or crop, "
                                "automatic guidance off; Stable Diffusion: no sketch guidance, cfg_scale 1)")
         timings.setdefault("first_preview", now() - t0)
-        yield _on_image(preview, plan)
+        yield _on_image(preview, plan) if with_images else dataclasses.replace(preview, image=None, box=None)
 
 
 def _on_image(preview: Preview, plan: CropPlan) -> Preview:

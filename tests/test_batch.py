@@ -232,3 +232,30 @@ def test_a_checkpoint_with_none_of_the_weights_is_one_error_before_any_image(fol
     lines = err.strip().splitlines()
     assert code == 1 and len(lines) == 1 and lines[0].startswith(f"error: {ckpt / 'diffusion_pytorch_model'}")
     assert "weights are missing" in lines[0] and not (d / "out").exists()
+
+
+def test_a_folder_through_a_batching_model_gives_each_image_its_own_fill(folders, capsys, tmp_path):
+    """--batch N fills N images of a folder together (repaint models batch): every output is the one a batch of one
+    writes, and an image that cannot be used (an empty mask) still fails alone, naming itself."""
+    from engine.diffusion.schedule import NoiseSchedule, ScheduleConfig
+    from engine.ddpm.model import build_unet, save_ddpm
+
+    d, img, msk = folders
+    for i in range(5):
+        save_image(img / f"{i}.png", _image(i))
+        save_mask(msk / f"{i}.png", _mask(on=i != 2))  # 2: an empty mask, found when the batch decodes it
+    ckpt = tmp_path / "ckpt"
+    save_ddpm(ckpt, build_unet(sample_size=8, channels=(8, 8), attention=False, groups=4),
+              NoiseSchedule(ScheduleConfig(100)))
+    common = ("inpaint", "--model", "repaint-ddpm-folder", "--param", f"checkpoint={ckpt}", "--param", "steps=10",
+              "--param", "resamples=2", "--image", img, "--mask", msk)
+    code1, out1, err1 = _run(capsys, *common, "--out", d / "one", "--batch", "1")
+    code3, out3, err3 = _run(capsys, *common, "--out", d / "three", "--batch", "3")
+    assert code1 == code3 == 1
+    assert err1.splitlines()[-1] == err3.splitlines()[-1] == "batch done: 4 written, 1 failed (of 5)"
+    assert f"error: {img / '2.png'}: the mask is empty: paint the area to fill first" in err3.splitlines()
+    assert "3 together" in out3 and "together" not in out1
+    for i in (0, 1, 3, 4):
+        assert np.array_equal(load_image(d / "one" / f"{i}.png").rgb, load_image(d / "three" / f"{i}.png").rgb)
+    code, out, err = _run(capsys, *common, "--out", d / "zero", "--batch", "0")
+    assert code == 2 and err == "error: --batch 0: expected 1 or more images at a time\n"

@@ -18,7 +18,7 @@ from engine.api import CancelToken, Cancelled, InpaintError, Request, drive
 from engine.ddpm.model import CountingUNet, build_unet, load_ddpm, save_ddpm
 from engine.ddpm.pipeline import DEFAULT, FAST
 from engine.diffusion.repaint import RePaintConfig, jump_schedule, repaint, repaint_steps
-from engine.diffusion.samplers import renoise_indices
+from engine.diffusion.samplers import sample
 from engine.diffusion.schedule import NoiseSchedule, ScheduleConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,14 +104,20 @@ def test_resample_levels_put_every_jump_at_the_named_levels():
 
 @pytest.mark.parametrize("t_T", [1000, 250, 50, 7])
 def test_renoise_matches_the_level_gap(t_T):
-    """A jump from level k-1 to k multiplies abar by exactly abar_{tau_k} / abar_{tau_{k-1}} (eq. 2 chained)."""
+    """A jump from level k-1 to k is one draw from q(x_t | x_below) = N(sqrt(r) x, (1 - r) I), r = abar_t /
+    abar_below: the chain of eq. 2 over every beta in between (their product is r), with the right moments."""
     schedule = NoiseSchedule()
     stride = 1000 // t_T
-    for k in range(t_T):
-        idx = list(renoise_indices(k * stride - stride if k else -1, k * stride, 1000, stride))
-        gain = torch.prod(1 - schedule.betas[idx].double())
-        want = schedule.alphas_cumprod[k * stride].double() / schedule.alpha_bar(k * stride - stride).double()
-        assert abs(gain.item() - want.item()) < 1e-5
+    steps = [k * stride for k in range(t_T)]
+    for k in sorted({0, 1, t_T // 2, t_T - 1}):
+        below = steps[k - 1] if k else -1
+        r = (schedule.alpha_bar(steps[k]) / schedule.alpha_bar(below)).double()
+        chained = torch.prod(1 - schedule.betas[below + 1:steps[k] + 1].double())
+        assert abs(chained.item() - r.item()) < 1e-5
+        x = torch.full((1, 1, 200, 200), 0.5)
+        out = drive(sample(None, x, steps, schedule, plan=[("renoise", k)], generator=torch.Generator().manual_seed(k)))
+        assert abs(out.mean().item() - 0.5 * r.sqrt().item()) < 0.01
+        assert abs(out.std().item() - (1 - r).sqrt().item()) < 0.01
 
 
 @pytest.mark.parametrize("mcg", [0.0, 1.0])
@@ -354,3 +360,46 @@ def test_training_runs_data_parallel_under_torchrun_and_resumes(tmp_path):
     assert steps == [1, 2, 3], "one writer (rank 0), resumed at 2"
     assert json.loads((tmp_path / "export" / "training.json").read_text())["ranks"] == 2
     assert load_ddpm(tmp_path / "export").unet.config.block_out_channels[0] == 8
+
+
+def test_traced_unet_gives_the_eager_unets_noise_and_gradient(tmp_path):
+    """DDPM.traced (RePaint's fast path) is the same function as the UNet, forward and backward (MCG needs both)."""
+    save_ddpm(tmp_path, tiny_unet(channels=3, size=16), NoiseSchedule(ScheduleConfig(100)))
+    ddpm = load_ddpm(tmp_path)
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    t = torch.full((2,), 40, dtype=torch.long)
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    eager, traced = ddpm.unet(xa, t).sample, ddpm.traced(xb, t).sample
+    torch.testing.assert_close(traced, eager, rtol=1e-5, atol=1e-5)
+    ga, = torch.autograd.grad(eager.square().sum(), xa)
+    gb, = torch.autograd.grad(traced.square().sum(), xb)
+    torch.testing.assert_close(gb, ga, rtol=1e-4, atol=1e-5)
+    assert len(ddpm._traces) == 1
+    ddpm.traced(x[:1], t[:1])  # another batch size: its own trace, the first is kept
+    assert len(ddpm._traces) == 2
+
+
+def test_a_batch_gives_every_crop_the_fill_it_gets_alone(tmp_path):
+    """run_batch (a CLI folder) stacks same-sized crops through one sampler with a generator per crop: each result
+    is the single job's, pixel for pixel, with its own seed; crops with other parameters go in their own batch."""
+    from engine import registry
+    from engine.runner import run_batch, run_to_end
+
+    save_ddpm(tmp_path, tiny_unet(channels=3, size=16), NoiseSchedule(ScheduleConfig(100)))
+    inp = registry.load("repaint-ddpm-folder")
+    rng = np.random.default_rng(0)
+    params = {"checkpoint": str(tmp_path), "steps": 10, "jump_length": 2, "resamples": 2, "mcg": 1.0}
+    requests = []
+    for i, (h, w) in enumerate([(40, 50), (30, 20), (16, 16), (40, 50)]):  # each crop is the UNet's 16x16
+        mask = np.zeros((h, w), bool)
+        mask[4 + i:12 + i, 5:13] = True
+        requests.append(Request(image=rng.integers(0, 256, (h, w, 3), dtype=np.uint8), mask=mask, seed=7 + i,
+                                params=dict(params, mcg=0.0) if i == 2 else params))
+    previews = []
+    together = drive(run_batch(inp, requests), previews.append)
+    assert previews and all(p.image is None for p in previews)  # progress only: no one hole to show
+    assert [r.timings["batch"] for r in together] == [3, 3, 1, 3]  # the one without MCG had its own batch
+    for req, res in zip(requests, together):
+        alone = run_to_end(inp, req)
+        assert np.array_equal(res.image, alone.image) and res.seed == req.seed
+        assert np.array_equal(res.image[~req.mask], req.image[~req.mask])

@@ -33,7 +33,7 @@ MODELS = [
                     "pixels are re-noised and pasted in at every step. Works on a 28x28 grey crop around the hole.",
         domain="28x28 grey MNIST digits, white on black (other images are filled with digit-like strokes)",
         geometry=Geometry(size=28), params=PARAMS, weights=MNIST_DIR, grey=True,
-        category="digits",
+        category="digits", batch=32,
         on_photo="Paints grey handwritten-digit strokes: made for 28x28 digits, not for photos."),
         factory="engine.ddpm.pipeline:RePaintInpainter", kwargs={"checkpoint": str(MNIST_DIR)}, order=30),
     ModelSpec(ModelInfo(
@@ -44,7 +44,7 @@ MODELS = [
         params=(Param("checkpoint", "folder", "", "Checkpoint",
                       "DDPM checkpoint folder (diffusers layout, safetensors)", remember=True),) + PARAMS,
         weights=None,
-        category="yours",
+        category="yours", batch=4,  # a user's checkpoint may be 256 px and RGB: small batches
         on_photo="Fills with what your DDPM checkpoint was trained on, at its own small size."),
         factory="engine.ddpm.pipeline:RePaintInpainter", order=31),
 ]

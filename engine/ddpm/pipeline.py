@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from engine.api import (CancelToken, Geometry, InpaintError, Inpainter, JobGen, ModelInfo, ModelOutput, Preview,
@@ -60,13 +61,23 @@ class RePaintInpainter(Inpainter):
         return Geometry(size=self.ddpm(params).sample_size)
 
     def run(self, request: Request, cancel: CancelToken) -> JobGen:
+        outs = yield from self._fill([request], cancel, previews=True)
+        return outs[0]
+
+    def run_batch(self, requests: list[Request], cancel: CancelToken):
+        return (yield from self._fill(requests, cancel, previews=False))
+
+    def _fill(self, requests: list[Request], cancel: CancelToken, previews: bool):
+        """One sampler over the stacked crops with a generator per crop (its own seed), so a crop filled in a batch
+        gets the fill it gets alone; previews (the predicted x0) only for a single crop."""
         device = compute_device()
-        ddpm = self.ddpm(request.params, device)
-        image = to_tensor(request.image, device, channels=ddpm.channels)
-        mask = torch.from_numpy(request.mask).float()[None, None].to(device)
-        cfg = config_from_params(request.params)
-        generator = torch.Generator().manual_seed(int(request.seed))
-        steps = repaint_steps(ddpm.unet, ddpm.schedule, image, mask, cfg, generator=generator, cancel=cancel)
-        x = yield from map_yields(steps, lambda s: Preview(step=s.step, total=s.total, image=to_image(s.denoised),
-                                                           message=f"t = {s.t}"))
-        return ModelOutput(to_image(x), unet_calls=cfg.unet_calls)
+        params = requests[0].params
+        ddpm = self.ddpm(params, device)
+        image = torch.cat([to_tensor(r.image, device, channels=ddpm.channels) for r in requests])
+        mask = torch.from_numpy(np.stack([r.mask for r in requests])).float()[:, None].to(device)
+        cfg = config_from_params(params)
+        generators = [torch.Generator().manual_seed(int(r.seed)) for r in requests]
+        steps = repaint_steps(ddpm.traced, ddpm.schedule, image, mask, cfg, generator=generators, cancel=cancel)
+        x = yield from map_yields(steps, lambda s: Preview(
+            step=s.step, total=s.total, image=to_image(s.denoised) if previews else None, message=f"t = {s.t}"))
+        return [ModelOutput(to_image(x[i]), unet_calls=cfg.unet_calls) for i in range(len(requests))]

@@ -77,17 +77,10 @@ def descent(n: int) -> list[Transition]:
     return [("denoise", k) for k in range(n - 1, -1, -1)]
 
 
-def renoise_indices(t_prev: int, t: int, num_train: int, stride: int, beta_index: str = "exact") -> range:
-    """The timesteps s whose beta_s carry the chain up from timestep t_prev (-1: clean) to t.
-
-    "exact": s in (t_prev, t], so prod (1 - beta_s) is exactly abar_t / abar_{t_prev}; "diffusers": s in
-    [t, t + stride), as RePaintScheduler.undo_step (identical when the stride is 1; kept for the equivalence test).
-    """
-    if beta_index == "exact":
-        return range(t_prev + 1, t + 1)
-    if beta_index == "diffusers":
-        return range(t, min(t + stride, num_train))
-    raise ValueError(f"beta_index must be 'exact' or 'diffusers', not {beta_index!r}")
+def diffusers_undo_betas(t: int, num_train: int, stride: int) -> range:
+    """The timesteps whose betas diffusers' RePaintScheduler.undo_step chains from a level up to the next: [t, t +
+    stride) (kept for the equivalence test; the engine's own jump is one exact draw, see ``sample``)."""
+    return range(t, min(t + stride, num_train))
 
 
 @torch.no_grad()
@@ -123,9 +116,16 @@ def sample(denoise: Denoiser, x: torch.Tensor, timesteps: Sequence[int], schedul
         t = timesteps[k]
         t_prev = timesteps[k - 1] if k > 0 else (-1 if final is None else final)
         if kind == "renoise":
-            # q(x_t | x_{t_prev}) = N(sqrt(1 - beta) x, beta I), chained over the betas in between (eq. 2)
-            for s in renoise_indices(timesteps[k - 1] if k > 0 else -1, t, schedule.num_train_timesteps, stride,
-                                     beta_index):
+            below = timesteps[k - 1] if k > 0 else -1
+            if beta_index == "exact":
+                # q(x_t | x_below) = N(sqrt(abar_t / abar_below) x, (1 - abar_t / abar_below) I): the chain of eq. 2
+                # over the betas in between, in one draw (a stride of 50 drew 50 times per jump level)
+                ratio = schedule.alpha_bar(t) / schedule.alpha_bar(below)
+                x = ratio.sqrt() * x + (1 - ratio).sqrt() * seeded_noise(x.shape, generator, x)
+                continue
+            if beta_index != "diffusers":
+                raise ValueError(f"beta_index must be 'exact' or 'diffusers', not {beta_index!r}")
+            for s in diffusers_undo_betas(t, schedule.num_train_timesteps, stride):
                 beta = schedule.betas[s]
                 x = (1 - beta).sqrt() * x + beta.sqrt() * seeded_noise(x.shape, generator, x)
             continue

@@ -46,7 +46,8 @@ MODELS = [
         name="token-mnist", title="Token transformer (MNIST, MaskGIT)", family="token",
         description="A transformer over image tokens (seed 001, variant 1): the hole's 4x4 patches become mask "
                     "tokens, a bidirectional transformer predicts them all at once and MaskGIT decoding keeps the "
-                    "most confident each pass; the tokenizer's decoder paints them. Works on a 28x28 grey crop.",
+                    "most confident each pass; the tokenizer's decoder paints them. Works on a 28x28 grey crop. "
+                    "Under-trained: the digit classifier reads 61 % of its fills (RePaint fast: 83 %).",
         domain=DIGIT_DOMAIN, geometry=Geometry(size=28), params=MASKGIT, weights=MODELS_DIR / "token-mnist",
         grey=True, category="digits", on_photo=DIGIT_PHOTO),
         factory="engine.token.pipeline:TokenInpainter", order=35),
@@ -54,7 +55,7 @@ MODELS = [
         name="token-mnist-ar", title="Token transformer (MNIST, autoregressive)", family="token",
         description="Seed 001's variant 2: an encoder reads the known tokens, a causal decoder writes the hole's "
                     "tokens one by one in reading order, each step told where it writes. Works on a 28x28 grey "
-                    "crop; the preview fills row by row.",
+                    "crop; the preview fills row by row. Under-trained: the digit classifier reads 43 % of its fills.",
         domain=DIGIT_DOMAIN, geometry=Geometry(size=28), params=SAMPLING, weights=MODELS_DIR / "token-mnist-ar",
         grey=True, category="digits", on_photo=DIGIT_PHOTO),
         factory="engine.token.pipeline:TokenInpainter", order=36),
@@ -62,14 +63,16 @@ MODELS = [
         name="token-face", title="Token transformer (faces, MaskGIT)", family="token",
         description="A transformer over 8x8-pixel tokens of a 64x64 face crop (seed 001's geometry, variant 1) "
                     "with MaskGIT decoding. Place the face box over the face (detected automatically) and mask "
-                    "what to repaint; change the seed for another fill.",
+                    "what to repaint; change the seed for another fill. Under-trained: below Telea on held-out "
+                    "portraits (hole PSNR 15.9 dB against 18.7; face-cvae 21.3).",
         domain=FACE_DOMAIN, geometry=FACE_GEOMETRY, params=MASKGIT + GRAIN, weights=MODELS_DIR / "token-face",
         uses_region=True, category="faces", on_photo=FACE_PHOTO),
         factory="engine.token.pipeline:TokenInpainter", order=65, region_detector="engine.face.detect:detect_face"),
     ModelSpec(ModelInfo(
         name="token-face-ar", title="Token transformer (faces, autoregressive)", family="token",
         description="Seed 001's variant 2 on 64x64 face crops: the hole's tokens written one by one in reading "
-                    "order by a causal decoder that sees the known tokens. Place the face box over the face.",
+                    "order by a causal decoder that sees the known tokens. Place the face box over the face. "
+                    "Under-trained: hole PSNR 12.2 dB on held-out portraits (Telea 18.7).",
         domain=FACE_DOMAIN, geometry=FACE_GEOMETRY, params=SAMPLING + GRAIN, weights=MODELS_DIR / "token-face-ar",
         uses_region=True, category="faces", on_photo=FACE_PHOTO),
         factory="engine.token.pipeline:TokenInpainter", order=66, region_detector="engine.face.detect:detect_face"),

@@ -473,3 +473,23 @@ def test_picking_a_model_warms_it_up_on_the_worker(window, qtbot, monkeypatch, d
         window.jobs.probe_device()
     assert window.jobs.job is None and dialogs.errors() == []
 
+
+
+def test_a_token_model_fills_token_by_token_with_the_shipped_weights(window, qtbot, artifacts):
+    """token-face (seed 001) in the real window: the face box is placed on the detected face, the hole fills
+    pass by pass (previews arrive, the last says no token is open), pixels outside the mask stay."""
+    doc = window.doc
+    select_model(window, "token-face")
+    qtbot.waitUntil(lambda: window.session.region_source == "detected", timeout=JOB_TIMEOUT_MS)
+    x0, y0, x1, y1 = window.session.region
+    assert x0 < 230 < x1 and y0 < 165 < y1  # the box is on the face, around the mouth
+    paint_mask(window, (205, 150, 255, 185), size=20)  # the astronaut's mouth
+    mask = doc.mask > 0
+    before = doc.image.copy()
+    steps = []
+    window.jobs.progress.connect(lambda step, total, eta, stage: steps.append((step, total)))
+    item = fill_and_wait(window, qtbot)
+    assert item.model == "token-face" and steps and steps[-1] == (12, 12)  # the default passes, pass by pass
+    assert np.array_equal(item.image[~mask], before[~mask])
+    assert not np.array_equal(item.image[mask], before[mask])
+    screenshot(window, artifacts, "token_fill")
