@@ -39,6 +39,25 @@ def test_patch_reproduces_periodic_texture_better_than_telea(rng):
     assert abs(detail_ratio(out, img, hole) - 1) < 0.3 < abs(detail_ratio(tel, img, hole) - 1)
 
 
+def test_a_structure_crossing_the_hole_is_continued(rng):
+    """A mast through a square hole in a smooth sky (benchmarks/patch_peers.py's rocket case): the fill carries the
+    mast across instead of settling on the flattest source (the masked pyramid: the rim reaches into the hole at
+    the coarse scales); the sky on either side stays sky."""
+    from engine.patch.patchmatch import patch_inpaint
+
+    h, w = 160, 160
+    yy, xx = np.mgrid[0:h, 0:w]
+    sky = 60 + 0.5 * yy + rng.normal(0, 2, (h, w))
+    img = np.where((xx >= 74) & (xx < 86), 220.0, sky)
+    img = np.clip(np.stack([img, img, img * 0.9], -1), 0, 255).astype(np.uint8)
+    hole = np.zeros((h, w), bool)
+    hole[50:110, 50:110] = True
+    out = patch_inpaint(img, hole).astype(float)
+    mast = out[50:110, 76:84, 0].mean()
+    beside = np.r_[out[50:110, 52:70, 0].ravel(), out[50:110, 90:108, 0].ravel()].mean()
+    assert mast > 180 and beside < 130, (mast, beside)
+
+
 def test_pyramid_levels_follow_the_hole_size():
     from engine.patch.patchmatch import auto_levels
 

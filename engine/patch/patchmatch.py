@@ -50,14 +50,19 @@ def resize(a: np.ndarray, size: tuple[int, int], interp: int) -> np.ndarray:
 
 
 def pyramid(image: np.ndarray, hole: np.ndarray, levels: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """[(image, hole)] from fine to coarse; a coarse pixel is a hole if any fine pixel under it is."""
+    """[(image, hole)] from fine to coarse. A coarse pixel averages the known fine pixels of a 4x4 window around
+    its 2x2 cell and is a hole only where that window has none (Philippeau's masked pyramid, as in PyPatchMatch):
+    the hole shrinks by about a pixel a level, so what crosses its rim (a mast, an edge) reaches into it at the
+    coarse scales and the patches refine it. Marking every cell that touches the hole instead let the EM settle on
+    the flattest source: sky across a rocket, a flat patch on a motorbike (docs/patch.md, "Against its peers")."""
     out = [(image.astype(np.float32), hole.astype(bool))]
     for _ in range(levels - 1):
         im, m = out[-1]
         h, w = max(1, im.shape[0] // 2), max(1, im.shape[1] // 2)
-        im2 = resize(im, (w, h), cv2.INTER_AREA)
-        m2 = cv2.resize(m.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA) > 0
-        out.append((im2, m2))
+        known = (~m).astype(np.float32)
+        num = resize(cv2.blur(im * known[..., None], (4, 4)), (w, h), cv2.INTER_AREA)
+        den = cv2.resize(cv2.blur(known, (4, 4)), (w, h), interpolation=cv2.INTER_AREA)
+        out.append(((num / np.maximum(den, 1e-6)[..., None]).astype(np.float32), den < 1e-6))
     return out
 
 
