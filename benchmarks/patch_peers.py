@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -42,6 +40,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.report import write_report  # noqa: E402
 OUT = ROOT / "benchmarks" / "results" / "patch_peers.json"
 PEERS_VENV = ROOT / ".venv-peers"
 PEERS_PACKAGES = ("numpy", "opencv-contrib-python-headless==4.14.0.94", "pypatchmatch==2.2.0")
@@ -81,7 +82,6 @@ def ensure_peers_venv() -> Path:
 
 
 def cases() -> list[dict]:
-    sys.path.insert(0, str(ROOT))
     from benchmarks.frugal_textures import load_texture, regions
     from benchmarks.photo_models import HOLES, PHOTOS, load_photo, make_hole
 
@@ -117,7 +117,6 @@ def main(argv=None) -> int:
     if args.worker:
         worker(args.worker[0], args.worker[1], args.worker[2].split(","))
         return 0
-    sys.path.insert(0, str(ROOT))
     from engine.metrics import hole_metrics
 
     peers = [p for p in PEERS if not any(s and s in p for s in args.skip.split(","))]
@@ -147,13 +146,8 @@ def main(argv=None) -> int:
                                                                                                      1e-6)))),
                                                 "cpu_s": cpu, "wall_s": wall})
     summary = summarise(rows, peers)
-    report = {"rows": rows, "summary": summary, "peers": {"packages": list(PEERS_PACKAGES), "pypatchmatch_patch_size": 3},
-              "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                          "load_average_1m": os.getloadavg()[0]},
-              "command": "python benchmarks/patch_peers.py " + " ".join(argv or sys.argv[1:])}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    report = {"rows": rows, "summary": summary, "peers": {"packages": list(PEERS_PACKAGES), "pypatchmatch_patch_size": 3}}
+    write_report(args.out, report, __file__, argv)
     return 0
 
 

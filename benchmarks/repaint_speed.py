@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.report import write_report  # noqa: E402
 OUT = ROOT / "benchmarks" / "results" / "repaint_speed.json"
 
 
@@ -122,12 +123,8 @@ def main(argv=None) -> int:
     print(f"throughput, batched / one at a time: {ratio:.2f}x; identical outputs: "
           f"{rows[1]['identical_to_one_at_a_time']}")
     report = {"one_digit": single, "folder": rows, "folder_throughput_ratio": round(ratio, 2),
-              "threads": args.threads, "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                                                   "load_average_1m": os.getloadavg()[0]},
-              "command": "python benchmarks/repaint_speed.py " + " ".join(argv or sys.argv[1:])}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+              "threads": args.threads}
+    write_report(args.out, report, __file__, argv)
     return 0
 
 

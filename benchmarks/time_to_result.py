@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -34,6 +33,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.report import write_report  # noqa: E402
 OUT = ROOT / "benchmarks" / "results" / "time_to_result.json"
 
 PHOTO = ("photo 512, 128 px hole", "photo 512, 100 px hole", "photo 12 MP, 100 px hole",
@@ -142,13 +143,8 @@ def main(argv=None) -> int:
         print("\n12 MP / 512 px, same 100 px hole (warm result):")
         for model, q in sorted(ratios.items()):
             print(f"  {model:<18}{q:5.2f}x")
-    report = {"rows": rows, "ratio_12mp_over_512": ratios, "threads": args.threads,
-              "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                          "load_average_1m": os.getloadavg()[0]},
-              "command": "python benchmarks/time_to_result.py " + " ".join(argv or sys.argv[1:])}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    report = {"rows": rows, "ratio_12mp_over_512": ratios, "threads": args.threads}
+    write_report(args.out, report, __file__, argv)
     return 0
 
 

@@ -14,8 +14,10 @@ centre whose patch overlaps the hole and W_{p + phi(p)} a patch lying entirely i
   it propose, weights exp(-d^2 / (2 s^2)) with s the 75th percentile of the distances (Wexler Eq. 5, Newson
   Eq. 6); on the finest scale the final pass keeps the single best-matching proposal instead (Newson Sec. 2.4),
   which avoids the blur of averaging.
-Coarse to fine: a Gaussian-like pyramid (area downsampling) whose coarsest hole is about two patches wide; the
-coarsest hole is initialised by Telea's fast marching; each finer level starts from the upsampled NNF.
+Coarse to fine: a masked pyramid (each coarse pixel averages the known pixels around it, so the hole shrinks a
+pixel a level and the rim's structures reach into it; see ``pyramid``) with as many levels as make the original
+hole about two patches wide at the coarsest; what is left of the hole there is initialised by Telea's fast
+marching; each finer level starts from the upsampled NNF.
 """
 from __future__ import annotations
 
