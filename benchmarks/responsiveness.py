@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# its own autosave folder: a run that was killed must not leave a "recover your work?" question for the next one
+os.environ.setdefault("INPAINT_STUDIO_AUTOSAVE", tempfile.mkdtemp(prefix="inpaint-bench-autosave-"))
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -36,9 +38,14 @@ import numpy as np  # noqa: E402
 
 from editor.app import make_app  # noqa: E402  (imports editor first: its PySide6 work-around)
 from PySide6.QtCore import QElapsedTimer, QEventLoop, QTimer  # noqa: E402
+from PySide6.QtWidgets import QMessageBox  # noqa: E402
 
 from tests.editor.helpers import drag, paint_mask  # noqa: E402
 from tests.fake_models import register_fake_models  # noqa: E402
+
+# the run answers the editor's questions itself ("Keep your work?" on closing a painted-on window): a box nobody
+# clicks would wait forever
+QMessageBox.question = staticmethod(lambda *args, **kwargs: QMessageBox.Discard)
 
 TICK_MS = 5
 TARGETS = {"lateness_p99_ms": 30.0, "first_preview_ms": 300.0, "toggle_ms": 50.0}
@@ -113,7 +120,9 @@ def every_model(app, win, probe: LatenessProbe, seconds: float) -> tuple[dict[st
 
     errors: list[str] = []
     win.error = lambda title, message: errors.append(message)  # recorded, not a modal box nobody closes
-    win.ask = lambda title, text, choices, default: "Fill anyway"  # digit models on a photo: the user insists
+    from editor import dialogs
+
+    dialogs.ask = lambda parent, title, text, choices, default: "Fill anyway"  # a digit model on a photo: go on
     out = {}
     for info in registry.all_models():
         if info.category == "yours" or info.name.startswith("test-") or not info.weights_present:
