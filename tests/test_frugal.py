@@ -424,9 +424,18 @@ def test_a_strongly_noised_draft_is_drafted_at_half_size(rng):
     assert sides[COARSE_DRAFT] == ((ry1 - ry0) // 2, (rx1 - rx0) // 2)
 
 
-def test_a_hole_too_big_to_draft_is_filled_from_noise_with_a_message(rng):
+def test_a_hole_too_big_to_draft_is_filled_from_noise_with_a_message(rng, monkeypatch):
+    """When the patch method refuses the draft (no fully known patch at some scale: since its masked pyramid, only a
+    band thinner than a patch), frugal says so and denoises from noise."""
+    import engine.frugal.pipeline as frugal_pipeline
+
+    def refuses(*args, **kwargs):
+        raise ValueError("no fully known patch to copy from: the hole covers too much of the image")
+        yield  # a generator, like inpaint_iter
+
+    monkeypatch.setattr(frugal_pipeline, "inpaint_iter", refuses)
     img, hole = _texture(rng, 128, 128), np.zeros((128, 128), bool)
-    hole[10:118, 10:118] = True  # a 10 px known band: 8 px crops to learn from, too thin for patches at coarse scales
+    hole[10:118, 10:118] = True  # a 10 px known band: 8 px crops to learn from
     previews = []
     res = drive(run_job(registry.load("frugal"), Request(image=img, mask=hole, params=TINY)), previews.append)
     said = [p.message for p in previews if p.stage == "draft"]

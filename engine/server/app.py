@@ -165,12 +165,13 @@ async def _follow(ws: WebSocket, queue: JobQueue, job: Job) -> None:
     loop = asyncio.get_running_loop()
     while True:
         version = await asyncio.to_thread(queue.wait, job, version, 1.0)
-        await ws.send_json({"type": "status", **job.status(), "position": queue.position(job)})
+        status = job.status()  # one snapshot: the job may end while this runs, and the client must see it end
+        await ws.send_json({"type": "status", **status, "position": queue.position(job)})
         now = loop.time()
         if job.preview is not None and job.preview is not shown and now - last_sent >= 1 / wire.PREVIEW_FPS:
             shown, last_sent = job.preview, now
             await ws.send_json(wire.preview_event(shown))
-        if job.state in TERMINAL:
+        if status["state"] in TERMINAL:
             await ws.close()
             return
 
