@@ -10,6 +10,9 @@ wrap averages them with ``average_gradients`` after ``broadcast``), draw their b
 their own ``shard`` of the data with a rank-specific seed, write checkpoints, grids and logs only where
 ``is_main``, and decide to stop together (``any_rank``: a wall-clock budget must not stop one rank before the others,
 which would leave them waiting in an all-reduce). Alone, every function is a no-op and nothing is imported.
+
+Every such script also takes its command line from its config dataclass (``parse_config``) and, where it has one,
+the same learning-rate schedule (``lr_at``: linear warm-up, cosine decay to 10 %).
 """
 from __future__ import annotations
 
@@ -122,3 +125,34 @@ def teardown(d: Dist) -> None:
 
         dist.barrier()
         dist.destroy_process_group()
+
+
+def lr_at(step: int, total: int, base: float, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to 10 % of ``base`` at ``total``."""
+    import math
+
+    warm = min(1.0, (step + 1) / max(1, warmup))
+    return base * warm * (0.55 + 0.45 * math.cos(math.pi * min(1.0, step / max(1, total))))
+
+
+def parse_config(cls, argv=None, doc: str = ""):
+    """(config dataclass from --flags named like its fields, resume?): ``--no-resume`` starts afresh."""
+    import argparse
+    import dataclasses
+
+    p = argparse.ArgumentParser(description=doc.split("\n")[0])
+    sequences = {}
+    for f in dataclasses.fields(cls):
+        default = f.default_factory() if callable(f.default_factory) else f.default
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(default, bool):
+            p.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes", "on"), default=default)
+        elif isinstance(default, (tuple, list)):  # e.g. channel widths: --channels 32 64 64
+            sequences[f.name] = type(default)
+            p.add_argument(flag, type=int, nargs="+", default=default)
+        else:
+            p.add_argument(flag, type=type(default), default=default)
+    p.add_argument("--no-resume", action="store_true", help="start fresh even if --out holds a checkpoint")
+    a = vars(p.parse_args(argv))
+    no_resume = a.pop("no_resume")
+    return cls(**{k: sequences[k](v) if k in sequences else v for k, v in a.items()}), not no_resume

@@ -15,7 +15,6 @@ each rank its own shard of MNIST, gradients averaged, only rank 0 writes), e.g. 
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import math
@@ -168,9 +167,8 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
         t = torch.randint(0, cfg.num_train_timesteps, (cfg.batch_size,), device=device)
         noise = torch.randn_like(x0)
         x_t = schedule.q_sample(x0, t, noise)  # eq. 4
-        for group in opt.param_groups:  # linear warm-up, then cosine decay to 10 % over max_steps
-            warm = min(1.0, (step + 1) / max(1, cfg.warmup))
-            group["lr"] = cfg.lr * warm * (0.55 + 0.45 * math.cos(math.pi * min(1.0, step / cfg.max_steps)))
+        for group in opt.param_groups:
+            group["lr"] = distributed.lr_at(step, cfg.max_steps, cfg.lr, cfg.warmup)
         with torch.autocast("cuda", torch.bfloat16, enabled=use_bf16):
             eps = model(x_t, t).sample
         loss = F.mse_loss(eps.float(), noise)  # L_simple, eq. 14
@@ -215,25 +213,8 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
     return run / "export"
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    for name, f in TrainConfig.__dataclass_fields__.items():
-        default = f.default_factory() if callable(f.default_factory) else f.default
-        flag = "--" + name.replace("_", "-")
-        if isinstance(default, bool):
-            p.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes", "on"), default=default)
-        elif isinstance(default, list):
-            p.add_argument(flag, type=int, nargs="+", default=default)
-        else:
-            p.add_argument(flag, type=type(default), default=default)
-    p.add_argument("--no-resume", action="store_true", help="start fresh even if --out holds a checkpoint")
-    a = vars(p.parse_args(argv))
-    no_resume = a.pop("no_resume")
-    return TrainConfig(**a), not no_resume
-
-
 def main(argv: list[str] | None = None) -> None:
-    cfg, resume = parse_args(argv)
+    cfg, resume = distributed.parse_config(TrainConfig, argv, __doc__)
     train(cfg, resume=resume)
 
 

@@ -83,32 +83,3 @@ def load_checkpoint(run, model, opt, name: str = "ckpt") -> tuple[int, float, fl
 
     meta = load_training_state(Path(run) / name, {"model": model}, {"opt": opt})
     return int(meta["step"]), float(meta.get("elapsed_s", 0.0)), float(meta.get("cpu_s", 0.0))
-
-
-def lr_at(step: int, total: int, base: float, warmup: int) -> float:
-    """Linear warm-up, then cosine decay to 10 % of ``base`` at ``total``."""
-    import math
-
-    warm = min(1.0, (step + 1) / max(1, warmup))
-    return base * warm * (0.55 + 0.45 * math.cos(math.pi * min(1.0, step / max(1, total))))
-
-
-def parse_config(cls, argv=None, doc: str = ""):
-    """(config dataclass from --flags named like its fields, resume?): ``--no-resume`` starts afresh."""
-    import argparse
-    import dataclasses
-
-    p = argparse.ArgumentParser(description=doc.split("\n")[0])
-    for f in dataclasses.fields(cls):
-        default = f.default_factory() if callable(f.default_factory) else f.default
-        flag = "--" + f.name.replace("_", "-")
-        if isinstance(default, bool):
-            p.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes", "on"), default=default)
-        elif isinstance(default, tuple):
-            p.add_argument(flag, type=int, nargs="+", default=default)
-        else:
-            p.add_argument(flag, type=type(default), default=default)
-    p.add_argument("--no-resume", action="store_true", help="start fresh even if --out holds a checkpoint")
-    a = vars(p.parse_args(argv))
-    no_resume = a.pop("no_resume")
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in a.items()}), not no_resume

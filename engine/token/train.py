@@ -192,7 +192,7 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
         masked = training_masks(rng, cfg.batch_size, tc.grid, tc.patch, cfg.variant == "autoregressive")[0]
         masked = torch.from_numpy(masked.reshape(cfg.batch_size, -1)).to(device)
         for group in opt.param_groups:
-            group["lr"] = D.lr_at(step, cfg.steps, cfg.lr, cfg.warmup)
+            group["lr"] = distributed.lr_at(step, cfg.steps, cfg.lr, cfg.warmup)
         with torch.autocast(device.type, torch.bfloat16, enabled=cfg.bf16):
             loss, acc = batch_loss(model, mc, ids, masked, cfg.label_smoothing)
         opt.zero_grad(set_to_none=True)
@@ -243,7 +243,7 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    cfg, resume = D.parse_config(TrainConfig, argv, __doc__)
+    cfg, resume = distributed.parse_config(TrainConfig, argv, __doc__)
     train(cfg, resume=resume)
 
 

@@ -189,7 +189,7 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
         h = torch.from_numpy(holes).float()[:, None].to(device)
         adversarial = disc is not None and step >= cfg.gan_start
         for group in opt.param_groups:
-            group["lr"] = cfg.gan_lr if adversarial else D.lr_at(step, cfg.steps, cfg.lr, cfg.warmup)
+            group["lr"] = cfg.gan_lr if adversarial else distributed.lr_at(step, cfg.steps, cfg.lr, cfg.warmup)
         with torch.autocast(device.type, torch.bfloat16, enabled=cfg.bf16):
             y = model(x, h)
         w = h + cfg.known_weight * (1 - h)
@@ -250,7 +250,7 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    cfg, resume = D.parse_config(TrainConfig, argv, __doc__)
+    cfg, resume = distributed.parse_config(TrainConfig, argv, __doc__)
     train(cfg, resume=resume)
 
 
