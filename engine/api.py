@@ -271,7 +271,7 @@ class ModelInfo:
     category: str = "photos"  # the picker's group: "photos", "faces", "digits", or "yours" (the user's own models)
     on_photo: str = ""  # one plain sentence: what it does on an ordinary photo (the picker shows it)
     outpaint: bool = False  # can fill a border it has no content beyond (the editor's Expand canvas needs it)
-    batch: int = 1  # how many same-sized working crops one run fills together (the CLI's folders; 1: one at a time)
+    batch: int = 1  # how many images of a CLI folder it fills together by default (1: one at a time)
 
     @property
     def resolution(self) -> int | None:

@@ -72,9 +72,9 @@ def run_job(inpainter: Inpainter, request: Request, cancel: CancelToken | None =
 
 def run_batch(inpainter: Inpainter, requests: list[Request], cancel: CancelToken | None = None
               ) -> Generator[Preview, None, list[Result]]:
-    """``run_job`` for several requests (a CLI folder): those whose working crops share a shape and parameters go
-    through ``Inpainter.run_batch`` together, ``info.batch`` at a time. Previews carry progress only (no
-    image: there is no one hole to show). Each Result's ``timings["total"]`` is its share of the wall time;
+    """``run_job`` for several requests (a CLI folder; the caller decides how many): those whose working crops
+    share a shape and parameters go through one ``Inpainter.run_batch``. Previews carry progress only (no image:
+    there is no one hole to show). Each Result's ``timings["total"]`` is its share of the wall time;
     ``timings["batch"]`` how many were filled together."""
     cancel = cancel or CancelToken()
     prepared = [_working_request(inpainter, r) for r in requests]
@@ -83,20 +83,16 @@ def run_batch(inpainter: Inpainter, requests: list[Request], cancel: CancelToken
         key = (work.image.shape, repr(sorted(work.params.items())), repr(sorted(work.attributes.items())))
         groups.setdefault(key, []).append(i)
     results: list[Result | None] = [None] * len(requests)
-    size = max(1, inpainter.info.batch)
     for members in groups.values():
-        for at in range(0, len(members), size):
-            chunk = members[at:at + size]
-            t0, timings = now(), {}
-            works = [prepared[i][0] for i in chunk]
-            gen = inpainter.run_batch(works, cancel)
-            outs = yield from _stream(gen, cancel, timings, prepared[chunk[0]][1], with_images=False)
-            if not isinstance(outs, list) or len(outs) != len(chunk):
-                raise InpaintError(f"model {inpainter.info.name} returned no images for a batch of {len(chunk)}")
-            share = (now() - t0) / len(chunk)
-            for i, out in zip(chunk, outs):
-                results[i] = _result(inpainter, requests[i], *prepared[i], out,
-                                     dict(timings, total=share, batch=len(chunk)))
+        t0, timings = now(), {}
+        gen = inpainter.run_batch([prepared[i][0] for i in members], cancel)
+        outs = yield from _stream(gen, cancel, timings, prepared[members[0]][1], with_images=False)
+        if not isinstance(outs, list) or len(outs) != len(members):
+            raise InpaintError(f"model {inpainter.info.name} returned no images for a batch of {len(members)}")
+        share = (now() - t0) / len(members)
+        for i, out in zip(members, outs):
+            results[i] = _result(inpainter, requests[i], *prepared[i], out,
+                                 dict(timings, total=share, batch=len(members)))
     return results
 
 
