@@ -403,3 +403,73 @@ def test_a_batch_gives_every_crop_the_fill_it_gets_alone(tmp_path):
         alone = run_to_end(inp, req)
         assert np.array_equal(res.image, alone.image) and res.seed == req.seed
         assert np.array_equal(res.image[~req.mask], req.image[~req.mask])
+
+
+UNET2D_CONFIGS = {
+    "shipped": json.loads((ROOT / "resources/models/ddpm-mnist/config.json").read_text()),
+    "google-ddpm-like": dict(sample_size=16, in_channels=3, out_channels=3, block_out_channels=[8, 16, 16],
+                             layers_per_block=2, norm_num_groups=4, attention_head_dim=None, flip_sin_to_cos=False,
+                             freq_shift=1, down_block_types=["DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"],
+                             up_block_types=["AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"]),
+    "scale-shift": dict(sample_size=8, in_channels=1, out_channels=1, block_out_channels=[8, 16], layers_per_block=1,
+                        norm_num_groups=4, attention_head_dim=4, resnet_time_scale_shift="scale_shift",
+                        mid_block_scale_factor=1.414, downsample_padding=0,
+                        down_block_types=["DownBlock2D", "AttnDownBlock2D"], up_block_types=["AttnUpBlock2D", "UpBlock2D"]),
+}
+
+
+@pytest.mark.parametrize("name", list(UNET2D_CONFIGS))
+def test_own_unet2d_is_diffusers_unet2dmodel(name):
+    """engine.ddpm.unet2d builds diffusers' UNet2DModel from its config: the same parameter names (a strict load of
+    diffusers' state dict) and the same noise prediction, also with attention weights under their pre-0.14 names."""
+    from diffusers import UNet2DModel
+
+    from engine.ddpm.unet2d import UNet2D, UNet2DConfig, load_state, unsupported
+
+    cfg = UNET2D_CONFIGS[name]
+    assert unsupported(cfg) is None
+    torch.manual_seed(0)
+    ref = UNet2DModel(**{k: v for k, v in cfg.items() if not k.startswith("_")}).eval()
+    for p in ref.parameters():  # diffusers zero-initialises some layers: make every weight count
+        p.data.normal_(0, 0.2)
+    ours = UNet2D(UNet2DConfig.from_dict(cfg)).eval()
+    load_state(ours, ref.state_dict())
+    size = cfg["sample_size"]
+    x, t = torch.randn(2, cfg["in_channels"], size, size), torch.tensor([10, 700])
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x, t).sample, ref(x, t).sample, rtol=1e-4, atol=1e-5)
+    old = {k.replace(".to_q.", ".query.").replace(".to_k.", ".key.").replace(".to_v.", ".value.")
+           .replace(".to_out.0.", ".proj_attn."): v for k, v in ref.state_dict().items()}
+    again = UNet2D(UNet2DConfig.from_dict(cfg)).eval()
+    load_state(again, old)
+    with torch.no_grad():
+        torch.testing.assert_close(again(x, t).sample, ours(x, t).sample)
+
+
+def test_a_unet2dmodel_config_beyond_the_own_unet_loads_through_diffusers(tmp_path):
+    from diffusers import UNet2DModel
+
+    from engine.ddpm.unet2d import unsupported
+
+    net = UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 8), layers_per_block=1,
+                      norm_num_groups=4, down_block_types=("DownBlock2D", "DownBlock2D"),
+                      up_block_types=("UpBlock2D", "UpBlock2D"), num_class_embeds=3)
+    assert "class conditioning" in unsupported(dict(net.config))
+    save_ddpm(tmp_path, net, NoiseSchedule(ScheduleConfig(100)))
+    assert type(load_ddpm(tmp_path).unet).__name__ == "UNet2DModel"
+
+
+def test_repaint_mnist_fills_without_importing_diffusers():
+    """The shipped DDPM is the project's own UNet2D: a RePaint fill does not import diffusers (whose import pulls
+    transformers and torch._dynamo: seconds of start-up for nothing)."""
+    code = ("import sys, numpy as np\n"
+            "from engine import registry\n"
+            "from engine.api import Request\n"
+            "from engine.runner import run_to_end\n"
+            "m = np.zeros((28, 28), bool); m[14:] = True\n"
+            "out = run_to_end(registry.load('repaint-mnist'), Request(np.zeros((28, 28, 3), np.uint8), m, seed=0,\n"
+            "                 params={'steps': 10, 'jump_length': 1, 'resamples': 1, 'mcg': 0.0}))\n"
+            "assert out.image.shape == (28, 28, 3)\n"
+            "heavy = sorted({n.split('.')[0] for n in sys.modules} & {'diffusers', 'transformers'})\n"
+            "assert not heavy, heavy\n")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

@@ -2,15 +2,16 @@
 
 Two denoisers ``eps_theta(x_t, t)`` are available (both predict the noise, Ho et al. 2020 eq. 11/14):
 
-- ``"diffusers"``: diffusers' ``UNet2DModel`` with a small config (the shipped default: every diffusers DDPM
-  checkpoint then loads the same way, and forward hooks see the same module names).
+- ``"unet2d"``: ``engine.ddpm.unet2d.UNet2D``, the DDPM UNet in diffusers' ``UNet2DModel`` layout (config and
+  parameter names), written here, with a small config (the shipped default: every diffusers DDPM checkpoint loads
+  the same way, and forward hooks see the same module names; diffusers itself is not imported).
 - ``"compact"``: the project's own compact UNet after the seed paper (Zagreb, 000): residual blocks of
   depthwise-separable convolutions (MobileNet style) with GroupNorm and a time-embedding MLP whose output is added
   to the features. Kept for the comparison in docs/ddpm.md.
 
 Checkpoint folder layout (what ``save_pretrained`` writes and ``load_ddpm`` reads):
 
-    config.json                          the UNet config (diffusers' own for UNet2DModel)
+    config.json                          the UNet config (diffusers' UNet2DModel config)
     diffusion_pytorch_model.safetensors  the weights (EMA weights for trained models)
     scheduler_config.json                the beta schedule (diffusers DDPMScheduler format)
 
@@ -20,7 +21,6 @@ and only safetensors: a mistyped path is "no such folder", never a download, and
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +29,8 @@ from torch import nn
 import torch.nn.functional as F
 
 from engine.api import InpaintError
+from engine.atomic import write_atomic_path
+from engine.ddpm.unet2d import UNet2D, UNet2DConfig, _Output, load_state, timestep_embedding, unsupported
 from engine.diffusion.schedule import NoiseSchedule, ScheduleConfig
 from engine.weights import load_pretrained, save_pretrained
 
@@ -39,9 +41,10 @@ SCHEDULER_NAME = "scheduler_config.json"
 # ----------------------------------------------------------------------------------------------------------------
 # Networks
 # ----------------------------------------------------------------------------------------------------------------
-def diffusers_unet_config(sample_size: int = 28, channels: tuple[int, ...] = (32, 64, 64), layers_per_block: int = 1,
+def unet2d_config(sample_size: int = 28, channels: tuple[int, ...] = (32, 64, 64), layers_per_block: int = 1,
                           attention: bool = True, groups: int = 8) -> dict:
-    """A small UNet2DModel config for 1-channel images; attention only at the lowest resolution."""
+    """A small UNet2DModel config (as a dict, diffusers' field names) for 1-channel images; attention only at the
+    lowest resolution."""
     n = len(channels)
     down = ["DownBlock2D"] * n
     up = ["UpBlock2D"] * n
@@ -53,10 +56,8 @@ def diffusers_unet_config(sample_size: int = 28, channels: tuple[int, ...] = (32
                 add_attention=attention)
 
 
-def build_diffusers_unet(**kwargs) -> nn.Module:
-    from diffusers import UNet2DModel
-
-    return UNet2DModel(**diffusers_unet_config(**kwargs))
+def build_unet2d(**kwargs) -> UNet2D:
+    return UNet2D(UNet2DConfig.from_dict(unet2d_config(**kwargs)))
 
 
 @dataclass
@@ -71,21 +72,6 @@ class CompactUNetConfig:
     layers_per_block: int = 2
     time_embedding_dim: int = 128
     norm_num_groups: int = 8
-
-
-class _Output:
-    """Mimics diffusers' ``UNet2DOutput`` so samplers call every network as ``net(x, t).sample``."""
-
-    def __init__(self, sample: torch.Tensor) -> None:
-        self.sample = sample
-
-
-def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
-    """Sinusoidal position embedding of the timestep (Vaswani et al. 2017, as in Ho et al. 2020)."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
-    args = t.float()[:, None] * freqs[None]
-    return torch.cat([torch.cos(args), torch.sin(args)], dim=1)
 
 
 class SepConv(nn.Module):
@@ -161,7 +147,7 @@ class CompactUNet(nn.Module):
         if not torch.is_tensor(t):
             t = torch.tensor([t], device=x.device)
         t = t.reshape(-1).expand(x.shape[0]) if t.numel() == 1 else t
-        temb = self.time_mlp(timestep_embedding(t, self.config.block_out_channels[0]).to(x.dtype))
+        temb = self.time_mlp(timestep_embedding(t, self.config.block_out_channels[0], True, 0).to(x.dtype))
         L, n = self.config.layers_per_block, len(self.config.block_out_channels)
         h = self.conv_in(x)
         hs = [h]
@@ -193,12 +179,12 @@ class CompactUNet(nn.Module):
         return load_pretrained(folder, cls, CompactUNetConfig, weights_name=WEIGHTS_NAME)[0]
 
 
-def build_unet(arch: str = "diffusers", **kwargs) -> nn.Module:
-    if arch == "diffusers":
-        return build_diffusers_unet(**kwargs)
+def build_unet(arch: str = "unet2d", **kwargs) -> nn.Module:
+    if arch == "unet2d":
+        return build_unet2d(**kwargs)
     if arch == "compact":
         return CompactUNet(CompactUNetConfig(**kwargs))
-    raise ValueError(f"unknown arch {arch!r} (diffusers | compact)")
+    raise ValueError(f"unknown arch {arch!r} (unet2d | compact)")
 
 
 def count_params(net: nn.Module) -> int:
@@ -238,10 +224,10 @@ class DDPM:
 
     def traced(self, x: torch.Tensor, t: torch.Tensor) -> _Output:
         """``unet(x, t)`` through a TorchScript trace of the UNet for this input shape (traced once, ~0.5 s): the
-        same arithmetic without diffusers' Python in every module, which dominates at batch 1 on a CPU (MNIST UNet,
-        one thread: forward 14 -> 8 ms, forward + backward 29 -> 23 ms; torch.export's module: no gain;
-        docs/ddpm.md "Speed"). Autograd runs through it (MCG). Forward hooks on the UNet's modules do not fire: the
-        sketch family calls ``unet`` itself."""
+        same arithmetic without the Python of every module, which dominates at batch 1 on a CPU (MNIST UNet, one
+        thread, measured on diffusers' class: forward 14 -> 8 ms, forward + backward 29 -> 23 ms; torch.export's
+        module: no gain; docs/ddpm.md "Speed"). Autograd runs through it (MCG). Forward hooks on the UNet's modules
+        do not fire: the sketch family calls ``unet`` itself."""
         key = (tuple(x.shape), x.dtype, x.device)
         fn = self._traces.get(key)
         if fn is None:
@@ -249,7 +235,7 @@ class DDPM:
 
             plain = _Positional(self.unet)
             with warnings.catch_warnings(), torch.no_grad():
-                warnings.simplefilter("ignore", torch.jit.TracerWarning)  # diffusers' shape asserts, constant here
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks, constant for one shape
                 warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit's; torch.export is no faster here
                 try:
                     fn = torch.jit.trace(plain, (x.detach(), t), check_trace=False)
@@ -271,9 +257,16 @@ def save_ddpm(folder: str | Path, unet: nn.Module, schedule: NoiseSchedule, extr
     """Write ``unet`` (config.json + safetensors) and ``scheduler_config.json``; ``extra`` goes to training.json."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    if isinstance(unet, CompactUNet):
+    if isinstance(unet, UNet2D):
+        from safetensors.torch import save_file
+
+        state = {k: v.detach().cpu().contiguous() for k, v in unet.state_dict().items()}
+        write_atomic_path(folder / WEIGHTS_NAME, lambda p: save_file(state, str(p)))
+        write_atomic_path(folder / "config.json",
+                          lambda p: p.write_text(json.dumps(unet.config.to_dict(), indent=2) + "\n"))
+    elif isinstance(unet, CompactUNet):
         unet.save_pretrained(folder)
-    else:
+    else:  # a diffusers UNet2DModel (a folder whose config only diffusers builds)
         unet.save_pretrained(folder, safe_serialization=True)
     (folder / SCHEDULER_NAME).write_text(json.dumps(schedule.to_json(), indent=2))
     if extra is not None:
@@ -302,8 +295,10 @@ def load_ddpm(path: str | Path, device: str | torch.device = "cpu") -> DDPM:
     cfg = _read_json(unet_dir / "config.json")
     if cfg.get("_class_name") == "CompactUNet":
         unet: nn.Module = CompactUNet.from_pretrained(unet_dir)
+    elif unsupported(cfg) is None:
+        unet = _load_own_unet2d(unet_dir, cfg)
     else:
-        unet = _load_unet2d(unet_dir)
+        unet = _load_diffusers_unet2d(unet_dir)
     try:
         schedule = NoiseSchedule(ScheduleConfig.from_dict(sched_cfg))
     except (TypeError, ValueError) as exc:
@@ -321,9 +316,35 @@ def _read_json(path: Path) -> dict:
     return data
 
 
-def _load_unet2d(folder: Path) -> nn.Module:
-    """diffusers' UNet2DModel from safetensors only; weights that leave any parameter unfilled are refused (diffusers
-    would otherwise start those at random and only warn)."""
+def _load_own_unet2d(folder: Path, cfg: dict) -> UNet2D:
+    """A UNet2DModel folder as ``UNet2D``; weights that do not fill it exactly are one InpaintError line."""
+    from safetensors.torch import load_file
+
+    path = folder / WEIGHTS_NAME
+    if not path.is_file():
+        raise InpaintError(f"{folder}: {WEIGHTS_NAME} is missing (only safetensors weights are read)")
+    try:
+        unet = UNet2D(UNet2DConfig.from_dict(cfg))
+    except (TypeError, ValueError, RuntimeError) as exc:  # values of the right name that make no network
+        raise InpaintError(f"{folder / 'config.json'}: no UNet can be built from it ({exc})") from None
+    try:
+        state = load_file(str(path))
+    except Exception as exc:  # truncated, or not safetensors at all
+        raise InpaintError(f"{path}: not a readable safetensors file ({str(exc).strip()[:200]})") from None
+    try:
+        load_state(unet, state)
+    except RuntimeError as exc:
+        missing = [k for k in unet.state_dict() if k not in state]
+        why = f"{len(missing)} of the UNet's weights are missing (e.g. {missing[0]})" if missing else \
+            str(exc).strip().splitlines()[0][:200]
+        raise InpaintError(f"{path}: {why}: not this UNet's checkpoint") from None
+    return unet
+
+
+def _load_diffusers_unet2d(folder: Path) -> nn.Module:
+    """A UNet2DModel config beyond what ``UNet2D`` builds (``engine.ddpm.unet2d.unsupported``), through diffusers,
+    from safetensors only; weights that leave any parameter unfilled are refused (diffusers would otherwise start
+    those at random and only warn)."""
     from diffusers import UNet2DModel
 
     if not (folder / WEIGHTS_NAME).is_file():

@@ -39,10 +39,10 @@ from engine.weights import load_training_state, save_training_state
 @dataclass
 class TrainConfig:
     out: str = "runs/ddpm-mnist"
-    arch: str = "diffusers"  # diffusers (UNet2DModel) | compact (own depthwise-separable UNet)
+    arch: str = "unet2d"  # unet2d (engine.ddpm.unet2d, diffusers' UNet2DModel layout) | compact (depthwise-separable)
     channels: list[int] = field(default_factory=lambda: [16, 32, 64])
     layers_per_block: int = 1
-    attention: bool = True  # diffusers arch only: self-attention at the lowest resolution
+    attention: bool = True  # unet2d only: self-attention at the lowest resolution
     beta_schedule: str = "linear"  # linear | squaredcos_cap_v2 (cosine)
     num_train_timesteps: int = 1000
     batch_size: int = 32
@@ -65,8 +65,8 @@ class TrainConfig:
 
 
 def build_model(cfg: TrainConfig) -> torch.nn.Module:
-    if cfg.arch == "diffusers":
-        return build_unet("diffusers", channels=tuple(cfg.channels), layers_per_block=cfg.layers_per_block,
+    if cfg.arch == "unet2d":
+        return build_unet("unet2d", channels=tuple(cfg.channels), layers_per_block=cfg.layers_per_block,
                           attention=cfg.attention)
     return build_unet("compact", block_out_channels=list(cfg.channels), layers_per_block=cfg.layers_per_block)
 
