@@ -108,3 +108,29 @@ def test_odd_sized_image(rng):
     hole[30:50, 40:70] = True
     out = patch_inpaint(img, hole, PatchConfig(em_iters=2, pm_iters=2))
     assert out.shape == img.shape and np.array_equal(out[~hole], img[~hole])
+
+
+def test_a_hole_longer_than_max_hole_is_refined_at_full_resolution(rng, monkeypatch):
+    """Scales where the hole is longer than max_hole get one detail pass each (a search from the upsampled matches,
+    best proposal copied) instead of the full schedule: the fill keeps the texture's fine grain, which filling at
+    the max_hole scale and scaling up (what the runner did before) loses. Searched in small chunks here, as a
+    megapixel hole is, to exercise the chunking."""
+    import cv2
+
+    import engine.patch.patchmatch as pm
+
+    monkeypatch.setattr(pm, "CHUNK", 500)
+    img = _periodic(rng, 192, 192)
+    img = np.clip(img + rng.normal(0, 12, img.shape), 0, 255).astype(np.uint8)  # grain only full size has
+    hole = np.zeros((192, 192), bool)
+    hole[48:144, 40:136] = True  # 96 px: max_hole 24 gives two detail scales
+    steps = list(pm.inpaint_iter(img, hole, pm.PatchConfig(max_hole=24)))
+    levels = pm.auto_levels(hole, 7, hole.shape)
+    assert steps[-1][1] == 2 + max(2, 6 // 2) + 6 * (levels - 3)  # 1 + 1 detail passes, then the full schedule
+    full = np.where(hole[..., None], steps[-1][2], img)
+    small = cv2.resize(img, (48, 48), interpolation=cv2.INTER_AREA)
+    coarse = pm.patch_inpaint(small, cv2.resize(hole.astype(np.uint8), (48, 48)) > 0)
+    scaled = np.where(hole[..., None], cv2.resize(coarse, (192, 192), interpolation=cv2.INTER_CUBIC), img)
+    assert np.array_equal(full[~hole], img[~hole])
+    d_full, d_scaled = detail_ratio(full, img, hole), detail_ratio(scaled, img, hole)
+    assert d_full > 0.6 and d_full > 2 * d_scaled, (d_full, d_scaled)

@@ -9,10 +9,9 @@ MODELS = [
                     "pixel is rebuilt from the best-matching known patches. No learning; keeps texture; seconds.",
         domain="any image; best on textures and repeated structure",
         # patches are copied from two hole sizes around the hole (at least 64 px): a big photo costs what its hole
-        # costs, and the source is what the hole is surrounded by. A hole longer than 512 px is filled at the
-        # scale that makes it 512 and scaled back: a 1000x800 hole in a 12 MP photo took 351 s and 4.7 GB at full
-        # size, 135 s and 1.3 GB so (benchmarks/time_to_result.py); the fill is that much softer than the photo
-        geometry=Geometry(context=2.0, min_context=64, max_hole=512),
+        # costs, and the source is what the hole is surrounded by. Full resolution always: the scales where a hole
+        # is longer than 512 px get one detail pass each (engine.patch.pipeline.MAX_HOLE)
+        geometry=Geometry(context=2.0, min_context=64),
         params=(
             Param("patch", "int", 7, "Patch size (px)", "Side of the compared patches (odd)", min=3, max=21, step=2),
             Param("levels", "int", 0, "Pyramid levels", "Coarse-to-fine scales (0 = automatic from the hole size)",

@@ -37,6 +37,10 @@ class PatchConfig:
     pm_iters: int = 4  # PatchMatch iterations per E-step
     texture: float = 1.0  # weight of Newson's texture features (local mean |grad I|) in the distance; 0 = off
     seed: int = 0
+    max_hole: int = 0  # scales where the hole is longer than this get one cheap detail pass each; 0 = no limit
+
+
+CHUNK = 1 << 16  # targets searched together (their patches: CHUNK x patch^2 x 5 channels x 4 bytes = 64 MB)
 
 
 def _disk(k: int) -> np.ndarray:
@@ -57,7 +61,7 @@ def pyramid(image: np.ndarray, hole: np.ndarray, levels: int) -> list[tuple[np.n
     the hole shrinks by about a pixel a level, so what crosses its rim (a mast, an edge) reaches into it at the
     coarse scales and the patches refine it. Marking every cell that touches the hole instead let the EM settle on
     the flattest source: sky across a rocket, a flat patch on a motorbike (docs/patch.md, "Against its peers")."""
-    out = [(image.astype(np.float32), hole.astype(bool))]
+    out = [(np.asarray(image, np.float32), hole.astype(bool))]
     for _ in range(levels - 1):
         im, m = out[-1]
         h, w = max(1, im.shape[0] // 2), max(1, im.shape[1] // 2)
@@ -117,7 +121,7 @@ class _Level:
         self.oy, self.ox = oy.ravel(), ox.ravel()
         self.flat_off = self.oy * wp + self.ox
         # NNF as absolute source centres, stored on the full padded grid (identity where not a target)
-        self.ny, self.nx = np.mgrid[0:hp, 0:wp].astype(np.int64)
+        self.ny, self.nx = np.indices((hp, wp), dtype=np.int32)  # int32: a 24 MP grid is 190 MB, not 380
         self.dist = np.full((hp, wp), np.inf, np.float32)
 
     def random_sources(self, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -142,35 +146,41 @@ class _Level:
             d[ok] = np.einsum("npc,npc->n", diff, diff)
         return d
 
-    def _try(self, target: np.ndarray, cy: np.ndarray, cx: np.ndarray) -> None:
+    def _try(self, target: np.ndarray, ty: np.ndarray, tx: np.ndarray, cy: np.ndarray, cx: np.ndarray) -> None:
         d = self.distances(target, cy, cx)
-        better = d < self.dist[self.ty, self.tx]
+        better = d < self.dist[ty, tx]
         if better.any():
-            ty, tx = self.ty[better], self.tx[better]
+            ty, tx = ty[better], tx[better]
             self.ny[ty, tx], self.nx[ty, tx], self.dist[ty, tx] = cy[better], cx[better], d[better]
 
     def patchmatch(self, iters: int) -> None:
-        """Parallel PatchMatch on the current image: re-score, then propagate + random search ``iters`` times."""
-        target = self.patches(self.ty, self.tx)
-        self.dist[self.ty, self.tx] = self.distances(target, self.ny[self.ty, self.tx], self.nx[self.ty, self.tx])
-        bad = ~np.isfinite(self.dist[self.ty, self.tx])
+        """Parallel PatchMatch on the current image: re-score, then propagate + random search ``iters`` times, in
+        chunks of ``CHUNK`` targets (a chunk's patches are what is held in memory: 64 MB, not gigabytes for a
+        megapixel hole; a later chunk propagates from the earlier chunks' new matches, as a raster scan does)."""
+        for start in range(0, len(self.ty), CHUNK):
+            self._patchmatch(self.ty[start:start + CHUNK], self.tx[start:start + CHUNK], iters)
+
+    def _patchmatch(self, ty: np.ndarray, tx: np.ndarray, iters: int) -> None:
+        target = self.patches(ty, tx)
+        self.dist[ty, tx] = self.distances(target, self.ny[ty, tx], self.nx[ty, tx])
+        bad = ~np.isfinite(self.dist[ty, tx])
         if bad.any():
             ry, rx = self.random_sources(int(bad.sum()))
-            self.ny[self.ty[bad], self.tx[bad]], self.nx[self.ty[bad], self.tx[bad]] = ry, rx
-            self.dist[self.ty[bad], self.tx[bad]] = self.distances(target[bad], ry, rx)
+            self.ny[ty[bad], tx[bad]], self.nx[ty[bad], tx[bad]] = ry, rx
+            self.dist[ty[bad], tx[bad]] = self.distances(target[bad], ry, rx)
         hp, wp = self.valid.shape
         radius0 = max(hp, wp)
         for i in range(iters):
             jump = max(1, 8 >> i) if iters > 1 else 1
             for dy, dx in ((jump, 0), (-jump, 0), (0, jump), (0, -jump)):
-                ny = np.clip(self.ty + dy, 0, hp - 1)
-                nx = np.clip(self.tx + dx, 0, wp - 1)
-                self._try(target, self.ny[ny, nx] - (ny - self.ty), self.nx[ny, nx] - (nx - self.tx))
+                ny = np.clip(ty + dy, 0, hp - 1)
+                nx = np.clip(tx + dx, 0, wp - 1)
+                self._try(target, ty, tx, self.ny[ny, nx] - (ny - ty), self.nx[ny, nx] - (nx - tx))
             radius = radius0
             while radius >= 1:
-                cy = self.ny[self.ty, self.tx] + self.rng.integers(-radius, radius + 1, len(self.ty))
-                cx = self.nx[self.ty, self.tx] + self.rng.integers(-radius, radius + 1, len(self.tx))
-                self._try(target, cy, cx)
+                cy = self.ny[ty, tx] + self.rng.integers(-radius, radius + 1, len(ty))
+                cx = self.nx[ty, tx] + self.rng.integers(-radius, radius + 1, len(tx))
+                self._try(target, ty, tx, cy, cx)
                 radius //= 2
 
     def reconstruct(self, best_only: bool = False) -> None:
@@ -215,8 +225,18 @@ def inpaint_iter(image: np.ndarray, hole: np.ndarray, cfg: PatchConfig | None = 
     if cfg.texture > 0:
         work = np.concatenate([work, texture_features(image, levels, cfg.texture)], axis=-1)
     pyr = pyramid(work, hole, levels)
+    del work  # pyr[0] is it; each level drops its pyramid entry once it holds its own padded copy
     rng = np.random.default_rng(cfg.seed)
-    iters = [cfg.em_iters if k > 0 else max(2, cfg.em_iters // 2) for k in range(levels)]
+    # Scales where the hole is longer than max_hole are detail passes: the coarser fill's matches, upsampled, are
+    # searched once around (PatchMatch propagation and random search) and the best proposal copied, at full
+    # resolution. The full schedule there cost 351 s and 4.7 GB for a 1000 x 800 hole in a 12 MP photo; filling
+    # at the 512 px scale alone was soft (docs/patch.md, "Large holes").
+    ys, xs = np.nonzero(hole)
+    side = max(ys.max() - ys.min() + 1, xs.max() - xs.min() + 1) if len(ys) else 0
+    detail = 0
+    while cfg.max_hole and side / 2 ** detail > cfg.max_hole and detail < levels - 1:
+        detail += 1
+    iters = [1 if k < detail else max(2, cfg.em_iters // 2) if k == detail else cfg.em_iters for k in range(levels)]
     total, step = sum(iters), 0
     prev: _Level | None = None
     for k in reversed(range(levels)):
@@ -227,6 +247,7 @@ def inpaint_iter(image: np.ndarray, hole: np.ndarray, cfg: PatchConfig | None = 
                              for c in range(im.shape[2])], axis=-1)
             im = np.where(m[..., None], init.astype(np.float32), im)
         lev = _Level(im, m, patch, rng)
+        pyr[k] = None  # the level holds its own padded copy
         if prev is not None:  # upsample the coarser NNF: source 2 * phi(p / 2) + parity, then reconstruct
             r0, r1 = prev.r, lev.r
             py, px = lev.ty - r1, lev.tx - r1
@@ -236,12 +257,14 @@ def inpaint_iter(image: np.ndarray, hole: np.ndarray, cfg: PatchConfig | None = 
             lev.nx[lev.ty, lev.tx] = (prev.nx[cy, cx] - r0) * 2 + px % 2 + r1
             up = resize(prev.image(), (lev.w, lev.h), cv2.INTER_LINEAR)
             lev.img[lev.hy, lev.hx] = up[lev.hy - r1, lev.hx - r1]
-            lev.patchmatch(1)
-            lev.reconstruct()
+            if k >= detail:
+                lev.patchmatch(1)
+                lev.reconstruct()
+        prev = None
         for i in range(iters[k]):
             check()
-            lev.patchmatch(cfg.pm_iters)
-            lev.reconstruct(best_only=(k == 0 and i == iters[k] - 1))
+            lev.patchmatch(cfg.pm_iters if k >= detail else 1)
+            lev.reconstruct(best_only=(k <= detail and i == iters[k] - 1))
             step += 1
             yield step, total, np.clip(np.rint(lev.image()[..., :3]), 0, 255).astype(np.uint8)
         prev = lev
