@@ -102,10 +102,12 @@ def row(mode: str, mcg: float, seed: int = 0) -> str:
     return name + (f", noise seed {seed}" if seed else "")
 
 
-def run_diffusers(unet, images: np.ndarray, masks: np.ndarray, cfg: RePaintConfig, seed: int, batch: int,
+def run_diffusers(folder: str, images: np.ndarray, masks: np.ndarray, cfg: RePaintConfig, seed: int, batch: int,
                   num_train_timesteps: int, beta_schedule: str):
-    from diffusers import RePaintPipeline, RePaintScheduler
+    """diffusers' RePaintPipeline with diffusers' own UNet2DModel, loaded from the same folder as ours."""
+    from diffusers import RePaintPipeline, RePaintScheduler, UNet2DModel
 
+    unet = UNet2DModel.from_pretrained(folder, use_safetensors=True, local_files_only=True).eval()
     pipe = RePaintPipeline(unet=unet, scheduler=RePaintScheduler(
         num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule))
     calls = [0]
@@ -165,7 +167,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--skip-fast", action="store_true")
     p.add_argument("--default-t-T", type=int, default=DEFAULT.t_T, help="t_T of the default run (smoke tests only)")
     p.add_argument("--mcg", type=float, default=MCG_DEFAULT,
-                   help="manifold-constraint step of our default and fast runs (0 = plain RePaint, as diffusers)")
+                   help="manifold-constraint strength of our default and fast runs, as the editor's parameter: "
+                        "times each schedule's own step (0 = plain RePaint, as diffusers)")
     p.add_argument("--merge", nargs="+", metavar="JSON",
                    help="combine the JSON files of partial runs (e.g. fast and default run as two processes)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "repaint_mnist.json"))
@@ -173,8 +176,8 @@ def main(argv: list[str] | None = None) -> dict:
     if a.merge:
         return merge(a.merge, a.out)
     torch.set_num_threads(a.threads)
-    default = replace(DEFAULT, t_T=a.default_t_T, mcg=a.mcg)
-    fast = replace(FAST, mcg=a.mcg)
+    default = replace(DEFAULT, t_T=a.default_t_T, mcg=DEFAULT.mcg * a.mcg)
+    fast = replace(FAST, mcg=FAST.mcg * a.mcg)
 
     ddpm = load_ddpm(a.model)
     unet, schedule = ddpm.unet, ddpm.schedule
@@ -227,7 +230,7 @@ def main(argv: list[str] | None = None) -> dict:
         report(row("default", a.mcg, a.seed), filled, sub_labels, sub_names, timing, a.n_default)
     if not a.skip_diffusers:
         print(f"diffusers RePaintPipeline: {3 * a.n_default} images ...", flush=True)
-        filled, timing = run_diffusers(unet, sub_imgs, sub_ms, default, a.seed, a.batch,
+        filled, timing = run_diffusers(a.model, sub_imgs, sub_ms, default, a.seed, a.batch,
                                        schedule.num_train_timesteps, schedule.cfg.beta_schedule)
         report("diffusers-repaint", filled, sub_labels, sub_names, timing, a.n_default)
         plain = results["methods"].get(row("default", 0.0))  # diffusers has no MCG: time it against plain RePaint
