@@ -8,7 +8,9 @@ Two measurements, each side by side in one run (these machines are noisy: compar
    settings interleaved, median of ``--reps``.
 2. A folder of ``--digits`` digits through ``python main.py inpaint --image DIR`` in fresh processes: ``--batch 1``
    (one at a time, as before) against the model's batch (32), wall time including start-up; the outputs of the two
-   must be identical pixel for pixel.
+   should be the same: each digit has its own generator, so they differ only where float sums come out in another
+   order at another batch size (with two threads, the manifold constraint's gradient); the table says how many
+   differ and by how much.
 
     python benchmarks/repaint_speed.py --threads 1
 
@@ -93,7 +95,9 @@ def folder(n: int, threads: int) -> list[dict]:
                 raise SystemExit(f"--batch {batch} failed: {done.stderr.strip().splitlines()[-1]}")
             outs[batch] = [np.asarray(Image.open(p)) for p in sorted(out.iterdir())]
             rows.append({"batch": batch, "digits": n, "wall_s": round(wall, 2), "s_per_digit": round(wall / n, 3)})
-        rows[1]["identical_to_one_at_a_time"] = all(np.array_equal(a, b) for a, b in zip(outs[1], outs[32]))
+        diffs = [int(np.abs(a.astype(int) - b).max()) for a, b in zip(outs[1], outs[32])]
+        rows[1].update(identical_to_one_at_a_time=not any(diffs), images_differing=sum(d > 0 for d in diffs),
+                       max_abs_difference=max(diffs))
     return rows
 
 
@@ -101,7 +105,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--digits", type=int, default=32)
+    ap.add_argument("--digits", type=int, default=96, help="folder size (start-up is paid once either way)")
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args(argv)
     import torch
@@ -120,8 +124,8 @@ def main(argv=None) -> int:
     print(f"{'--batch':<9}{'wall s':>8}{'s/digit':>9}")
     for r in rows:
         print(f"{r['batch']:<9}{r['wall_s']:>8.1f}{r['s_per_digit']:>9.3f}")
-    print(f"throughput, batched / one at a time: {ratio:.2f}x; identical outputs: "
-          f"{rows[1]['identical_to_one_at_a_time']}")
+    print(f"throughput, batched / one at a time: {ratio:.2f}x; outputs differing: {rows[1]['images_differing']} of "
+          f"{args.digits} (at most {rows[1]['max_abs_difference']} grey levels)")
     report = {"one_digit": single, "folder": rows, "folder_throughput_ratio": round(ratio, 2),
               "threads": args.threads}
     write_report(args.out, report, __file__, argv)

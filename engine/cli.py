@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true", help="print one JSON line of timings per image")
     i.add_argument("--batch", type=int, metavar="N", help="a folder's same-sized images that models which batch "
                    "fill together (default: the model's own number, in `models --json`; 1 = one at a time); each image "
-                   "gets the fill it gets alone")
+                   "gets the fill it gets alone, up to float rounding")
     i.add_argument("--device", help=DEVICE_HELP)
     ln = sub.add_parser("learn", help="learn IMAGE now and cache the weights (models that learn the image): a later "
                         "inpaint (or the editor) with the same parameters fills at once")

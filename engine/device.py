@@ -80,7 +80,8 @@ def seeded_noise(shape: tuple[int, ...] | torch.Size, generator, like: torch.Ten
 
     ``generator`` may be a list with one generator per batch item (``engine.runner.run_batch``): item i then gets
     exactly the noise a batch of one would draw from generator i, so a folder filled in batches gives each image
-    the fill it gets alone."""
+    the fill it gets alone (up to float rounding: the network's sums may run in another order at another batch
+    size)."""
     import torch
 
     if isinstance(generator, (list, tuple)):
