@@ -12,9 +12,9 @@ for a network of a few plain layers (issue 25); and this forward is shorter (no 
 processors), which is what costs at batch 1.
 
 Covered: ``DownBlock2D`` / ``AttnDownBlock2D``, ``UpBlock2D`` / ``AttnUpBlock2D``, ``UNetMidBlock2D`` (or none),
-positional time embedding, "default" or "scale_shift" time conditioning, conv up/downsampling, SiLU. That is every
-DDPM checkpoint diffusers publishes; ``unsupported`` names what a config uses beyond it (the loader then hands the
-folder to diffusers). Checkpoints saved before diffusers 0.14 name the attention weights query / key / value /
+positional time embedding, "default" or "scale_shift" time conditioning, conv up/downsampling, SiLU: the blocks
+unconditional DDPMs in diffusers' format are commonly built from (diffusers' own training tutorial uses them).
+``unsupported`` names what a config uses beyond them (the loader then hands the folder to diffusers). Checkpoints saved before diffusers 0.14 name the attention weights query / key / value /
 proj_attn: ``load_state`` renames them.
 """
 from __future__ import annotations
