@@ -247,7 +247,7 @@ def inpaint_iter(image: np.ndarray, hole: np.ndarray, cfg: PatchConfig | None = 
                              for c in range(im.shape[2])], axis=-1)
             im = np.where(m[..., None], init.astype(np.float32), im)
         lev = _Level(im, m, patch, rng)
-        pyr[k] = None  # the level holds its own padded copy
+        pyr[k] = im = m = None  # the level holds its own padded copy (a full-size scale: 20 bytes a pixel)
         if prev is not None:  # upsample the coarser NNF: source 2 * phi(p / 2) + parity, then reconstruct
             r0, r1 = prev.r, lev.r
             py, px = lev.ty - r1, lev.tx - r1
@@ -257,6 +257,7 @@ def inpaint_iter(image: np.ndarray, hole: np.ndarray, cfg: PatchConfig | None = 
             lev.nx[lev.ty, lev.tx] = (prev.nx[cy, cx] - r0) * 2 + px % 2 + r1
             up = resize(prev.image(), (lev.w, lev.h), cv2.INTER_LINEAR)
             lev.img[lev.hy, lev.hx] = up[lev.hy - r1, lev.hx - r1]
+            del up
             if k >= detail:
                 lev.patchmatch(1)
                 lev.reconstruct()
