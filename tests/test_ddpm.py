@@ -473,3 +473,17 @@ def test_repaint_mnist_fills_without_importing_diffusers():
             "heavy = sorted({n.split('.')[0] for n in sys.modules} & {'diffusers', 'transformers'})\n"
             "assert not heavy, heavy\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_a_folder_the_own_unet2d_writes_loads_in_diffusers(tmp_path):
+    """save_ddpm writes UNet2D in diffusers' own format: diffusers' UNet2DModel loads it with no key left over or
+    missing and predicts the same noise."""
+    from diffusers import UNet2DModel
+
+    net = build_unet(sample_size=8, channels=(8, 16), groups=4).eval()
+    save_ddpm(tmp_path, net, NoiseSchedule(ScheduleConfig(100)))
+    ref, info = UNet2DModel.from_pretrained(tmp_path, use_safetensors=True, output_loading_info=True)
+    assert info["missing_keys"] == [] and info["unexpected_keys"] == []
+    x = torch.randn(1, 1, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(ref.eval()(x, 5).sample, net(x, 5).sample)

@@ -3,8 +3,9 @@
 Two denoisers ``eps_theta(x_t, t)`` are available (both predict the noise, Ho et al. 2020 eq. 11/14):
 
 - ``"unet2d"``: ``engine.ddpm.unet2d.UNet2D``, the DDPM UNet in diffusers' ``UNet2DModel`` layout (config and
-  parameter names), written here, with a small config (the shipped default: every diffusers DDPM checkpoint loads
-  the same way, and forward hooks see the same module names; diffusers itself is not imported).
+  parameter names), written here, with a small config (the shipped default: a diffusers DDPM checkpoint loads the
+  same way, diffusers reads the folders it writes, and forward hooks see the same module names; diffusers itself
+  is not imported).
 - ``"compact"``: the project's own compact UNet after the seed paper (Zagreb, 000): residual blocks of
   depthwise-separable convolutions (MobileNet style) with GroupNorm and a time-embedding MLP whose output is added
   to the features. Kept for the comparison in docs/ddpm.md.
@@ -30,7 +31,7 @@ import torch.nn.functional as F
 
 from engine.api import InpaintError
 from engine.atomic import write_atomic_path
-from engine.ddpm.unet2d import UNet2D, UNet2DConfig, _Output, load_state, timestep_embedding, unsupported
+from engine.ddpm.unet2d import UNet2D, UNet2DConfig, UNetOutput, load_state, timestep_embedding, unsupported
 from engine.diffusion.schedule import NoiseSchedule, ScheduleConfig
 from engine.weights import load_pretrained, save_pretrained
 
@@ -143,11 +144,11 @@ class CompactUNet(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.conv_in.weight.dtype
 
-    def forward(self, x: torch.Tensor, t) -> _Output:
+    def forward(self, x: torch.Tensor, t) -> UNetOutput:
         if not torch.is_tensor(t):
             t = torch.tensor([t], device=x.device)
         t = t.reshape(-1).expand(x.shape[0]) if t.numel() == 1 else t
-        temb = self.time_mlp(timestep_embedding(t, self.config.block_out_channels[0], True, 0).to(x.dtype))
+        temb = self.time_mlp(timestep_embedding(t, self.config.block_out_channels[0], flip_sin_to_cos=True, shift=0).to(x.dtype))
         L, n = self.config.layers_per_block, len(self.config.block_out_channels)
         h = self.conv_in(x)
         hs = [h]
@@ -169,7 +170,7 @@ class CompactUNet(nn.Module):
                 h = next(blocks)(torch.cat([h, skip], 1), temb)
             if i < n - 1:
                 h = self.upsample[i](F.interpolate(h, scale_factor=2.0, mode="nearest"))
-        return _Output(self.conv_out(F.silu(self.norm_out(h))))
+        return UNetOutput(self.conv_out(F.silu(self.norm_out(h))))
 
     def save_pretrained(self, folder: str | Path) -> None:
         save_pretrained(folder, self, self.config, weights_name=WEIGHTS_NAME)
@@ -222,7 +223,7 @@ class DDPM:
             self._traces.clear()  # a trace holds the parameters it saw
         return self
 
-    def traced(self, x: torch.Tensor, t: torch.Tensor) -> _Output:
+    def traced(self, x: torch.Tensor, t: torch.Tensor) -> UNetOutput:
         """``unet(x, t)`` through a TorchScript trace of the UNet for this input shape (traced once, ~0.5 s): the
         same arithmetic without the Python of every module, which dominates at batch 1 on a CPU (MNIST UNet, one
         thread, measured on diffusers' class: forward 14 -> 8 ms, forward + backward 29 -> 23 ms; torch.export's
@@ -242,7 +243,7 @@ class DDPM:
                 except Exception:  # a torch without TorchScript, or a network it cannot record: the same, slower
                     fn = plain
             self._traces[key] = fn
-        return _Output(fn(x, t))
+        return UNetOutput(fn(x, t))
 
     @property
     def sample_size(self) -> int:

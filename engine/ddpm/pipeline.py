@@ -28,8 +28,8 @@ DEFAULT = RePaintConfig(t_T=250, jump_length=10, jump_n_sample=10, mcg=1.0)  # t
 # weights (docs/ddpm.md, "Fast mode") showed where resampling pays: spreading r = 10 over every 4th level gives
 # ~75 %; resampling only t in [0, 200] ~66 %, only t in [400, 800] ~57 %, only the band t in [200, 400] ~83 %.
 # The band is visited r = 5 times (36 UNet calls) with a 4x manifold-constraint step: on the validation split that
-# reads 0.857, as r = 40 at step 1 (176 calls) did, in a fifth of the time (0.9 s against 4.4 s for one digit;
-# benchmarks/repaint_fast_variants.py, docs/ddpm.md "Speed"). r = 10 at step 3 reads 0.877 but takes 1.4 s.
+# reads 0.857, as r = 40 at step 1 (176 calls) did, in a fifth of the time (0.81 s against 4.28 s for one digit;
+# benchmarks/repaint_fast_variants.py, docs/ddpm.md "Speed"). r = 10 at step 3 reads 0.877 but takes 1.0-1.4 s.
 FAST = RePaintConfig(t_T=20, jump_length=4, jump_n_sample=5, eta=1.0, resample_levels=(4,), mcg=4.0)
 
 

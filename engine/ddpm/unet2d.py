@@ -234,7 +234,7 @@ class MidBlock(nn.Module):
         return self.resnets[1](h, temb)
 
 
-class _Output:
+class UNetOutput:
     """``net(x, t).sample``, as samplers call every UNet (diffusers' UNet2DOutput)."""
 
     def __init__(self, sample: torch.Tensor) -> None:
@@ -295,7 +295,7 @@ class UNet2D(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.conv_in.weight.dtype
 
-    def forward(self, sample: torch.Tensor, timestep) -> _Output:
+    def forward(self, sample: torch.Tensor, timestep) -> UNetOutput:
         """diffusers' argument names (callers pass them by keyword); ``timestep``: one for all, or one per item."""
         c, x, t = self.config, sample, timestep
         if not torch.is_tensor(t):
@@ -314,7 +314,7 @@ class UNet2D(nn.Module):
             h = self.mid_block(h, temb)
         for block in self.up_blocks:
             h = block(h, temb, skips)
-        return _Output(self.conv_out(F.silu(self.conv_norm_out(h))))
+        return UNetOutput(self.conv_out(F.silu(self.conv_norm_out(h))))
 
 
 _OLD_ATTENTION = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}

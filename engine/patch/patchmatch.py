@@ -85,9 +85,16 @@ def texture_features(image: np.ndarray, levels: int, weight: float) -> np.ndarra
     return feats * weight
 
 
-def auto_levels(hole: np.ndarray, patch: int, shape: tuple[int, int]) -> int:
+def hole_side(hole: np.ndarray) -> int:
+    """The longer side of the hole's bounding box (0 for an empty hole)."""
     ys, xs = np.nonzero(hole)
-    size = max(ys.max() - ys.min() + 1, xs.max() - xs.min() + 1)
+    return int(max(ys.max() - ys.min() + 1, xs.max() - xs.min() + 1)) if len(ys) else 0
+
+
+def auto_levels(hole: np.ndarray, patch: int, shape: tuple[int, int], side: int | None = None) -> int:
+    """Levels that make the hole (``side``: its longer side, measured here when not given) about two patches wide
+    at the coarsest scale, keeping that scale at least four patches across."""
+    size = hole_side(hole) if side is None else side
     levels = 1 + max(0, int(math.ceil(math.log2(max(size / (2.0 * patch), 1.0)))))
     while levels > 1 and min(shape) / 2 ** (levels - 1) < 4 * patch:
         levels -= 1
@@ -220,7 +227,8 @@ def inpaint_iter(image: np.ndarray, hole: np.ndarray, cfg: PatchConfig | None = 
     cfg = cfg or PatchConfig()
     patch = cfg.patch | 1
     hole = hole.astype(bool)
-    levels = cfg.levels or auto_levels(hole, patch, hole.shape)
+    side = hole_side(hole)  # one pass over a full-size mask, for the levels and the detail passes
+    levels = cfg.levels or auto_levels(hole, patch, hole.shape, side)
     work = image.astype(np.float32)
     if cfg.texture > 0:
         work = np.concatenate([work, texture_features(image, levels, cfg.texture)], axis=-1)
@@ -231,8 +239,6 @@ def inpaint_iter(image: np.ndarray, hole: np.ndarray, cfg: PatchConfig | None = 
     # searched once around (PatchMatch propagation and random search) and the best proposal copied, at full
     # resolution. The full schedule there cost 351 s and 4.7 GB for a 1000 x 800 hole in a 12 MP photo; filling
     # at the 512 px scale alone was soft (docs/patch.md, "Large holes").
-    ys, xs = np.nonzero(hole)
-    side = max(ys.max() - ys.min() + 1, xs.max() - xs.min() + 1) if len(ys) else 0
     detail = 0
     while cfg.max_hole and side / 2 ** detail > cfg.max_hole and detail < levels - 1:
         detail += 1
