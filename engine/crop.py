@@ -122,12 +122,16 @@ class CropPlan:
         return self._pad(patch)
 
     def crop_mask(self, mask: np.ndarray) -> np.ndarray:
-        """Working-size mask, conservative: a working pixel is a hole if any image pixel under it is. The padding
-        is never a hole."""
+        """Working-size mask, conservative: a working pixel is a hole if any image pixel it was drawn from is (the
+        pixels under it when shrinking; the cubic kernel's 4 x 4 taps when growing, so the hole is first grown by
+        2 pixels), so no known working pixel carries a hole pixel's colour. The padding is never a hole."""
         x0, y0, x1, y1 = self.box
         patch = mask[y0:y1, x0:x1]
         if self.resized:
-            patch = cv2.resize(patch.astype(np.float32), self.work, interpolation=cv2.INTER_AREA) > 1e-3
+            patch = patch.astype(np.float32)
+            if self.scale <= 1:
+                patch = cv2.dilate(patch, np.ones((5, 5), np.uint8))
+            patch = cv2.resize(patch, self.work, interpolation=cv2.INTER_AREA) > 1e-3
         right, bottom = self.pad
         return np.pad(patch.astype(bool), ((0, bottom), (0, right)))
 

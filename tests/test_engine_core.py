@@ -180,6 +180,23 @@ def test_crop_plan_square_box_around_hole():
     assert small.shape == (32, 32) and small.any() and not small.all()
 
 
+@pytest.mark.parametrize("work", [16, 28, 64, 97])
+def test_no_known_working_pixel_carries_a_hole_pixel(work):
+    """Shrinking (area) or growing (cubic): scribbling in the hole changes only working pixels marked as hole."""
+    rng = np.random.default_rng(work)
+    img = rng.integers(0, 256, (60, 70, 3), dtype=np.uint8)
+    mask = np.zeros((60, 70), bool)
+    mask[25:38, 30:41] = True
+    mask[40, 12:20] = True  # a one-pixel stroke
+    other = img.copy()
+    other[mask] = 255 - other[mask]
+    plan = CropPlan.around_mask(mask, work, context=0.6)
+    hole = plan.crop_mask(mask)
+    a, b = plan.crop_image(img), plan.crop_image(other)
+    assert np.array_equal(a[~hole], b[~hole]) and not np.array_equal(a, b)
+    assert hole.mean() < 0.8, "and the working hole is not blown up beyond use"
+
+
 def test_crop_plan_clamps_to_image_and_honours_region():
     mask = np.zeros((50, 200), bool)
     mask[0:50, 0:10] = True
