@@ -7,7 +7,7 @@ peak resident memory. Scenarios:
 
 - photo 512: a 512 x 512 photo (scikit-image's astronaut) with a 128 px and a 100 px square hole;
 - photo 12 MP: the same photo at 4000 x 3000 with a 100 px hole, and with a 1000 x 800 hole;
-- photo 24 MP: 6000 x 4000 with a 100 px hole (the instant and patch models: memory);
+- photo 24 MP: 6000 x 4000 with a 100 px and a 1000 x 800 hole (the instant and patch models: memory);
 - digit: an MNIST test digit with its bottom half masked (the digit models);
 - face toggle: the astronaut's mouth masked, the face model refilling after the smile toggle flips (warm);
 - face hole: the astronaut's mouth masked (the token face models, in the detected face box as the editor places it).
@@ -40,7 +40,7 @@ OUT = ROOT / "benchmarks" / "results" / "time_to_result.json"
 
 PHOTO = ("photo 512, 128 px hole", "photo 512, 100 px hole", "photo 12 MP, 100 px hole",
          "photo 12 MP, 1000x800 hole")
-BIG = ("photo 24 MP, 100 px hole",)
+BIG = ("photo 24 MP, 100 px hole", "photo 24 MP, 1000x800 hole")
 SCENARIOS = {
     "telea": PHOTO + BIG, "navier-stokes": PHOTO + BIG, "patch": PHOTO + BIG,
     "frugal": PHOTO[1:3], "frugal-regression": PHOTO[1:3],

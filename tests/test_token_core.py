@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from engine.api import drive
-from engine.token.fsq import FSQ, Tokenizer, TokenizerConfig, token_hole
+from engine.token.fsq import FSQ, Tokenizer, TokenizerConfig, known_patches, token_hole
 from engine.token.masks import editor_holes, token_holes, training_masks
 from engine.token.sampling import autoregressive_decode, maskgit_decode, sample_ids
 from engine.token.train import batch_loss
@@ -19,10 +19,10 @@ from engine.token.transformer import (TransformerConfig, build, raster_order, si
 TINY_TOK = TokenizerConfig(channels=1, size=28, patch=4, levels=(4, 3, 3), enc_hidden=16, dec_grid=16, dec_pixel=8)
 
 
-def tiny_net(variant="bidirectional", vocab=36, grid=7):
+def tiny_net(variant="bidirectional", vocab=36, grid=7, pixels=0):
     torch.manual_seed(0)
     return build(TransformerConfig(variant=variant, vocab=vocab, grid=grid, width=32, layers=2, decoder_layers=1,
-                                   heads=2)).eval()
+                                   heads=2, pixels=pixels)).eval()
 
 
 # -- FSQ and the tokenizer ---------------------------------------------------------------------------------------
@@ -79,6 +79,33 @@ def test_every_token_touching_the_hole_is_in_the_token_hole():
     assert np.array_equal(blocks, th), "and no token without a hole pixel is masked"
 
 
+@pytest.mark.parametrize("variant", ["bidirectional", "autoregressive"])
+def test_known_pixel_input_shows_edge_patches_but_never_a_hole_pixel(variant):
+    """A MASK token at the hole's edge gets the part of its patch outside the hole; nothing depends on the hole."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 1, 28, 28, generator=g) * 2 - 1
+    hole = torch.zeros(2, 1, 28, 28)
+    hole[:, :, 7:21, 7:21] = 1  # the benchmark's centre hole: it cuts through the tokens at its edge
+    y = torch.where(hole > 0, torch.rand(x.shape, generator=g) * 2 - 1, x)
+    px, py = known_patches(x, hole, 4), known_patches(y, hole, 4)
+    assert px.shape == (2, 49, 32) and torch.equal(px, py), "whatever the hole holds, the input is the same"
+    edge = 1 * 7 + 3  # token (1, 3): pixels 4-7 x 12-15, row 7 in the hole, rows 4-6 known
+    known = px[0, edge, 16:].view(4, 4)
+    assert torch.equal(known[:3], torch.ones(3, 4)) and torch.equal(known[3], torch.zeros(4))
+    assert torch.equal(px[0, edge, :12], x[0, 0, 4:7, 12:16].flatten()), "the known rows' pixels themselves"
+    assert torch.equal(px[0, 0, :16], x[0, 0, :4, :4].flatten()) and (px[0, 0, 16:] == 1).all()
+    net = tiny_net(variant, pixels=32)
+    ids = torch.randint(0, 36, (2, 49), generator=g)
+    ids = torch.where(token_hole(hole, 4).flatten(1), torch.full_like(ids, 36), ids)
+    if variant == "bidirectional":
+        out = [net(ids, None, p) for p in (px, py, known_patches(-x, hole, 4))]
+    else:
+        out = [net.encode(ids, p) for p in (px, py, known_patches(-x, hole, 4))]
+    assert torch.equal(out[0], out[1]) and not torch.allclose(out[0], out[2]), "read, and only outside the hole"
+    with pytest.raises(ValueError, match="known pixels"):
+        net(ids, None) if variant == "bidirectional" else net.encode(ids)
+
+
 def test_decoder_uses_known_pixels_and_shapes():
     torch.manual_seed(0)
     tok = Tokenizer(TINY_TOK).eval()
@@ -95,14 +122,16 @@ def test_decoder_uses_known_pixels_and_shapes():
 # -- training masks and the loss ---------------------------------------------------------------------------------
 def test_training_masks_follow_the_cosine_schedule_and_editor_holes():
     rng = np.random.default_rng(0)
-    masked, holes = training_masks(rng, 4000, 8, 8)
+    masked, holes, unknown = training_masks(rng, 4000, 8, 8)
     assert (masked <= holes).all() and masked.any((1, 2)).all()
     editor = ~holes.all((1, 2))
+    assert np.array_equal(token_holes(unknown[editor], 8), holes[editor]), "editor half: its pixel hole is unknown"
+    assert np.array_equal(unknown[~editor], masked[~editor].repeat(8, 1).repeat(8, 2)), "uniform: masked patches"
     assert 0.4 < editor.mean() < 0.6, "half of the masks are shaped like an editor's"
     ratio = masked[~editor].mean((1, 2))
     expect = np.mean(np.cos(np.pi * rng.uniform(size=100000) / 2))  # E[gamma(r)] = 2 / pi
     assert abs(ratio.mean() - expect) < 0.03
-    full, holes_ar = training_masks(np.random.default_rng(1), 500, 8, 8, full_hole=True)
+    full, holes_ar, _ = training_masks(np.random.default_rng(1), 500, 8, 8, full_hole=True)
     ed = ~holes_ar.all((1, 2))
     assert np.array_equal(full[ed], holes_ar[ed]), "the autoregressive variant masks whole holes"
 
@@ -116,7 +145,7 @@ class SpyBidirectional(torch.nn.Module):
         self.table = torch.nn.Parameter(torch.zeros(config.grid ** 2, config.vocab))
         self.seen = []
 
-    def forward(self, ids, at=None):
+    def forward(self, ids, at=None, pixels=None):
         self.seen.append((ids.clone(), None if at is None else at.clone()))
         self.full = self.table.expand(ids.shape[0], -1, -1) + 0
         self.full.retain_grad()
@@ -152,7 +181,7 @@ def test_autoregressive_teacher_forcing_and_loss_positions():
     assert prev[0].tolist() == [cfg.start_id, ids[0, 1], ids[0, 2]] and prev[1, 0] == cfg.start_id
 
     class Spy(torch.nn.Module):
-        def forward(self, inp, prev_, where_):
+        def forward(self, inp, prev_, where_, pixels=None):
             self.args = (inp, prev_, where_)
             self.out = torch.zeros(2, where_.shape[1], 12, requires_grad=True)
             return self.out

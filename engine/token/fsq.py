@@ -181,6 +181,17 @@ def token_hole(hole: torch.Tensor, patch: int) -> torch.Tensor:
     return F.max_pool2d(hole.float(), patch).squeeze(1) > 0
 
 
+def known_patches(x: torch.Tensor, hole: torch.Tensor, patch: int) -> torch.Tensor:
+    """B x C x S x S image and B x 1 x S x S hole (1 = unknown) -> B x N x (C + 1) p p: each patch's known pixels
+    (hole pixels zeroed) and where they are. The transformers' second input: a MASK token at the hole's edge still
+    sees the part of its patch outside the hole, and no feature depends on a hole pixel."""
+    b, ch, s, _ = x.shape
+    g = s // patch
+    known = 1 - hole.to(x.dtype)
+    z = torch.cat([x * known, known], 1)
+    return z.reshape(b, ch + 1, g, patch, g, patch).permute(0, 2, 4, 1, 3, 5).reshape(b, g * g, (ch + 1) * patch * patch)
+
+
 def count_params(net: nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())
 

@@ -12,6 +12,10 @@ rectangle plus a stroke. Token holes are the tokens these touch (``engine.token.
   hole's tokens: a random gamma(r) share of that hole is masked and the rest of the hole shows its true ids,
   the state of the hole part-way through iterative decoding. For the autoregressive variant (``full_hole``) the
   whole editor hole is masked.
+
+It also gives the pixels nobody knows, for the transformers' known-pixel input (``fsq.known_patches``): a token
+at the hole's edge is MASK, but the part of its patch outside the hole is known and tells which way a stroke
+leaves the hole.
 """
 from __future__ import annotations
 
@@ -81,13 +85,17 @@ def cosine_ratio(r: np.ndarray) -> np.ndarray:
 
 
 def training_masks(rng: np.random.Generator, n: int, grid: int, patch: int, full_hole: bool = False
-                   ) -> tuple[np.ndarray, np.ndarray]:
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(masked n x g x g bool: the positions the transformer sees as MASK and is scored on; hole n x g x g: the
-    editor hole each sample came from, all True for the uniform half)."""
+    editor hole each sample came from, all True for the uniform half; unknown n x S x S bool: the pixels nobody
+    knows, what a token's known-pixel input leaves out: the editor hole itself, or the masked tokens' patches in
+    the uniform half)."""
     holes = np.ones((n, grid, grid), bool)
     editor = rng.uniform(size=n) < 0.5
+    unknown = np.zeros((n, grid * patch, grid * patch), bool)
     if editor.any():
-        holes[editor] = token_holes(editor_holes(rng, int(editor.sum()), grid * patch), patch)
+        unknown[editor] = editor_holes(rng, int(editor.sum()), grid * patch)
+        holes[editor] = token_holes(unknown[editor], patch)
     masked = np.zeros_like(holes)
     ratio = cosine_ratio(rng.uniform(size=n))
     for i in range(n):
@@ -97,4 +105,6 @@ def training_masks(rng: np.random.Generator, n: int, grid: int, patch: int, full
         else:
             k = min(len(cand), max(1, math.ceil(ratio[i] * len(cand))))
         masked[i].flat[rng.choice(cand, k, replace=False)] = True
-    return masked, holes
+    uniform = ~editor
+    unknown[uniform] = masked[uniform].repeat(patch, 1).repeat(patch, 2)
+    return masked, holes, unknown

@@ -4,7 +4,8 @@ One job on the runner's working crop (28 x 28 digits or a 64 x 64 face box):
 
 1. the crop is cut into p x p patches and every patch that touches the hole becomes MASK; the other patches are
    tokenized one by one (patch-local, so no known token depends on a hole pixel; the hole is also zeroed before
-   encoding, which changes nothing but makes that visible);
+   encoding, which changes nothing but makes that visible); models that read known pixels also get each patch's
+   pixels outside the hole (``fsq.known_patches``);
 2. the hole's tokens are sampled: MaskGIT's parallel decoding (``bidirectional``: a preview per pass) or raster
    order through the causal decoder (``autoregressive``: a preview per finished row), engine/token/sampling.py;
 3. the tokenizer's decoder draws the tokens, guided by the known pixels; the runner pastes only the hole back.
@@ -89,21 +90,23 @@ def fill(net, tok, x, hole, params: dict, generator, check=None) -> Generator:
     (decoded images B x C x S x S, final ids B x N, network calls)."""
     import torch
 
+    from engine.token.fsq import known_patches
     from engine.token.sampling import autoregressive_decode, maskgit_decode
 
     c = net.config
     with torch.inference_mode():
         ids, _ = start_ids(tok, x, hole)
+        pixels = known_patches(x, hole, tok.config.patch) if c.pixels else None
         if c.variant == "bidirectional":
             def logits_at(cur, at):
                 if check is not None:
                     check()
-                return net(cur, at)
+                return net(cur, at, pixels)
             steps = maskgit_decode(logits_at, ids, c.mask_id, params["iterations"], params["temperature"],
                                    params["top_k"], params["confidence_noise"], generator)
         else:
             steps = autoregressive_decode(net, ids, c.mask_id, c.start_id, c.grid, params["temperature"],
-                                          params["top_k"], generator, check)
+                                          params["top_k"], generator, check, pixels)
         calls = 0
         while True:
             try:

@@ -107,17 +107,17 @@ def maskgit_decode(logits_at: Callable[[torch.Tensor, torch.Tensor], torch.Tenso
 
 def autoregressive_decode(model, ids: torch.Tensor, mask_id: int, start_id: int, grid: int,
                           temperature: float = 1.0, top_k: int = 0, generator: torch.Generator | None = None,
-                          check: Callable[[], None] | None = None
+                          check: Callable[[], None] | None = None, pixels: torch.Tensor | None = None
                           ) -> Generator[TokenStep, None, torch.Tensor]:
     """ids B x N with ``mask_id`` in the hole -> the hole written in raster order. Yields a TokenStep each time
     a row of tokens is finished (for the first image of the batch) and at the end; ``check`` runs before every
-    token (cancellation)."""
+    token (cancellation); ``pixels``: the encoder's known-pixel input, for models that read it."""
     hole = ids == mask_id
     where, valid = raster_order(hole)
     out = ids.clone()
     if not hole.any():
         return out
-    memory = model.encode(ids)
+    memory = model.encode(ids, pixels)
     prev = torch.full((ids.shape[0], 1), start_id, dtype=torch.long, device=ids.device)
     m = where.shape[1]
     rows = [int(r) for r in torch.unique(where[0, valid[0]] // grid)] or [0]

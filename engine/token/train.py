@@ -38,7 +38,7 @@ from engine import distributed
 from engine.api import drive
 from engine.device import compute_device
 from engine.token import data as D
-from engine.token.fsq import Tokenizer, load_tokenizer, token_hole
+from engine.token.fsq import Tokenizer, known_patches, load_tokenizer, token_hole
 from engine.token.masks import editor_holes, training_masks
 from engine.token.sampling import autoregressive_decode, maskgit_decode
 from engine.token.transformer import (TransformerConfig, build, count_params, loss_masked, raster_order,
@@ -58,6 +58,7 @@ class TrainConfig:
     decoder_layers: int = 3  # autoregressive: decoder blocks among ``layers``
     heads: int = 8
     dropout: float = 0.0
+    known_pixels: bool = True  # also feed each position its patch's known pixels (transformer.py)
     batch_size: int = 128  # per rank
     lr: float = 6e-4
     weight_decay: float = 0.05
@@ -86,19 +87,26 @@ def tokenize(tok: Tokenizer, images: np.ndarray, device, batch: int = 1000) -> t
     return torch.cat(out)
 
 
-def batch_loss(model, cfg: TransformerConfig, ids: torch.Tensor, masked: torch.Tensor, smoothing: float
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(loss, accuracy) on the masked positions only. ``ids`` B x N true ids, ``masked`` B x N bool."""
+def pixel_input(images: np.ndarray, unknown: np.ndarray, patch: int, device) -> torch.Tensor:
+    """The known-pixel input of N x S x S x C uint8 images whose ``unknown`` (N x S x S bool) pixels are hidden."""
+    hole = torch.from_numpy(unknown).float()[:, None]
+    return known_patches(D.to_unit(images), hole, patch).to(device)
+
+
+def batch_loss(model, cfg: TransformerConfig, ids: torch.Tensor, masked: torch.Tensor, smoothing: float,
+               pixels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, accuracy) on the masked positions only. ``ids`` B x N true ids, ``masked`` B x N bool, ``pixels``
+    the known-pixel input (``fsq.known_patches``) for models that read it."""
     inp = torch.where(masked, torch.full_like(ids, cfg.mask_id), ids)
     if cfg.variant == "bidirectional":
         # the head on every position, then the masked ones: a fixed shape per step (a shape that changes every
         # step made oneDNN's bf16 kernel cache grow by ~1 GB a minute with the faces' 4375 codes)
-        logits = model(inp)[masked]
+        logits = model(inp, None, pixels)[masked]
         target = ids[masked]
     else:
         where, valid = raster_order(masked, bucket=16)
         prev = teacher_forcing(ids, where, valid, cfg.start_id)
-        logits = model(inp, prev, where)[valid]
+        logits = model(inp, prev, where, pixels)[valid]
         target = ids.gather(1, where)[valid]
     return loss_masked(logits, target, smoothing), (logits.argmax(-1) == target).float().mean()
 
@@ -111,10 +119,12 @@ def fill_grid(net, cfg: TransformerConfig, tok: Tokenizer, x: torch.Tensor, hole
     ids = tok.encode(x).flatten(1)
     th = token_hole(holes, tok.config.patch).flatten(1)
     start = torch.where(th, torch.full_like(ids, cfg.mask_id), ids)
+    pixels = known_patches(x, holes, tok.config.patch) if cfg.pixels else None
     if cfg.variant == "bidirectional":
-        out = drive(maskgit_decode(lambda i, at: net(i, at), start, cfg.mask_id, generator=g))
+        out = drive(maskgit_decode(lambda i, at: net(i, at, pixels), start, cfg.mask_id, generator=g))
     else:
-        out = drive(autoregressive_decode(net, start, cfg.mask_id, cfg.start_id, cfg.grid, generator=g))
+        out = drive(autoregressive_decode(net, start, cfg.mask_id, cfg.start_id, cfg.grid, generator=g,
+                                          pixels=pixels))
     y = tok.decode(out.view(len(x), cfg.grid, cfg.grid), x, holes)
     return torch.where(holes > 0, y, x)
 
@@ -152,15 +162,16 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
     val_images = D.domain_images(cfg.domain, "valid", cfg.n_valid)
     val_ids = tokenize(tok, val_images, device).to(device)
     vrng = np.random.default_rng(7)
-    val_masked = torch.from_numpy(training_masks(vrng, len(val_ids), tc.grid, tc.patch,
-                                                 cfg.variant == "autoregressive")[0].reshape(len(val_ids), -1))
-    val_masked = val_masked.to(device)
+    val_masked, _, val_unknown = training_masks(vrng, len(val_ids), tc.grid, tc.patch, cfg.variant == "autoregressive")
+    val_masked = torch.from_numpy(val_masked.reshape(len(val_ids), -1)).to(device)
+    val_pixels = pixel_input(val_images, val_unknown, tc.patch, device) if cfg.known_pixels else None
     show = D.to_unit(val_images[:12]).to(device)
     show_holes = torch.from_numpy(editor_holes(np.random.default_rng(5), 12, tc.size)).float()[:, None].to(device)
 
     mc = TransformerConfig(variant=cfg.variant, vocab=tc.codebook_size, grid=tc.grid, width=cfg.width,
                            layers=cfg.layers, decoder_layers=cfg.decoder_layers, heads=cfg.heads,
-                           dropout=cfg.dropout, tokenizer=cfg.tokenizer_name or Path(cfg.tokenizer).name)
+                           dropout=cfg.dropout, tokenizer=cfg.tokenizer_name or Path(cfg.tokenizer).name,
+                           pixels=(tc.channels + 1) * tc.patch ** 2 if cfg.known_pixels else 0)
     net = build(mc).to(device)
     ema = copy.deepcopy(net).eval().requires_grad_(False)
     decay, no_decay = [], []
@@ -187,14 +198,15 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
     while step < cfg.steps:
         if distributed.any_rank(bool(cfg.max_minutes) and time.time() - t_start > cfg.max_minutes * 60, dist):
             break  # all ranks together: one alone would leave the others waiting in an all-reduce
-        idx = torch.from_numpy(rng.integers(0, len(train_ids), cfg.batch_size))
-        ids = train_ids[idx].to(device)
-        masked = training_masks(rng, cfg.batch_size, tc.grid, tc.patch, cfg.variant == "autoregressive")[0]
+        idx = rng.integers(0, len(train_ids), cfg.batch_size)
+        ids = train_ids[torch.from_numpy(idx)].to(device)
+        masked, _, unknown = training_masks(rng, cfg.batch_size, tc.grid, tc.patch, cfg.variant == "autoregressive")
         masked = torch.from_numpy(masked.reshape(cfg.batch_size, -1)).to(device)
+        pixels = pixel_input(images[idx], unknown, tc.patch, device) if cfg.known_pixels else None
         for group in opt.param_groups:
             group["lr"] = distributed.lr_at(step, cfg.steps, cfg.lr, cfg.warmup)
         with torch.autocast(device.type, torch.bfloat16, enabled=cfg.bf16):
-            loss, acc = batch_loss(model, mc, ids, masked, cfg.label_smoothing)
+            loss, acc = batch_loss(model, mc, ids, masked, cfg.label_smoothing, pixels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
@@ -211,7 +223,7 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
             pbar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc.item():.3f}")
         if step % cfg.val_every == 0 or step == cfg.steps:
             with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=cfg.bf16):
-                vl, va = batch_loss(ema, mc, val_ids, val_masked, 0.0)
+                vl, va = batch_loss(ema, mc, val_ids, val_masked, 0.0, val_pixels)
             rec.update(step=step, val_loss=round(vl.item(), 4), val_acc=round(va.item(), 4),
                        time_s=round(time.time() - t_start, 1))
         if rec:
@@ -229,7 +241,7 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
                           time.process_time() - cpu_start)
         sample_grid(ema, mc, tok, show, show_holes, run / "samples" / "final.png")
         with torch.no_grad():
-            vl, va = batch_loss(ema, mc, val_ids, val_masked, 0.0)
+            vl, va = batch_loss(ema, mc, val_ids, val_masked, 0.0, val_pixels)
         facts = {"domain": cfg.domain, "steps": step, "wall_s": round(elapsed, 1),
                  "cpu_s": round(time.process_time() - cpu_start, 1), "world": dist.world,
                  "device": str(device), "train_config": asdict(cfg),

@@ -14,6 +14,12 @@ softmax(q k^T / sqrt(d_head)) v (on this CPU it runs in bfloat16 several times f
   first) plus the 2-D position of the token it is about to predict: after the seed's reshuffle the decoder no
   longer knew where it was writing, and this tells it. Cross-attention reads the encoder's output.
 
+Known pixels (``pixels`` > 0 in the config): every position also gets a linear embedding of its patch's known
+pixels and where they are (``fsq.known_patches``, hole pixels zeroed). A token is MASK when any pixel of its patch
+is in the hole, so on ids alone a 14 x 14 hole at pixel 7 of a digit hides pixels 4-23 from the transformer: the
+rows just outside the hole, which say where strokes leave it. PUT (Liu et al. CVPR 2022) feeds its transformer the
+unquantized patch features for the same reason.
+
 The head predicts only codebook ids (``vocab`` outputs), so MASK and START can never be sampled.
 """
 from __future__ import annotations
@@ -40,6 +46,7 @@ class TransformerConfig:
     mlp: int = 4  # MLP hidden = mlp * width
     dropout: float = 0.0
     tokenizer: str = "token-fsq-mnist"  # folder of the tokenizer (relative: under resources/models)
+    pixels: int = 0  # known-pixel input per position, (C + 1) * p * p; 0 = ids only (the first face models)
 
     @property
     def mask_id(self) -> int:
@@ -112,6 +119,7 @@ class _Base(nn.Module):
         self.register_buffer("pos", sincos_2d(c.grid, c.width), persistent=False)
         self.norm = nn.LayerNorm(c.width)
         self.head = nn.Linear(c.width, c.vocab)
+        self.pixel_in = nn.Linear(c.pixels, c.width) if c.pixels else None
         self.apply(self._init)
 
     @staticmethod
@@ -121,19 +129,29 @@ class _Base(nn.Module):
             if isinstance(m, nn.Linear) and m.bias is not None:
                 nn.init.zeros_(m.bias)
 
+    def inputs(self, ids: torch.Tensor, pixels: torch.Tensor | None) -> torch.Tensor:
+        """ids B x N, pixels B x N x ``pixels`` (``fsq.known_patches``) -> B x N x width."""
+        h = self.embed(ids) + self.pos
+        if self.pixel_in is not None:
+            if pixels is None:
+                raise ValueError("this transformer reads the known pixels: pass pixels= (fsq.known_patches)")
+            h = h + self.pixel_in(pixels.to(h.dtype))
+        return h
+
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         return self.head(self.norm(h)).float()
 
 
 class BidirectionalTransformer(_Base):
-    """ids B x N (N = grid^2, MASK in the hole) -> logits B x N x vocab (or only at ``at``: K x vocab)."""
+    """ids B x N (N = grid^2, MASK in the hole) [+ known pixels] -> logits B x N x vocab (or at ``at``: K x vocab)."""
 
     def __init__(self, c: TransformerConfig) -> None:
         super().__init__(c)
         self.blocks = nn.ModuleList(Block(c) for _ in range(c.layers))
 
-    def forward(self, ids: torch.Tensor, at: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.embed(ids) + self.pos
+    def forward(self, ids: torch.Tensor, at: torch.Tensor | None = None, pixels: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        h = self.inputs(ids, pixels)
         for blk in self.blocks:
             h = blk(h)
         return self.logits(h[at] if at is not None else h)
@@ -151,8 +169,8 @@ class AutoregressiveTransformer(_Base):
         self.enc_norm = nn.LayerNorm(c.width)
         self.decoder = nn.ModuleList(Block(c, cross=True) for _ in range(c.decoder_layers))
 
-    def encode(self, ids: torch.Tensor) -> torch.Tensor:
-        h = self.embed(ids) + self.pos
+    def encode(self, ids: torch.Tensor, pixels: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.inputs(ids, pixels)
         for blk in self.encoder:
             h = blk(h)
         return self.enc_norm(h)
@@ -167,8 +185,9 @@ class AutoregressiveTransformer(_Base):
             h = blk(h, causal, memory)
         return self.logits(h)
 
-    def forward(self, ids: torch.Tensor, prev: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(ids), prev, where)
+    def forward(self, ids: torch.Tensor, prev: torch.Tensor, where: torch.Tensor,
+                pixels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.decode(self.encode(ids, pixels), prev, where)
 
 
 def build(c: TransformerConfig) -> nn.Module:
