@@ -236,8 +236,8 @@ class Geometry:
       ``context`` is cut and resized to size x size (a user-placed region, e.g. the face box, replaces that box);
     - ``size`` None: native resolution: the hole's box plus ``context`` on each side, shrunk only as far as
       ``max_side`` (the crop's longer side) and ``max_hole`` (the hole's longer side) ask;
-    - ``context``: hole sizes of context on each side of the hole's bounding box (at least ``min_context``
-      pixels); None = the whole image;
+    - ``context``: hole sizes of context on each side of the hole's bounding box (at least ``min_context``,
+      at most ``max_context`` pixels); None = the whole image;
     - ``multiple``: the working crop is padded (reflected) to sides that are multiples of this.
     """
 
@@ -247,6 +247,7 @@ class Geometry:
     max_hole: int | None = None
     multiple: int = 1
     min_context: int = 0
+    max_context: int | None = None
 
 
 @dataclass(frozen=True)

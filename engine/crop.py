@@ -41,21 +41,25 @@ def _clip_region(region: Box, w: int, h: int) -> Box | None:
     return (x0, y0, x1, y1) if x1 - x0 >= 2 and y1 - y0 >= 2 else None
 
 
-def context_box(mask: np.ndarray, context: float | None, square: bool, min_context: int = 0) -> Box:
-    """The hole's bounding box grown by ``context`` hole sizes (at least ``min_context`` pixels) on each side,
-    inside the image (None: the whole image; no hole: the whole image). ``square``: a square of that side centred
+def context_box(mask: np.ndarray, context: float | None, square: bool, min_context: int = 0,
+                max_context: int | None = None) -> Box:
+    """The hole's bounding box grown by ``context`` hole sizes (at least ``min_context``, at most ``max_context``
+    pixels) on each side, inside the image (None: the whole image; no hole: the whole image). ``square``: a square of that side centred
     on the hole, shifted inside the image (non-square only when the image is too small)."""
     h, w = mask.shape
     if context is None or not mask.any():
         return 0, 0, w, h
     bx0, by0, bx1, by1 = mask_bbox(mask)
     hole = max(bx1 - bx0, by1 - by0)
+    cap = None if max_context is None else max(max_context, min_context)
     if square:
         side = max(int(round(hole * (1 + 2 * context))), hole + 2 * min_context, 8)
+        side = side if cap is None else min(side, max(hole + 2 * cap, 8))
         x0, x1 = _fit_axis(bx0, bx1, side, w)
         y0, y1 = _fit_axis(by0, by1, side, h)
         return x0, y0, x1, y1
     pad = max(int(round(context * hole)), min_context)
+    pad = pad if cap is None else min(pad, cap)
     return max(0, bx0 - pad), max(0, by0 - pad), min(w, bx1 + pad), min(h, by1 + pad)
 
 
@@ -73,7 +77,7 @@ class CropPlan:
         box = _clip_region(region, w, h) if region is not None else None
         if box is None:
             box = context_box(mask, geometry.context, square=geometry.size is not None,
-                              min_context=geometry.min_context)
+                              min_context=geometry.min_context, max_context=geometry.max_context)
         x0, y0, x1, y1 = box
         bw, bh = x1 - x0, y1 - y0
         if geometry.size is not None:

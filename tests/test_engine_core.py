@@ -197,6 +197,21 @@ def test_no_known_working_pixel_carries_a_hole_pixel(work):
     assert hole.mean() < 0.8, "and the working hole is not blown up beyond use"
 
 
+def test_context_is_capped_in_pixels_so_a_large_hole_in_a_large_photo_stays_bounded():
+    mask = np.zeros((4000, 6000), bool)
+    mask[1600:2400, 2500:3500] = True  # 1000 x 800
+    free = CropPlan.plan(Geometry(context=2.0, min_context=64), mask).box
+    capped = CropPlan.plan(Geometry(context=2.0, min_context=64, max_context=1024), mask).box
+    assert free == (500, 0, 5500, 4000)
+    assert capped == (2500 - 1024, 1600 - 1024, 3500 + 1024, 2400 + 1024)
+    small = np.zeros((4000, 6000), bool)
+    small[1950:2050, 2950:3050] = True
+    assert (CropPlan.plan(Geometry(context=2.0, min_context=64), small).box
+            == CropPlan.plan(Geometry(context=2.0, min_context=64, max_context=1024), small).box), "small holes: as before"
+    sq = CropPlan.plan(Geometry(size=64, context=2.0, max_context=100), mask).box
+    assert sq[2] - sq[0] == 1000 + 200
+
+
 def test_crop_plan_clamps_to_image_and_honours_region():
     mask = np.zeros((50, 200), bool)
     mask[0:50, 0:10] = True

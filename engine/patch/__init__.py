@@ -8,10 +8,11 @@ MODELS = [
         description="Multi-scale EM over PatchMatch nearest-neighbour fields (Newson et al. 2014): each hole "
                     "pixel is rebuilt from the best-matching known patches. No learning; keeps texture; seconds.",
         domain="any image; best on textures and repeated structure",
-        # patches are copied from two hole sizes around the hole (at least 64 px): a big photo costs what its hole
+        # patches are copied from two hole sizes around the hole (at least 64 px, at most 1024: a 1000 x 800 hole
+        # would otherwise take a 5000 x 4000 crop, 2.5 GB in a 24 MP photo): a big photo costs what its hole
         # costs, and the source is what the hole is surrounded by. Full resolution always: the scales where a hole
         # is longer than 512 px get one detail pass each (engine.patch.pipeline.MAX_HOLE)
-        geometry=Geometry(context=2.0, min_context=64),
+        geometry=Geometry(context=2.0, min_context=64, max_context=1024),
         params=(
             Param("patch", "int", 7, "Patch size (px)", "Side of the compared patches (odd)", min=3, max=21, step=2),
             Param("levels", "int", 0, "Pyramid levels", "Coarse-to-fine scales (0 = automatic from the hole size)",
