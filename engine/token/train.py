@@ -11,8 +11,8 @@ like an editor's), and scores cross-entropy with label smoothing on the masked p
 The shipped models (docs/token.md; times in the model cards):
 
     python -m engine.token.train --variant bidirectional --domain mnist --tokenizer resources/models/token-fsq-mnist \
-        --out runs/token-mnist --steps 1500
-    python -m engine.token.train --variant autoregressive --domain mnist ... --out runs/token-mnist-ar
+        --out runs/token-mnist --steps 2800 --lr 0.001 --warmup 100 --max-minutes 75
+    python -m engine.token.train --variant autoregressive --domain mnist ... --out runs/token-mnist-ar --known-pixels false
 
 Under torchrun (DDP: gloo on the CPU, nccl on a GPU; each rank its own shard of the images; rank 0 writes):
 
