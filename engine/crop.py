@@ -44,8 +44,8 @@ def _clip_region(region: Box, w: int, h: int) -> Box | None:
 def context_box(mask: np.ndarray, context: float | None, square: bool, min_context: int = 0,
                 max_context: int | None = None) -> Box:
     """The hole's bounding box grown by ``context`` hole sizes (at least ``min_context``, at most ``max_context``
-    pixels) on each side, inside the image (None: the whole image; no hole: the whole image). ``square``: a square of that side centred
-    on the hole, shifted inside the image (non-square only when the image is too small)."""
+    pixels) on each side, inside the image (None: the whole image; no hole: the whole image). ``square``: a square
+    of that side centred on the hole, shifted inside the image (non-square only when the image is too small)."""
     h, w = mask.shape
     if context is None or not mask.any():
         return 0, 0, w, h

@@ -207,7 +207,7 @@ def test_context_is_capped_in_pixels_so_a_large_hole_in_a_large_photo_stays_boun
     small = np.zeros((4000, 6000), bool)
     small[1950:2050, 2950:3050] = True
     assert (CropPlan.plan(Geometry(context=2.0, min_context=64), small).box
-            == CropPlan.plan(Geometry(context=2.0, min_context=64, max_context=1024), small).box), "small holes: as before"
+            == CropPlan.plan(Geometry(context=2.0, min_context=64, max_context=1024), small).box), "small: as before"
     sq = CropPlan.plan(Geometry(size=64, context=2.0, max_context=100), mask).box
     assert sq[2] - sq[0] == 1000 + 200
 

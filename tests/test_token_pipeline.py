@@ -29,7 +29,7 @@ def _make(folder, variant, tok_cfg, name, pixels: bool):
         save_tokenizer(tok_dir, Tokenizer(tok_cfg))
     cfg = TransformerConfig(variant=variant, vocab=tok_cfg.codebook_size, grid=tok_cfg.grid, width=32, layers=2,
                             decoder_layers=1, heads=2, tokenizer=tok_dir.name,
-                            pixels=(tok_cfg.channels + 1) * tok_cfg.patch ** 2 if pixels else 0)
+                            pixels=tok_cfg.known_pixel_size if pixels else 0)
     out = folder / f"{name}-{variant}"
     save_pretrained(out, build(cfg), cfg)
     return out

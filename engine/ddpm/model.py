@@ -148,7 +148,8 @@ class CompactUNet(nn.Module):
         if not torch.is_tensor(t):
             t = torch.tensor([t], device=x.device)
         t = t.reshape(-1).expand(x.shape[0]) if t.numel() == 1 else t
-        temb = self.time_mlp(timestep_embedding(t, self.config.block_out_channels[0], flip_sin_to_cos=True, shift=0).to(x.dtype))
+        emb = timestep_embedding(t, self.config.block_out_channels[0], flip_sin_to_cos=True, shift=0)
+        temb = self.time_mlp(emb.to(x.dtype))
         L, n = self.config.layers_per_block, len(self.config.block_out_channels)
         h = self.conv_in(x)
         hs = [h]

@@ -14,8 +14,8 @@ processors), which is what costs at batch 1.
 Covered: ``DownBlock2D`` / ``AttnDownBlock2D``, ``UpBlock2D`` / ``AttnUpBlock2D``, ``UNetMidBlock2D`` (or none),
 positional time embedding, "default" or "scale_shift" time conditioning, conv up/downsampling, SiLU: the blocks
 unconditional DDPMs in diffusers' format are commonly built from (diffusers' own training tutorial uses them).
-``unsupported`` names what a config uses beyond them (the loader then hands the folder to diffusers). Checkpoints saved before diffusers 0.14 name the attention weights query / key / value /
-proj_attn: ``load_state`` renames them.
+``unsupported`` names what a config uses beyond them (the loader then hands the folder to diffusers). Checkpoints
+saved before diffusers 0.14 name the attention weights query / key / value / proj_attn: ``load_state`` renames them.
 """
 from __future__ import annotations
 

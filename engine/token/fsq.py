@@ -57,6 +57,11 @@ class TokenizerConfig:
         return math.prod(self.levels)
 
     @property
+    def known_pixel_size(self) -> int:
+        """Features per token of ``known_patches``: the patch's pixels and where they are known."""
+        return (self.channels + 1) * self.patch * self.patch
+
+    @property
     def mask_id(self) -> int:
         return self.codebook_size
 
@@ -136,9 +141,7 @@ class Tokenizer(nn.Module):
     # -- encoding ------------------------------------------------------------------------------------------
     def patches(self, x: torch.Tensor) -> torch.Tensor:
         """B x C x S x S -> B x g x g x (C * p * p): each token's own pixels and nothing else."""
-        p, g = self.config.patch, self.config.grid
-        b, ch = x.shape[:2]
-        return x.reshape(b, ch, g, p, g, p).permute(0, 2, 4, 1, 3, 5).reshape(b, g, g, ch * p * p)
+        return patchify(x, self.config.patch)
 
     def quantize(self, x: torch.Tensor) -> torch.Tensor:
         """B x C x S x S -> quantized codes B x g x g x d in [-1, 1]."""
@@ -181,15 +184,19 @@ def token_hole(hole: torch.Tensor, patch: int) -> torch.Tensor:
     return F.max_pool2d(hole.float(), patch).squeeze(1) > 0
 
 
+def patchify(x: torch.Tensor, patch: int) -> torch.Tensor:
+    """B x C x S x S -> B x g x g x (C * p * p), g = S / p: the non-overlapping patches, channel-major."""
+    b, ch, s, _ = x.shape
+    g = s // patch
+    return x.reshape(b, ch, g, patch, g, patch).permute(0, 2, 4, 1, 3, 5).reshape(b, g, g, ch * patch * patch)
+
+
 def known_patches(x: torch.Tensor, hole: torch.Tensor, patch: int) -> torch.Tensor:
     """B x C x S x S image and B x 1 x S x S hole (1 = unknown) -> B x N x (C + 1) p p: each patch's known pixels
     (hole pixels zeroed) and where they are. The transformers' second input: a MASK token at the hole's edge still
     sees the part of its patch outside the hole, and no feature depends on a hole pixel."""
-    b, ch, s, _ = x.shape
-    g = s // patch
     known = 1 - hole.to(x.dtype)
-    z = torch.cat([x * known, known], 1)
-    return z.reshape(b, ch + 1, g, patch, g, patch).permute(0, 2, 4, 1, 3, 5).reshape(b, g * g, (ch + 1) * patch * patch)
+    return patchify(torch.cat([x * known, known], 1), patch).flatten(1, 2)
 
 
 def count_params(net: nn.Module) -> int:

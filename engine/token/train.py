@@ -12,7 +12,8 @@ The shipped models (docs/token.md; times in the model cards):
 
     python -m engine.token.train --variant bidirectional --domain mnist --tokenizer resources/models/token-fsq-mnist \
         --out runs/token-mnist --steps 2800 --lr 0.001 --warmup 100 --max-minutes 75
-    python -m engine.token.train --variant autoregressive --domain mnist ... --out runs/token-mnist-ar --known-pixels false
+    python -m engine.token.train --variant autoregressive --domain mnist ... --out runs/token-mnist-ar \
+        --known-pixels false
 
 Under torchrun (DDP: gloo on the CPU, nccl on a GPU; each rank its own shard of the images; rank 0 writes):
 
@@ -171,7 +172,7 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
     mc = TransformerConfig(variant=cfg.variant, vocab=tc.codebook_size, grid=tc.grid, width=cfg.width,
                            layers=cfg.layers, decoder_layers=cfg.decoder_layers, heads=cfg.heads,
                            dropout=cfg.dropout, tokenizer=cfg.tokenizer_name or Path(cfg.tokenizer).name,
-                           pixels=(tc.channels + 1) * tc.patch ** 2 if cfg.known_pixels else 0)
+                           pixels=tc.known_pixel_size if cfg.known_pixels else 0)
     net = build(mc).to(device)
     ema = copy.deepcopy(net).eval().requires_grad_(False)
     decay, no_decay = [], []
