@@ -80,6 +80,12 @@ def editor_latency(name: str, folder: Path, digits: np.ndarray, mask: np.ndarray
     return float(np.median(times))
 
 
+def overrides(defaults: dict, text: str) -> dict:
+    """"temperature=0.8,top_k=50" over ``defaults``."""
+    pairs = (kv.split("=") for kv in text.split(",") if kv)
+    return dict(defaults, **{k: float(v) if "." in v else int(v) for k, v in pairs})
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--n", type=int, default=100, help="test digits per mask")
@@ -90,8 +96,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--split", default="test", choices=("test", "valid"),
                    help="valid: for choosing decoding defaults without looking at the test digits")
     p.add_argument("--skip-ar", action="store_true")
+    p.add_argument("--skip-bidir", action="store_true")
     p.add_argument("--skip-seed-style", action="store_true")
     p.add_argument("--bidir", default="", help="override token-mnist's decoding, e.g. temperature=0.8,top_k=50")
+    p.add_argument("--ar", default="", help="override token-mnist-ar's decoding, e.g. top_k=20")
     p.add_argument("--models", default=str(MODELS_DIR), help="folder holding token-mnist, token-mnist-ar, ...")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "token_mnist.json"))
     a = p.parse_args(argv)
@@ -103,8 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
     clf = load_classifier()
     tok = load_tokenizer(models / "token-fsq-mnist")
     test_x, test_y = load_mnist(a.split)
-    bidir = dict(BIDIR, **{k: float(v) if "." in v else int(v)
-                          for k, v in (kv.split("=") for kv in a.bidir.split(",") if kv)})
+    bidir, ar = overrides(BIDIR, a.bidir), overrides(AR, a.ar)
     masks = make_masks()
     imgs, ms, names = stacked(test_x[:a.n], masks)
     labels = np.tile(test_y[:a.n], len(masks))
@@ -114,7 +121,7 @@ def main(argv: list[str] | None = None) -> dict:
         "images_per_mask": a.n, "masks": list(masks), "threads": a.threads, "batch": a.batch, "seed": a.seed,
         "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
         "thresholds": {**THRESHOLDS, "accuracy": TARGETS}, "fd_features": "mnist-classifier hidden layer (64)",
-        "split": a.split, "token_mnist_params": bidir, "token_mnist_ar_params": AR}, "methods": {}}
+        "split": a.split, "token_mnist_params": bidir, "token_mnist_ar_params": ar}, "methods": {}}
 
     def report(name: str, filled: np.ndarray, timing: dict | None = None, token_model: bool = False,
                extra: dict | None = None) -> None:
@@ -141,8 +148,8 @@ def main(argv: list[str] | None = None) -> dict:
     report("telea", telea, {"wall_s_per_image": (time.perf_counter() - t0) / len(imgs)})
 
     x3 = imgs[..., None]
-    for name, params in (("token-mnist", bidir), ("token-mnist-ar", AR)):
-        if name == "token-mnist-ar" and a.skip_ar:
+    for name, params in (("token-mnist", bidir), ("token-mnist-ar", ar)):
+        if (a.skip_ar, a.skip_bidir)[name == "token-mnist"]:
             continue
         filled, timing = token_fill(models / name, x3, ms, params, a.seed, a.batch)
         timing["editor_latency_s"] = editor_latency(name, models / name, test_x[:20], masks["centre_14"])

@@ -198,6 +198,33 @@ def test_autoregressive_teacher_forcing_and_loss_positions():
     assert torch.equal(g[:, :m] > 0, valid) and not g[:, m:].any(), "padding steps are not scored"
 
 
+def test_decoder_input_dropout_hides_teacher_inputs_but_never_start_or_targets():
+    cfg = TransformerConfig(variant="autoregressive", vocab=12, grid=4)
+    ids = torch.arange(64).view(4, 16) % 12
+    hole = torch.zeros(4, 16, dtype=torch.bool)
+    hole[:, 4:12] = True
+    seen = {}
+
+    class Spy(torch.nn.Module):
+        def forward(self, inp, prev_, where_, pixels=None):
+            seen["prev"] = prev_
+            return torch.zeros(4, where_.shape[1], 12, requires_grad=True)
+
+    where, valid = raster_order(hole)
+    truth = teacher_forcing(ids, where, valid, cfg.start_id)
+    batch_loss(Spy(), cfg, ids, hole, 0.0)
+    assert torch.equal(seen["prev"][:, :8], truth), "no dropout: the true prefix"
+    torch.manual_seed(0)
+    batch_loss(Spy(), cfg, ids, hole, 0.0, input_dropout=0.5)
+    prev = seen["prev"][:, :8]
+    dropped = prev == cfg.mask_id
+    assert (prev[:, 0] == cfg.start_id).all(), "START is never dropped"
+    assert 0 < dropped.sum() < dropped[:, 1:].numel(), "some inputs hidden, not all"
+    assert torch.equal(prev[~dropped], truth[~dropped]), "the rest are the true ids"
+    batch_loss(Spy(), cfg, ids, hole, 0.0, input_dropout=1.0)
+    assert (seen["prev"][:, 1:8] == cfg.mask_id).all()
+
+
 # -- MaskGIT decoding --------------------------------------------------------------------------------------------
 def _start(n_hole_tokens, grid=7, mask_id=36, batch=1, seed=0):
     g = torch.Generator().manual_seed(seed)

@@ -67,6 +67,7 @@ class TrainConfig:
     steps: int = 1500
     max_minutes: float = 0.0
     label_smoothing: float = 0.1
+    decoder_input_dropout: float = 0.0  # autoregressive: share of teacher-forced inputs shown as MASK (below)
     ema_decay: float = 0.999
     flips: bool = False  # also train on the mirrored images (faces: their labels are mirror-invariant)
     n_train: int = 0  # 0 = the whole training split
@@ -95,9 +96,13 @@ def pixel_input(images: np.ndarray, unknown: np.ndarray, patch: int, device) -> 
 
 
 def batch_loss(model, cfg: TransformerConfig, ids: torch.Tensor, masked: torch.Tensor, smoothing: float,
-               pixels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               pixels: torch.Tensor | None = None, input_dropout: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss, accuracy) on the masked positions only. ``ids`` B x N true ids, ``masked`` B x N bool, ``pixels``
-    the known-pixel input (``fsq.known_patches``) for models that read it."""
+    the known-pixel input (``fsq.known_patches``) for models that read it. ``input_dropout`` (autoregressive):
+    each teacher-forced decoder input is MASK with this probability (word dropout, Bowman et al. 2016, sec. 3.3):
+    on true prefixes alone the decoder learned to continue the token before it (background after background) and,
+    written freely, left most holes empty; without the prefix it must read the encoder's view of the known
+    tokens."""
     inp = torch.where(masked, torch.full_like(ids, cfg.mask_id), ids)
     if cfg.variant == "bidirectional":
         # the head on every position, then the masked ones: a fixed shape per step (a shape that changes every
@@ -107,6 +112,10 @@ def batch_loss(model, cfg: TransformerConfig, ids: torch.Tensor, masked: torch.T
     else:
         where, valid = raster_order(masked, bucket=16)
         prev = teacher_forcing(ids, where, valid, cfg.start_id)
+        if input_dropout > 0:
+            drop = torch.rand(prev.shape, device=prev.device) < input_dropout
+            drop[:, 0] = False  # START stays: it is never a guess
+            prev = torch.where(drop, torch.full_like(prev, cfg.mask_id), prev)
         logits = model(inp, prev, where, pixels)[valid]
         target = ids.gather(1, where)[valid]
     return loss_masked(logits, target, smoothing), (logits.argmax(-1) == target).float().mean()
@@ -207,7 +216,7 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
         for group in opt.param_groups:
             group["lr"] = distributed.lr_at(step, cfg.steps, cfg.lr, cfg.warmup)
         with torch.autocast(device.type, torch.bfloat16, enabled=cfg.bf16):
-            loss, acc = batch_loss(model, mc, ids, masked, cfg.label_smoothing, pixels)
+            loss, acc = batch_loss(model, mc, ids, masked, cfg.label_smoothing, pixels, cfg.decoder_input_dropout)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
