@@ -97,3 +97,28 @@ def test_each_rank_gets_its_own_shard():
     assert sorted(np.concatenate(parts).tolist()) == list(range(10))
     assert not set(parts[0]) & set(parts[1])
     assert np.array_equal(data[shard(len(data), Dist())], data)
+
+
+def test_init_from_an_ids_only_model_starts_where_it_was(ddp_runs, tmp_path):
+    """--init: an ids-only model seeds one that reads the known pixels; its pixel layer starts at zero, so the
+    exported step-0 model gives the old model's logits whatever the pixels."""
+    import torch
+
+    from engine.token.transformer import load_transformer
+
+    tok = str(ddp_runs / "tok" / "export")
+    _python("engine.token.train", ["--tokenizer", tok, "--out", str(tmp_path / "ids"), "--steps", "2",
+                                   "--known-pixels", "false", *TINY_TF])
+    _python("engine.token.train", ["--tokenizer", tok, "--out", str(tmp_path / "px"), "--steps", "0",
+                                   "--init", str(tmp_path / "ids" / "export"), *TINY_TF])
+    old, new = load_transformer(tmp_path / "ids" / "export"), load_transformer(tmp_path / "px" / "export")
+    assert old.config.pixels == 0 and new.config.pixels > 0
+    ids = torch.randint(0, old.config.vocab, (2, 49))
+    pixels = torch.rand(2, 49, new.config.pixels)
+    assert torch.allclose(old(ids), new(ids, None, pixels), atol=1e-2), "int8 rounding only"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    bad = subprocess.run([sys.executable, "-m", "engine.token.train", "--tokenizer", tok, "--out",
+                          str(tmp_path / "bad"), "--steps", "0", "--init", str(tmp_path / "ids" / "export"),
+                          *TINY_TF, "--width", "64"], cwd=str(ROOT), env=env, capture_output=True, text=True)
+    assert bad.returncode != 0 and bad.stderr.strip().splitlines()[-1].startswith("error: --init")
+    assert "width" in bad.stderr and "Traceback" not in bad.stderr

@@ -36,14 +36,14 @@ import torch
 from tqdm import tqdm
 
 from engine import distributed
-from engine.api import drive
+from engine.api import InpaintError, drive
 from engine.device import compute_device
 from engine.token import data as D
 from engine.token.fsq import Tokenizer, known_patches, load_tokenizer, token_hole
 from engine.token.masks import editor_holes, training_masks
 from engine.token.sampling import autoregressive_decode, maskgit_decode
-from engine.token.transformer import (TransformerConfig, build, count_params, loss_masked, raster_order,
-                                      teacher_forcing)
+from engine.token.transformer import (TransformerConfig, build, count_params, load_transformer, loss_masked,
+                                      raster_order, teacher_forcing)
 from engine.weights import save_pretrained
 
 
@@ -60,6 +60,7 @@ class TrainConfig:
     heads: int = 8
     dropout: float = 0.0
     known_pixels: bool = True  # also feed each position its patch's known pixels (transformer.py)
+    init: str = ""  # start from this exported transformer (same shape; ``init_from`` below)
     batch_size: int = 128  # per rank
     lr: float = 6e-4
     weight_decay: float = 0.05
@@ -151,6 +152,23 @@ def ema_update(ema, model, decay: float) -> None:
         pe.lerp_(pm.detach(), 1 - decay)
 
 
+def init_from(net, folder: str) -> None:
+    """Copy an exported transformer's weights into ``net`` (same variant and sizes). A model trained on ids
+    alone may seed one that also reads the known pixels: the pixel layer it lacks starts at zero, so step 0
+    computes exactly the old model, and training only adds what the pixels tell."""
+    src = load_transformer(folder)
+    shape = ("variant", "vocab", "grid", "width", "layers", "decoder_layers", "heads", "mlp")
+    diff = [k for k in shape if getattr(src.config, k) != getattr(net.config, k)]
+    if diff:
+        raise InpaintError(f"--init {folder}: its {', '.join(diff)} differ from this run's")
+    missing, unexpected = net.load_state_dict(src.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("pixel_in.") for k in missing):
+        raise InpaintError(f"--init {folder}: weights do not fit (missing {missing}, unexpected {unexpected})")
+    if missing:
+        torch.nn.init.zeros_(net.pixel_in.weight)
+        torch.nn.init.zeros_(net.pixel_in.bias)
+
+
 def train(cfg: TrainConfig, resume: bool = True) -> Path:
     torch.set_num_threads(cfg.threads)
     device = compute_device(cfg.device)
@@ -183,6 +201,8 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
                            dropout=cfg.dropout, tokenizer=cfg.tokenizer_name or Path(cfg.tokenizer).name,
                            pixels=tc.known_pixel_size if cfg.known_pixels else 0)
     net = build(mc).to(device)
+    if cfg.init:
+        init_from(net, cfg.init)
     ema = copy.deepcopy(net).eval().requires_grad_(False)
     decay, no_decay = [], []
     for name, p in net.named_parameters():
@@ -266,7 +286,10 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     cfg, resume = distributed.parse_config(TrainConfig, argv, __doc__)
-    train(cfg, resume=resume)
+    try:
+        train(cfg, resume=resume)
+    except InpaintError as exc:  # a missing tokenizer or --init folder: one line, not a traceback
+        raise SystemExit(f"error: {exc}") from None
 
 
 if __name__ == "__main__":
