@@ -24,6 +24,13 @@ import cv2
 import numpy as np
 import torch
 
+def model_defaults(name: str) -> dict:
+    """The decoding parameters a registered token model fills with when the user changes nothing."""
+    from engine import registry
+
+    return {p.name: p.default for p in registry.get_info(name).params if p.name != "grain"}
+
+
 THRESHOLDS = {"line_rel_max": 1.15, "detail_rel_min": 0.75, "saturation_rel_min": 0.75, "empty_max": 0.02,
               "empty_over_truth_max": 0.02}
 

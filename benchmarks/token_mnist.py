@@ -6,7 +6,7 @@ mnist-classifier) reads every composite. In one run, one thread, same digits:
 
 - ``token-mnist``: variant 1, MaskGIT decoding with the model's defaults (12 passes, temperature 1, all tokens,
   choice randomness 4.5);
-- ``token-mnist-ar``: variant 2, raster order, temperature 1;
+- ``token-mnist-ar``: variant 2, raster order, with the model's defaults (temperature 1, top-k 20);
 - ``token-mnist, seed's decoding (argmax, one pass)``: the seed's decoding on the same network, for its failure modes;
 - ``tokenizer reconstruction (ceiling)``: the true tokens decoded: no fill can be read better than this;
 - ``repaint-fast``: rerun here (RePaint, the project's fast mode with the manifold constraint, noise seed 0);
@@ -40,14 +40,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.repaint_mnist import accuracy_by_mask, make_masks, stacked  # noqa: E402
-from benchmarks.token_common import (THRESHOLDS, failure_modes, fmt, frechet_distance, passes,  # noqa: E402
-                                     reconstruction, token_fill)
+from benchmarks.token_common import (THRESHOLDS, failure_modes, fmt, frechet_distance,  # noqa: E402
+                                     model_defaults, passes, reconstruction, token_fill)
 from engine.datasets import load_mnist  # noqa: E402
 from engine.ddpm.classifier import load_classifier  # noqa: E402
 from engine.weights import MODELS_DIR  # noqa: E402
 
-BIDIR = {"iterations": 12, "temperature": 1.0, "top_k": 0, "confidence_noise": 4.5}
-AR = {"temperature": 1.0, "top_k": 0}
+BIDIR, AR = model_defaults("token-mnist"), model_defaults("token-mnist-ar")
 TARGETS = {"token-mnist": 0.85, "token-mnist-ar": 0.80}
 
 

@@ -20,12 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.repaint_mnist import make_masks  # noqa: E402
-from benchmarks.token_common import reconstruction, token_fill  # noqa: E402
+from benchmarks.token_common import model_defaults, reconstruction, token_fill  # noqa: E402
 from engine.token.data import grid_image, save_png  # noqa: E402
 from engine.weights import MODELS_DIR  # noqa: E402
 
-BIDIR = {"iterations": 12, "temperature": 1.0, "top_k": 0, "confidence_noise": 4.5}
-AR = {"temperature": 1.0, "top_k": 0}
 SEED_STYLE = {"iterations": 1, "temperature": 0.0, "top_k": 0, "confidence_noise": 0.0}
 
 
@@ -35,9 +33,10 @@ def columns(domain: str, imgs: np.ndarray, masks: np.ndarray, grain: bool) -> li
     names = ("token-mnist", "token-mnist-ar") if domain == "mnist" else ("token-face", "token-face-ar")
     tok = load_tokenizer(MODELS_DIR / f"token-fsq-{domain}")
     extra = {"grain": True} if grain else {}
+    bidir, ar = model_defaults(names[0]), model_defaults(names[1])
     holed = np.where(masks[..., None], 128, imgs).astype(np.uint8)
-    fills = [token_fill(MODELS_DIR / names[0], imgs, masks, {**BIDIR, **extra}, seed=1)[0],
-             token_fill(MODELS_DIR / names[1], imgs, masks, {**AR, **extra}, seed=1)[0],
+    fills = [token_fill(MODELS_DIR / names[0], imgs, masks, {**bidir, **extra}, seed=1)[0],
+             token_fill(MODELS_DIR / names[1], imgs, masks, {**ar, **extra}, seed=1)[0],
              token_fill(MODELS_DIR / names[0], imgs, masks, SEED_STYLE, seed=1)[0],
              reconstruction(tok, imgs, masks)]
     return [imgs, holed, *fills]
