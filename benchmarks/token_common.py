@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 import torch
 
+
 def model_defaults(name: str) -> dict:
     """The decoding parameters a registered token model fills with when the user changes nothing."""
     from engine import registry

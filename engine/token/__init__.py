@@ -12,7 +12,6 @@ from engine.registry import ModelSpec
 from engine.weights import MODELS_DIR
 
 
-
 def sampling(top_k: int = 0) -> tuple[Param, ...]:
     """Temperature and top-k, with the model's own top-k default."""
     return (

@@ -13,7 +13,9 @@ The shipped models (docs/token.md; times in the model cards):
     python -m engine.token.train --variant bidirectional --domain mnist --tokenizer resources/models/token-fsq-mnist \
         --out runs/token-mnist --steps 2800 --lr 0.001 --warmup 100 --max-minutes 75
     python -m engine.token.train --variant autoregressive --domain mnist ... --out runs/token-mnist-ar \
-        --known-pixels false
+        --steps 1400 --lr 0.001 --warmup 100 --decoder-input-dropout 0.6
+    python -m engine.token.train --variant bidirectional --domain face ... --out runs/token-face-px \
+        --init runs/token-face/export ...   # the face models: fine-tuned from ids-only weights (model cards)
 
 Under torchrun (DDP: gloo on the CPU, nccl on a GPU; each rank its own shard of the images; rank 0 writes):
 
