@@ -136,7 +136,8 @@ class Tokenizer(nn.Module):
         self.to_pixels = nn.Conv2d(c.dec_grid, c.dec_pixel * c.patch * c.patch, 1)  # then pixel shuffle
         self.guide = nn.Conv2d(c.channels + 1, c.dec_pixel, 3, 1, 1)  # known pixels and the hole mask
         self.dec_pixel = nn.Sequential(*(ResBlock(c.dec_pixel) for _ in range(c.pixel_blocks)),
-                                       nn.GroupNorm(8, c.dec_pixel), nn.SiLU(), nn.Conv2d(c.dec_pixel, c.channels, 3, 1, 1))
+                                       nn.GroupNorm(8, c.dec_pixel), nn.SiLU(),
+                                       nn.Conv2d(c.dec_pixel, c.channels, 3, 1, 1))
 
     # -- encoding ------------------------------------------------------------------------------------------
     def patches(self, x: torch.Tensor) -> torch.Tensor:
