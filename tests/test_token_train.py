@@ -58,6 +58,10 @@ def test_two_process_ddp_trains_and_only_rank_0_writes(ddp_runs):
         assert steps == sorted(steps) and len(steps) == len(set(steps)) == 4, "one writer: no doubled log lines"
         facts = json.loads((folder / "export" / "config.json").read_text())["training"]
         assert facts["world"] == 2 and facts["steps"] == 4
+        if run != "tok":  # free-running fills scored at each validation and at the end
+            logged = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
+            assert all(0 < r["val_fill_psnr"] < 60 for r in logged if "val_loss" in r)
+            assert 0 < facts["validation"]["fill_psnr"] < 60
 
 
 def test_exported_models_load_and_fill(ddp_runs):

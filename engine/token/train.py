@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -142,6 +143,14 @@ def fill_grid(net, cfg: TransformerConfig, tok: Tokenizer, x: torch.Tensor, hole
     return torch.where(holes > 0, y, x)
 
 
+def fill_psnr(net, cfg: TransformerConfig, tok: Tokenizer, x: torch.Tensor, holes: torch.Tensor) -> float:
+    """Hole PSNR (dB, pooled over the holes' pixels) of free-running fills, the model writing its own tokens as in
+    the editor. The teacher-forced validation loss does not rank autoregressive models (the one that fills better
+    can have the higher loss, docs/token.md); this does, for both variants."""
+    err = ((fill_grid(net, cfg, tok, x, holes) - x) ** 2 * holes).sum() / (holes.sum() * x.shape[1])
+    return 10.0 * math.log10(4.0 / max(err.item(), 1e-12))  # pixels in [-1, 1]: the range is 2
+
+
 def sample_grid(net, cfg, tok, x, holes, path: Path) -> None:
     rows = [x, x * (1 - holes) - holes * 0.5, fill_grid(net, cfg, tok, x, holes)]
     to8 = [((r.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy() for r in rows]
@@ -195,6 +204,9 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
     val_masked, _, val_unknown = training_masks(vrng, len(val_ids), tc.grid, tc.patch, cfg.variant == "autoregressive")
     val_masked = torch.from_numpy(val_masked.reshape(len(val_ids), -1)).to(device)
     val_pixels = pixel_input(val_images, val_unknown, tc.patch, device) if cfg.known_pixels else None
+    fill_x = D.to_unit(val_images[:128]).to(device)  # free-running fills scored each validation (fill_psnr)
+    fill_holes = torch.from_numpy(editor_holes(np.random.default_rng(6), len(fill_x), tc.size)).float()[:, None]
+    fill_holes = fill_holes.to(device)
     show = D.to_unit(val_images[:12]).to(device)
     show_holes = torch.from_numpy(editor_holes(np.random.default_rng(5), 12, tc.size)).float()[:, None].to(device)
 
@@ -257,6 +269,7 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
             with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=cfg.bf16):
                 vl, va = batch_loss(ema, mc, val_ids, val_masked, 0.0, val_pixels)
             rec.update(step=step, val_loss=round(vl.item(), 4), val_acc=round(va.item(), 4),
+                       val_fill_psnr=round(fill_psnr(ema, mc, tok, fill_x, fill_holes), 3),
                        time_s=round(time.time() - t_start, 1))
         if rec:
             log.write(json.dumps(rec) + "\n")
@@ -277,7 +290,8 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
         facts = {"domain": cfg.domain, "steps": step, "wall_s": round(elapsed, 1),
                  "cpu_s": round(time.process_time() - cpu_start, 1), "world": dist.world,
                  "device": str(device), "train_config": asdict(cfg),
-                 "validation": {"loss": round(vl.item(), 4), "token_accuracy": round(va.item(), 4)}}
+                 "validation": {"loss": round(vl.item(), 4), "token_accuracy": round(va.item(), 4),
+                                "fill_psnr": round(fill_psnr(ema, mc, tok, fill_x, fill_holes), 3)}}
         save_pretrained(run / "export", ema, mc, facts, int8=True)  # a quarter of the bytes, same accuracy
         print(f"done: {step} steps in {elapsed / 60:.1f} min, val loss {vl.item():.4f} -> {run / 'export'}",
               flush=True)
