@@ -23,7 +23,8 @@ Box = tuple[int, int, int, int]  # (x0, y0, x1, y1), exclusive ends, image pixel
 def mask_bbox(mask: np.ndarray) -> Box:
     """(x0, y0, x1, y1), exclusive ends, of the non-zero pixels (from the row and column projections: one pass
     over a 24-megapixel mask, no index arrays)."""
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask[rows[0]:rows[-1] + 1].any(axis=0))
     return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
@@ -164,13 +165,19 @@ class CropPlan:
         x0, y0, x1, y1 = self.box
         out = image.copy()
         box_mask = mask[y0:y1, x0:x1]
-        hole = box_mask if box_mask.dtype == np.bool_ else box_mask > 0
-        if not hole.any():
+        if not box_mask.any():
             return out
+        # Only the hole's bounding box is touched (a small hole in a whole-image box costs what the hole costs),
+        # grown by the one kept pixel around it that the feather's distance is measured to.
+        hx0, hy0, hx1, hy1 = mask_bbox(box_mask)
+        hx0, hy0, hx1, hy1 = max(0, hx0 - 1), max(0, hy0 - 1), min(x1 - x0, hx1 + 1), min(y1 - y0, hy1 + 1)
+        box_mask = box_mask[hy0:hy1, hx0:hx1]
+        hole = box_mask if box_mask.dtype == np.bool_ else box_mask > 0
         fill = fill[:self.work[1], :self.work[0]]
         if self.resized:
             grow = self.scale > 1
             fill = cv2.resize(fill, (x1 - x0, y1 - y0), interpolation=cv2.INTER_CUBIC if grow else cv2.INTER_AREA)
+        fill = fill[hy0:hy1, hx0:hx1]
         if fill.ndim == 2:
             fill = fill[..., None]
         if fill.shape[2] == 1 and image.shape[2] == 3:
@@ -178,7 +185,7 @@ class CropPlan:
         weight = feather_alpha(hole, self.scale if feather is None else feather)
         if box_mask.dtype != np.bool_:
             weight *= box_mask.astype(np.float32) / 255.0
-        region = out[y0:y1, x0:x1]
+        region = out[y0 + hy0:y0 + hy1, x0 + hx0:x0 + hx1]
         full = weight >= 1.0
         region[full] = fill[full]
         part = (weight > 0) & ~full

@@ -11,6 +11,7 @@ import torch
 
 from engine import registry
 from engine.api import CancelToken, Cancelled, Request, drive
+from engine.frugal import train as frugal_train
 from engine.runner import run_job, run_to_end
 
 TINY = {"iterations": 3, "crop": 16, "batch": 2, "steps": 3, "minutes": 5.0}
@@ -289,6 +290,25 @@ def test_cache_hit_skips_training(rng, one_thread_and_scratch_cache):
     assert np.array_equal(again.image, first.image)  # same weights + same seed = same fill
     # a different image (or config) is a miss
     assert run_to_end(inp, Request(image=img[::-1].copy(), mask=hole, params=params)).stats["cached"] is False
+
+
+def test_refills_read_the_cached_weights_once_until_the_file_changes(rng, one_thread_and_scratch_cache, monkeypatch):
+    img, hole = _texture(rng), _hole()
+    inp = registry.load("frugal-regression")
+    params = {"iterations": 4, "crop": 16, "batch": 2, "minutes": 5.0}
+    first = run_to_end(inp, Request(image=img, mask=hole, params=params))
+    reads = []
+    load = frugal_train.load
+    monkeypatch.setattr(frugal_train, "load", lambda *a, **k: reads.append(1) or load(*a, **k))
+    for _ in range(3):
+        again = run_to_end(inp, Request(image=img, mask=hole, params=params))
+        assert again.stats["cached"] is True and np.array_equal(again.image, first.image)
+    assert len(reads) == 1, "a refill of the same image reads its weights from disk once"
+    (weights,) = (one_thread_and_scratch_cache / "frugal").glob("*/model.safetensors")
+    weights.write_bytes(weights.read_bytes()[:100])  # another process rewrote (here: broke) the file
+    previews: list = []
+    drive(run_job(inp, Request(image=img, mask=hole, params=params)), previews.append)
+    assert previews[0].message.startswith("discarding unreadable cached weights")
 
 
 def test_a_damaged_cache_is_discarded_and_learned_again_saying_so(rng, one_thread_and_scratch_cache):

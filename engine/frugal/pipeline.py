@@ -27,6 +27,7 @@ from engine.frugal.guidance import AUTO_WS, DEFAULT_W, AutoGuided, describe, mat
 from engine.frugal.model import FrugalUNet, UNetConfig
 from engine.patch.patchmatch import PatchConfig, inpaint_iter
 from engine.tensors import to_images, to_tensor
+from engine.weights import WEIGHTS_NAME
 
 COARSE_DRAFT = 0.5  # draft strengths from which the patch draft is made at half size
 MIN_DRAFT_HOLE = 16  # ... if the hole stays this wide there (about two 7 px patches)
@@ -55,6 +56,7 @@ class FrugalInpainter(Inpainter):
     def __init__(self, info: ModelInfo, objective: str = "diffusion") -> None:
         super().__init__(info)
         self.objective = objective
+        self._loaded: tuple = ()  # (stamp, (net, stats)) of the last cached weights read: a refill skips the disk
 
     def geometry(self, params: dict) -> Geometry:
         return Geometry(context=None, max_hole=int(params["max_hole"]), multiple=MULTIPLE)
@@ -83,7 +85,7 @@ class FrugalInpainter(Inpainter):
         path = tr.cache_path(tr.cache_key(request.image, cfg, extra=folder))
         if path.exists() and not p["relearn"]:
             try:
-                net, _, stats = tr.load(path, device)
+                net, stats = self._load_cached(path, device)
             except InpaintError as exc:  # a damaged cache (a crash, a full disk): learn again, and say so
                 yield Preview(step=1, total=1, stage="train", message=f"discarding unreadable cached weights ({exc})")
             else:
@@ -109,6 +111,14 @@ class FrugalInpainter(Inpainter):
         tr.save(net, cfg, stats, path)
         return net, cfg, dict(stats, cached=False, cache=str(path))
 
+    def _load_cached(self, path, device) -> tuple[nn.Module, dict]:
+        """The cached weights at ``path``, read again only when the file changed (a Relearn, another process)."""
+        stamp = (str(path), str(device), (path / WEIGHTS_NAME).stat().st_mtime_ns)
+        if not self._loaded or self._loaded[0] != stamp:
+            net, _, stats = tr.load(path, device)
+            self._loaded = (stamp, (net, stats))
+        return self._loaded[1]
+
     def _learning_what(self, request: Request) -> str:
         """The learning status line: a big hole is learned at a smaller size, and weights learned before the mask
         was painted serve only holes up to max_hole: say so, since either means learning again for another hole."""
@@ -131,7 +141,8 @@ class FrugalInpainter(Inpainter):
         if self.objective != "diffusion":
             cancel.check()
             out = regress(net, request.image, request.mask)
-            yield Preview(step=1, total=1, image=out, stage="denoise")
+            x0, y0, x1, y1 = box = fill_box(request.mask)  # the preview shows what changed, not the whole image
+            yield Preview(step=1, total=1, image=out[y0:y1, x0:x1], box=box, stage="denoise")
             return ModelOutput(out, unet_calls=1, stats=stats)
         guided = isinstance(net, AutoGuided)
         auto = guided and bool(p["auto_guidance"])
