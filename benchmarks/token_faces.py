@@ -37,13 +37,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.face_attributes import fill_batch, hole_metrics, load_cvae, telea_batch  # noqa: E402
-from benchmarks.token_common import (THRESHOLDS, failure_modes, fmt, frechet_distance, passes,  # noqa: E402
-                                     reconstruction, token_fill)
+from benchmarks.token_common import (THRESHOLDS, failure_modes, fmt, frechet_distance,  # noqa: E402
+                                     model_defaults, passes, reconstruction, token_fill)
 from engine.face.data import EVAL_SEED, REGIMES, procedural_pool, regime_masks  # noqa: E402
 from engine.weights import MODELS_DIR  # noqa: E402
 
-BIDIR = {"iterations": 12, "temperature": 1.0, "top_k": 0, "confidence_noise": 4.5}
-AR = {"temperature": 1.0, "top_k": 0}
+BIDIR, AR = model_defaults("token-face"), model_defaults("token-face-ar")  # what a user's Fill decodes with
 COVERS = {"mouth": 0, "eyes": 1}  # which attribute column a regime's hole hides
 
 

@@ -67,9 +67,11 @@ def test_registry_entries_are_cheap_and_honest():
     assert infos["token-mnist"].category == "digits" and infos["token-mnist"].grey
     assert infos["token-face"].category == "faces" and infos["token-face"].uses_region
     assert "cartoon" in infos["token-face"].on_photo and "digit" in infos["token-mnist"].on_photo
-    assert [p.name for p in infos["token-mnist"].params] == ["iterations", "temperature", "top_k", "confidence_noise"]
+    assert [p.name for p in infos["token-mnist"].params] == ["iterations", "temperature", "top_k", "top_p",
+                                                             "confidence_noise"]
     assert infos["token-mnist"].param("iterations").default == 12
-    assert [p.name for p in infos["token-mnist-ar"].params] == ["temperature", "top_k"]
+    assert [p.name for p in infos["token-mnist-ar"].params] == ["temperature", "top_k", "top_p"]
+    assert infos["token-face-ar"].param("top_p").default == 0.9 and infos["token-face"].param("top_p").default == 1
     assert registry.get_spec("token-face").region_detector
     assert infos["token-face"].param("grain").default is True
     assert "grain" in [p.name for p in infos["token-face-ar"].params]

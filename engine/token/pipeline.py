@@ -103,10 +103,12 @@ def fill(net, tok, x, hole, params: dict, generator, check=None) -> Generator:
                     check()
                 return net(cur, at, pixels)
             steps = maskgit_decode(logits_at, ids, c.mask_id, params["iterations"], params["temperature"],
-                                   params["top_k"], params["confidence_noise"], generator)
+                                   params["top_k"], params["confidence_noise"], generator,
+                                   params.get("top_p", 1.0))
         else:
             steps = autoregressive_decode(net, ids, c.mask_id, c.start_id, c.grid, params["temperature"],
-                                          params["top_k"], generator, check, pixels)
+                                          params["top_k"], generator, check, pixels,
+                                          params.get("top_p", 1.0))
         calls = 0
         while True:
             try:

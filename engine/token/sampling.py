@@ -8,7 +8,8 @@ the same draws on any device.
 MaskGIT (Chang, Zhang, Jiang, Liu & Freeman, CVPR 2022, sec. 3.2 and Algorithm in google-research/maskgit
 ``libml/parallel_decode.py``), written from the paper; at iteration t = 0 .. T-1:
 
-1. predict: logits at the positions still MASK; sample an id at each (temperature, top-k); known ids stay;
+1. predict: logits at the positions still MASK; sample an id at each (temperature, top-k, top-p); known ids
+   stay;
 2. schedule: n_t = floor(n_0 * gamma((t + 1) / T)) tokens stay masked, gamma(r) = cos(pi r / 2) (eq. 5),
    where n_0 counts the tokens masked *at the start* (the hole), never all positions (counted from all
    positions, a small hole would reveal one token per iteration); n_t is kept in [1, unknown - 1] so every
@@ -50,14 +51,23 @@ def gumbel(shape, generator: torch.Generator | None, like: torch.Tensor) -> torc
     return (-torch.log(-torch.log(u))).to(like.device, torch.float32)
 
 
-def sample_ids(logits: torch.Tensor, temperature: float, top_k: int, generator: torch.Generator | None
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_ids(logits: torch.Tensor, temperature: float, top_k: int, generator: torch.Generator | None,
+               top_p: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """K x V logits -> (ids K, log p(id) K). Categorical sampling by the Gumbel-max trick over the top ``top_k``
-    logits (0 = all) divided by ``temperature`` (0 = argmax); log p under the top-k-truncated softmax."""
+    logits (0 = all), then over the nucleus: the fewest most likely ids whose probability sums to ``top_p`` (1 =
+    all; Holtzman, Buys, Du, Forbes & Choi, ICLR 2020, "The Curious Case of Neural Text Degeneration", sec. 3.1),
+    divided by ``temperature`` (0 = argmax); log p under the truncated softmax. The nucleus cuts the long tail a
+    model trained with label smoothing keeps (a tenth of the mass over thousands of codes: one draw in ten there
+    is a stray token) while keeping as many ids as the position is really unsure about, which a fixed k cannot."""
     logits = logits.float()
     if 0 < top_k < logits.shape[-1]:
         kth = logits.topk(top_k, -1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        srt, order = logits.sort(-1, descending=True)
+        probs = srt.softmax(-1)
+        outside = probs.cumsum(-1) - probs >= top_p  # the mass before an id already reaches top_p; never the first
+        logits = logits.scatter(-1, order, srt.masked_fill(outside, float("-inf")))
     if temperature <= 0:
         ids = logits.argmax(-1)
     else:
@@ -73,7 +83,7 @@ def mask_schedule(ratio: float) -> float:
 
 def maskgit_decode(logits_at: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], ids: torch.Tensor,
                    mask_id: int, iterations: int = 12, temperature: float = 1.0, top_k: int = 0,
-                   confidence_noise: float = 4.5, generator: torch.Generator | None = None
+                   confidence_noise: float = 4.5, generator: torch.Generator | None = None, top_p: float = 1.0
                    ) -> Generator[TokenStep, None, torch.Tensor]:
     """ids B x N with ``mask_id`` in the hole -> ids with every hole token sampled (yields a TokenStep per pass).
     ``logits_at(ids, unknown)`` returns the K x V logits at ``unknown``'s True positions (row-major order)."""
@@ -85,7 +95,7 @@ def maskgit_decode(logits_at: Callable[[torch.Tensor, torch.Tensor], torch.Tenso
     for t in range(total):
         unknown = ids == mask_id
         logits = logits_at(ids, unknown)
-        new, logp = sample_ids(logits, temperature, top_k, generator)
+        new, logp = sample_ids(logits, temperature, top_k, generator, top_p)
         sampled = ids.clone()
         sampled[unknown] = new
         if t == total - 1:
@@ -107,8 +117,8 @@ def maskgit_decode(logits_at: Callable[[torch.Tensor, torch.Tensor], torch.Tenso
 
 def autoregressive_decode(model, ids: torch.Tensor, mask_id: int, start_id: int, grid: int,
                           temperature: float = 1.0, top_k: int = 0, generator: torch.Generator | None = None,
-                          check: Callable[[], None] | None = None, pixels: torch.Tensor | None = None
-                          ) -> Generator[TokenStep, None, torch.Tensor]:
+                          check: Callable[[], None] | None = None, pixels: torch.Tensor | None = None,
+                          top_p: float = 1.0) -> Generator[TokenStep, None, torch.Tensor]:
     """ids B x N with ``mask_id`` in the hole -> the hole written in raster order. Yields a TokenStep each time
     a row of tokens is finished (for the first image of the batch) and at the end; ``check`` runs before every
     token (cancellation); ``pixels``: the encoder's known-pixel input, for models that read it."""
@@ -126,7 +136,7 @@ def autoregressive_decode(model, ids: torch.Tensor, mask_id: int, start_id: int,
         if check is not None:
             check()
         logits = model.decode(memory, prev, where[:, :i + 1])[:, -1]
-        new, _ = sample_ids(logits, temperature, top_k, generator)
+        new, _ = sample_ids(logits, temperature, top_k, generator, top_p)
         ok = valid[:, i]
         out[ok, where[ok, i]] = new[ok]
         prev = torch.cat([prev, new[:, None]], 1)
