@@ -268,9 +268,9 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
         if step % cfg.val_every == 0 or step == cfg.steps:
             with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=cfg.bf16):
                 vl, va = batch_loss(ema, mc, val_ids, val_masked, 0.0, val_pixels)
+            fill_db = fill_psnr(ema, mc, tok, fill_x, fill_holes)  # in float32, as the editor fills
             rec.update(step=step, val_loss=round(vl.item(), 4), val_acc=round(va.item(), 4),
-                       val_fill_psnr=round(fill_psnr(ema, mc, tok, fill_x, fill_holes), 3),
-                       time_s=round(time.time() - t_start, 1))
+                       val_fill_psnr=round(fill_db, 3), time_s=round(time.time() - t_start, 1))
         if rec:
             log.write(json.dumps(rec) + "\n")
             log.flush()
