@@ -271,3 +271,17 @@ def test_cli_files_and_folders(tiny, tmp_path, capsys):
                 str(tmp_path / "masks"), "--out", str(tmp_path / "out"), "--param", "temperature=0.5"])
     assert code == 0, capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.png"]
+
+
+@pytest.mark.parametrize("name", ["token-mnist", "token-mnist-ar"])
+def test_top_p_reaches_the_decoder(tiny, name, monkeypatch):
+    import engine.token.sampling as sampling
+
+    seen = []
+    draw = sampling.sample_ids
+    monkeypatch.setattr(sampling, "sample_ids", lambda *a: seen.append(a[4]) or draw(*a))
+    run_to_end(tiny[name], _digit_request(1, top_p=0.35))
+    assert seen and set(seen) == {0.35}, "every draw of the fill uses the request's top-p"
+    seen.clear()
+    run_to_end(tiny[name], _digit_request(1))
+    assert set(seen) == {1.0}, "the registered default otherwise"

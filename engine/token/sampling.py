@@ -56,10 +56,13 @@ def sample_ids(logits: torch.Tensor, temperature: float, top_k: int, generator: 
     """K x V logits -> (ids K, log p(id) K). Categorical sampling by the Gumbel-max trick over the top ``top_k``
     logits (0 = all), then over the nucleus: the fewest most likely ids whose probability sums to ``top_p`` (1 =
     all; Holtzman, Buys, Du, Forbes & Choi, ICLR 2020, "The Curious Case of Neural Text Degeneration", sec. 3.1),
-    divided by ``temperature`` (0 = argmax); log p under the truncated softmax. The nucleus cuts the long tail a
-    model trained with label smoothing keeps (a tenth of the mass over thousands of codes: one draw in ten there
-    is a stray token) while keeping as many ids as the position is really unsure about, which a fixed k cannot."""
+    divided by ``temperature`` (0 = argmax). The nucleus cuts the long tail a model trained with label smoothing
+    keeps (a tenth of the mass over thousands of codes: one draw in ten there is a stray token) while keeping as
+    many ids as the position is really unsure about, which a fixed k cannot. log p is the model's own (the full
+    softmax): it is MaskGIT's confidence, and under a truncation every position whose nucleus is one id would tie
+    at log 1."""
     logits = logits.float()
+    logp_all = logits.log_softmax(-1)
     if 0 < top_k < logits.shape[-1]:
         kth = logits.topk(top_k, -1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -72,8 +75,7 @@ def sample_ids(logits: torch.Tensor, temperature: float, top_k: int, generator: 
         ids = logits.argmax(-1)
     else:
         ids = (logits / temperature + gumbel(logits.shape, generator, logits)).argmax(-1)
-    logp = logits.log_softmax(-1).gather(-1, ids[..., None])[..., 0]
-    return ids, logp
+    return ids, logp_all.gather(-1, ids[..., None])[..., 0]
 
 
 def mask_schedule(ratio: float) -> float:
