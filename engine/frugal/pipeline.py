@@ -10,6 +10,8 @@ network is fully convolutional, so it fills only a box around the hole (plus con
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import torch
@@ -111,7 +113,7 @@ class FrugalInpainter(Inpainter):
         tr.save(net, cfg, stats, path)
         return net, cfg, dict(stats, cached=False, cache=str(path))
 
-    def _load_cached(self, path, device) -> tuple[nn.Module, dict]:
+    def _load_cached(self, path: Path, device: torch.device) -> tuple[nn.Module, dict]:
         """The cached weights at ``path``, read again only when the file changed (a Relearn, another process)."""
         stamp = (str(path), str(device), (path / WEIGHTS_NAME).stat().st_mtime_ns)
         if not self._loaded or self._loaded[0] != stamp:
@@ -140,8 +142,8 @@ class FrugalInpainter(Inpainter):
         net, cfg, stats = yield from self.learned(request, cancel)
         if self.objective != "diffusion":
             cancel.check()
-            out = regress(net, request.image, request.mask)
-            x0, y0, x1, y1 = box = fill_box(request.mask)  # the preview shows what changed, not the whole image
+            out, box = regress(net, request.image, request.mask)
+            x0, y0, x1, y1 = box  # the preview shows what changed, not the whole image
             yield Preview(step=1, total=1, image=out[y0:y1, x0:x1], box=box, stage="denoise")
             return ModelOutput(out, unet_calls=1, stats=stats)
         guided = isinstance(net, AutoGuided)
@@ -154,9 +156,9 @@ class FrugalInpainter(Inpainter):
 
 
 @torch.inference_mode()
-def regress(net: FrugalUNet, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """The regression baseline's one-shot fill: f_theta(y, y, M, 0) in the hole's box, y outside."""
-    x0, y0, x1, y1 = fill_box(mask)
+def regress(net: FrugalUNet, image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, Box]:
+    """The regression baseline's one-shot fill: f_theta(y, y, M, 0) in the hole's box, y outside; and that box."""
+    x0, y0, x1, y1 = box = fill_box(mask)
     device = next(net.parameters()).device
     y = to_tensor(image[y0:y1, x0:x1], device)
     m = torch.from_numpy(mask[y0:y1, x0:x1])[None, None].to(device).float()
@@ -164,7 +166,7 @@ def regress(net: FrugalUNet, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     pred = net(y, y, m, torch.zeros(1, device=device)).clamp(-1, 1)
     out = image.copy()
     out[y0:y1, x0:x1] = to_images(m * pred + (1 - m) * y)[0]
-    return out
+    return out, box
 
 
 def patch_draft(work: np.ndarray, work_mask: np.ndarray, seed: int, cancel: CancelToken, strength: float) -> JobGen:
