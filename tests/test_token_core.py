@@ -119,38 +119,6 @@ def test_decoder_uses_known_pixels_and_shapes():
     assert torch.equal(y, tok.decode(ids, torch.where(hole > 0, -x, x), hole))
 
 
-def test_nudge_moves_one_dimension_one_level_only_where_asked():
-    fsq = FSQ((8, 5, 3))  # an even level count too: its levels are -4 .. 3
-    torch.manual_seed(0)
-    ids = torch.randint(0, 120, (4, 7, 7))
-    codes = fsq.ids_to_codes(ids)
-    where = torch.zeros(4, 7, 7, dtype=torch.bool)
-    where[:, 2:5, 1:6] = True
-    out = fsq.nudge(codes, where, 1.0)
-    steps = torch.round((out - codes) * fsq.half_width)
-    assert torch.equal(out[~where], codes[~where]), "tokens outside the hole keep their codes"
-    moved = steps.abs().sum(-1)
-    assert moved.max() == 1 and (moved[where] == 1).float().mean() > 0.7, "one level on one dimension (or a clamp)"
-    assert torch.equal(fsq.ids_to_codes(fsq.codes_to_ids(out)), out), "still a code of the codebook"
-    assert torch.equal(fsq.nudge(codes, where, 0.0), codes)
-
-
-def test_shifted_codes_are_the_patch_tokens_a_few_pixels_off():
-    torch.manual_seed(0)
-    tok = Tokenizer(TINY_TOK).eval()
-    ramp = torch.arange(28.0)
-    x = torch.sin(ramp[:, None] * 0.9 + ramp[None] * 0.4).expand(2, 1, 28, 28) * 3  # shifts change every patch
-    out = tok.shifted_codes(x, 2)
-    pad = torch.nn.functional.pad(x, (2,) * 4, mode="replicate")
-    every = torch.stack([tok.quantize(pad[..., dy:dy + 28, dx:dx + 28]) for dy in range(5) for dx in range(5)])
-    match = (every == out[None]).all(-1)  # offsets x B x g x g
-    assert match.any(0).all(), "each token is its patch's token at one offset within the shift"
-    assert not (every[12] == out).all(-1).all(), "not simply the unshifted image"  # offset (2, 2) = no shift
-    hole = torch.zeros(2, 1, 28, 28)
-    hole[..., 4:12, 4:12] = 1
-    assert torch.equal(tok(x, hole), tok(x, hole, 0.0, 2)), "no noise: the plain training pass"
-
-
 # -- training masks and the loss ---------------------------------------------------------------------------------
 def test_training_masks_follow_the_cosine_schedule_and_editor_holes():
     rng = np.random.default_rng(0)

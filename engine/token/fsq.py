@@ -107,18 +107,6 @@ class FSQ(nn.Module):
         q = (ids.long()[..., None] // self.basis) % self.levels
         return (q - self.half_width).float() / self.half_width.float()
 
-    def nudge(self, codes: torch.Tensor, where: torch.Tensor, p: float) -> torch.Tensor:
-        """codes (..., d) with, at each position of ``where`` (...) and with probability ``p``, one random
-        dimension moved one level up or down (within its levels): a neighbouring code. The decoder's conditioning
-        augmentation (see ``Tokenizer.forward``)."""
-        hit = where & (torch.rand(where.shape, device=codes.device) < p)
-        dim = F.one_hot(torch.randint(0, codes.shape[-1], where.shape, device=codes.device), codes.shape[-1])
-        sign = torch.randint(0, 2, where.shape, device=codes.device) * 2 - 1
-        hw = self.half_width.to(codes.dtype)
-        q = torch.round(codes * hw) + (hit * sign)[..., None] * dim
-        hi = torch.where(self.levels % 2 == 1, self.half_width, self.half_width - 1).to(codes.dtype)
-        return torch.minimum(torch.maximum(q, -hw), hi) / hw
-
 
 class ResBlock(nn.Module):
     def __init__(self, ch: int) -> None:
@@ -185,39 +173,9 @@ class Tokenizer(nn.Module):
             hole = torch.ones(b, 1, c.size, c.size, device=ids.device)
         return self.decode_codes(self.fsq.ids_to_codes(ids).to(known.dtype), known, hole)
 
-    def forward(self, x: torch.Tensor, hole: torch.Tensor, code_noise: float = 0.0, shift: int = 0
-                ) -> torch.Tensor:
-        """Training pass: quantize (straight-through), decode with the known pixels of ``x`` outside ``hole``.
-
-        ``code_noise`` > 0: that share of the hole's tokens is replaced before decoding, the target staying the
-        true image: by the token of the same patch taken a few pixels off (up to ``shift``; a plausible token that
-        does not quite line up with its neighbours) or, with ``shift`` 0, by a neighbouring FSQ code
-        (``FSQ.nudge``). A transformer's sampled tokens are each plausible but do not quite agree with their
-        neighbours, and a decoder that only ever saw an encoder's codes draws every disagreement as a step at the
-        token's border (the seed's line artefacts). Corrupting the conditioning in training so that the next
-        stage is robust to the previous stage's errors is the cascaded diffusion models' conditioning
-        augmentation (Ho, Saharia, Chan, Fleet, Norouzi & Salimans, JMLR 2022, sec. 4.1)."""
-        codes = self.quantize(x)
-        if code_noise > 0:
-            where = token_hole(hole, self.config.patch)
-            with torch.no_grad():
-                if shift:
-                    hit = where & (torch.rand(where.shape, device=x.device) < code_noise)
-                    alt = torch.where(hit[..., None], self.shifted_codes(x, shift), codes)
-                else:
-                    alt = self.fsq.nudge(codes, where, code_noise)
-            codes = codes + (alt - codes).detach()
-        return self.decode_codes(codes, x, hole)
-
-    def shifted_codes(self, x: torch.Tensor, shift: int, k: int = 4) -> torch.Tensor:
-        """Codes (B x g x g x d) of the image moved by one of ``k`` random offsets in [-shift, shift]^2 (edges
-        repeated), the offset drawn per token."""
-        p = F.pad(x, (shift,) * 4, mode="replicate")
-        s = self.config.size
-        offsets = torch.randint(0, 2 * shift + 1, (k, 2)).tolist()
-        options = torch.stack([self.quantize(p[..., dy:dy + s, dx:dx + s]) for dy, dx in offsets])
-        pick = torch.randint(0, k, options.shape[1:4], device=x.device)
-        return options.gather(0, pick[None, ..., None].expand(1, *options.shape[1:])).squeeze(0)
+    def forward(self, x: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+        """Training pass: quantize (straight-through), decode with the known pixels of ``x`` outside ``hole``."""
+        return self.decode_codes(self.quantize(x), x, hole)
 
 
 def token_hole(hole: torch.Tensor, patch: int) -> torch.Tensor:

@@ -37,7 +37,7 @@ from tqdm import tqdm
 from engine import distributed
 from engine.device import compute_device
 from engine.token import data as D
-from engine.token.fsq import Tokenizer, TokenizerConfig, count_params, load_tokenizer, save_tokenizer
+from engine.token.fsq import Tokenizer, TokenizerConfig, count_params, save_tokenizer
 from engine.token.masks import editor_holes
 
 
@@ -64,10 +64,6 @@ class TrainConfig:
     gan_start: int = 0  # 0 = pixel losses only; else the step from which the PatchGAN joins
     gan_weight: float = 0.05  # weight of the generator's hinge loss -D(G(x))
     gan_lr: float = 2e-4  # constant learning rate of decoder and discriminator in the adversarial phase
-    init: str = ""  # start from this exported tokenizer (its architecture; the flags' shape options are ignored)
-    decoder_only: bool = False  # train the decoder alone: the encoder, hence every image's ids, stay as they are
-    code_noise: float = 0.0  # share of the hole's tokens replaced by a nearby one (Tokenizer.forward)
-    code_shift: int = 0  # ... taken this many pixels off at most; 0 = a neighbouring FSQ code instead
     seed: int = 0
     threads: int = 1
     device: str = "auto"
@@ -157,14 +153,8 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
     val_holes = torch.from_numpy(editor_holes(np.random.default_rng(123), len(val), cfg.size)).float()[:, None]
     val_holes = val_holes.to(device)
 
-    if cfg.init:  # e.g. a decoder fine-tuned under a shipped tokenizer whose ids its transformers were trained on
-        net = load_tokenizer(cfg.init, device).requires_grad_(True)
-    else:
-        net = Tokenizer(tokenizer_config(cfg, channels)).to(device)
-    if cfg.decoder_only:
-        net.encoder.requires_grad_(False)
-    params = [p for p in net.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0, betas=(0.9, 0.99))
+    net = Tokenizer(tokenizer_config(cfg, channels)).to(device)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=0.0, betas=(0.9, 0.99))
     step, elapsed0, cpu0 = 0, 0.0, 0.0
     if resume and (run / "ckpt.safetensors").exists():
         step, elapsed0, cpu0 = D.load_checkpoint(run, net, opt)
@@ -201,14 +191,14 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
         for group in opt.param_groups:
             group["lr"] = cfg.gan_lr if adversarial else distributed.lr_at(step, cfg.steps, cfg.lr, cfg.warmup)
         with torch.autocast(device.type, torch.bfloat16, enabled=cfg.bf16):
-            y = model(x, h, cfg.code_noise, cfg.code_shift)
+            y = model(x, h)
         w = h + cfg.known_weight * (1 - h)
         err = y.float() - x
         loss = ((err ** 2 + err.abs()) * w).sum() / (w.sum() * channels)
         g_adv = -disc(y.float()).mean() if adversarial else torch.zeros(())
         opt.zero_grad(set_to_none=True)
         (loss + cfg.gan_weight * g_adv).backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
         d_loss = torch.zeros(())
         if adversarial:  # hinge loss, real = the training images, fake = the decoder's drawings
