@@ -124,7 +124,9 @@ def run_learned(objective: str, img: np.ndarray, test: np.ndarray, hole: np.ndar
             if objective == "diffusion":
                 out, _, w = drive(fill(net, img, hole, ws, args.steps, eta, s, None, draft))
             else:
-                out, w = regress(net, img, hole)[0], None
+                (box_fill, (x0, y0, x1, y1)), w = regress(net, img, hole), None
+                out = img.copy()
+                out[y0:y1, x0:x1] = box_fill
             fs.append(np.where(hole[..., None], out, img))
             chosen.append(w)
         return fs, {"infer_wall_s": (time.perf_counter() - w0) / n, "infer_cpu_s": (time.process_time() - c0) / n,

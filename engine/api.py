@@ -405,10 +405,13 @@ class ModelOutput:
     """What a model's ``run`` returns (like diffusers' pipeline outputs): the filled working crop and what the job
     measured or decided. Nothing about a job is ever left on the (cached, shared) model object."""
 
-    image: np.ndarray  # the working crop, hole filled (H x W x 3 uint8, or H x W for a grey model)
+    image: np.ndarray  # the working crop, hole filled (H x W x 3 uint8, or H x W for a grey model); or only ``box``
     unet_calls: int | None = None  # network evaluations (for the benchmark and the CLI's --json)
     chosen: dict[str, float] = field(default_factory=dict)  # settings the model picked itself, e.g. its guidance w
     stats: dict[str, Any] = field(default_factory=dict)  # e.g. what learning did (iterations, cached or not)
+    # (x0, y0, x1, y1) in the working crop: ``image`` is that box alone, holding the whole hole; the rest is the
+    # crop as given. A model filling a small hole of a whole photo need not copy the photo (12 MP: 36 MB).
+    box: tuple[int, int, int, int] | None = None
 
 
 @dataclass
@@ -440,7 +443,8 @@ class Inpainter:
         return self.info.geometry
 
     def run(self, request: Request, cancel: CancelToken) -> JobGen:
-        """Fill ``request`` (the runner's working crop, resolved parameters): yield Previews, return a ModelOutput."""
+        """Fill ``request`` (the runner's working crop, resolved parameters): yield Previews, return a ModelOutput.
+        Its arrays may be views of the caller's image and mask (a whole photo goes uncopied): never write into them."""
         raise NotImplementedError
 
     def run_batch(self, requests: list[Request], cancel: CancelToken) -> Generator[Preview, None, list[ModelOutput]]:

@@ -137,8 +137,9 @@ class CropPlan:
             if self.scale <= 1:
                 patch = cv2.dilate(patch, np.ones((5, 5), np.uint8))
             patch = cv2.resize(patch, self.work, interpolation=cv2.INTER_AREA) > 1e-3
+        patch = patch.astype(bool, copy=False)
         right, bottom = self.pad
-        return np.pad(patch.astype(bool), ((0, bottom), (0, right)))
+        return np.pad(patch, ((0, bottom), (0, right))) if right or bottom else patch  # a view, as crop_image
 
     def image_box(self, box: Box | None, shape: tuple[int, ...]) -> tuple[Box, Box] | None:
         """Where a preview of ``box`` (working pixels incl. padding; None = the whole padded crop) whose image has
@@ -156,12 +157,14 @@ class CropPlan:
         full = (x0 + int(bx0 * kx), y0 + int(by0 * ky), min(x1, x0 + round(cx1 * kx)), min(y1, y0 + round(cy1 * ky)))
         return sub, full
 
-    def paste(self, image: np.ndarray, fill: np.ndarray, mask: np.ndarray, feather: float | None = None) -> np.ndarray:
+    def paste(self, image: np.ndarray, fill: np.ndarray, mask: np.ndarray, feather: float | None = None,
+              offset: tuple[int, int] = (0, 0)) -> np.ndarray:
         """A copy of ``image`` with ``fill`` (the padded working crop, H x W or H x W x C uint8) resized into the box
         and blended into the hole: by the mask's alpha (bool, or uint8 0-255 for a soft mask) times a seam feathered
         inward over ``feather`` pixels (default: about one working pixel, so a native-resolution fill is pasted
         hard). Pixels the weight leaves at 0 (everything outside the hole) are the original's bit for bit, pixels
-        it takes to 1 the fill's bit for bit; only the box is touched."""
+        it takes to 1 the fill's bit for bit; only the box is touched. ``offset`` (x, y): ``fill`` is only the part
+        of an unresized crop from there on, holding the hole and the pixel around it."""
         x0, y0, x1, y1 = self.box
         out = image.copy()
         box_mask = mask[y0:y1, x0:x1]
@@ -173,11 +176,14 @@ class CropPlan:
         hx0, hy0, hx1, hy1 = max(0, hx0 - 1), max(0, hy0 - 1), min(x1 - x0, hx1 + 1), min(y1 - y0, hy1 + 1)
         box_mask = box_mask[hy0:hy1, hx0:hx1]
         hole = box_mask if box_mask.dtype == np.bool_ else box_mask > 0
-        fill = fill[:self.work[1], :self.work[0]]
+        ox, oy = offset
         if self.resized:
+            if offset != (0, 0):
+                raise ValueError("a resized crop is pasted whole: no offset")
             grow = self.scale > 1
-            fill = cv2.resize(fill, (x1 - x0, y1 - y0), interpolation=cv2.INTER_CUBIC if grow else cv2.INTER_AREA)
-        fill = fill[hy0:hy1, hx0:hx1]
+            fill = cv2.resize(fill[:self.work[1], :self.work[0]], (x1 - x0, y1 - y0),
+                              interpolation=cv2.INTER_CUBIC if grow else cv2.INTER_AREA)
+        fill = fill[hy0 - oy:hy1 - oy, hx0 - ox:hx1 - ox]
         if fill.ndim == 2:
             fill = fill[..., None]
         if fill.shape[2] == 1 and image.shape[2] == 3:

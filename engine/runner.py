@@ -12,7 +12,7 @@ from typing import Generator
 import numpy as np
 
 from engine.api import (CancelToken, Inpainter, InpaintError, ModelOutput, Preview, Request, Result, drive, now)
-from engine.crop import CropPlan, shrink
+from engine.crop import CropPlan, mask_bbox, shrink
 
 PREVIEW_SIDE = 384  # previews cross to the GUI at most this big: it draws them into the hole's box on screen
 
@@ -102,13 +102,32 @@ def _result(inpainter: Inpainter, request: Request, work: Request, plan: CropPla
     info = inpainter.info
     if not isinstance(out, ModelOutput):
         raise InpaintError(f"model {info.name} returned no image")
-    if np.asarray(out.image).shape[:2] != work.image.shape[:2]:
-        raise InpaintError(f"model {info.name} returned {np.asarray(out.image).shape}, expected "
-                           f"{work.image.shape}")
-    image = plan.paste(request.image, np.asarray(out.image), request.mask)
+    fill, offset = np.asarray(out.image), (0, 0)
+    x0, y0, x1, y1 = out.box or (0, 0, work.image.shape[1], work.image.shape[0])
+    if fill.shape[:2] != (y1 - y0, x1 - x0) or out.box and not _holds_hole(out.box, work.mask):
+        raise InpaintError(f"model {info.name} returned {fill.shape} for the box {(x0, y0, x1, y1)} of a "
+                           f"{work.image.shape} crop, not the whole hole and a pixel around it")
+    if out.box and plan.resized:  # the working crop is resized into the photo as a whole
+        full = work.image.copy()
+        full[y0:y1, x0:x1] = fill.reshape(full[y0:y1, x0:x1].shape)
+        fill = full
+    elif out.box:
+        offset = (x0, y0)
+    image = plan.paste(request.image, fill, request.mask, offset=offset)
     return Result(image=image, model=info.name, seed=work.seed, params=work.params, attributes=work.attributes,
                   timings=timings, unet_calls=out.unet_calls, chosen=dict(out.chosen), stats=dict(out.stats),
                   prompt=request.prompt)
+
+
+def _holds_hole(box: tuple[int, int, int, int], mask: np.ndarray) -> bool:
+    """Whether ``box`` holds the hole and the one pixel around it (within the crop) that the paste's feather
+    measures its distance to."""
+    if not mask.any():
+        return True
+    hx0, hy0, hx1, hy1 = mask_bbox(mask)
+    h, w = mask.shape
+    x0, y0, x1, y1 = box
+    return x0 <= max(0, hx0 - 1) and y0 <= max(0, hy0 - 1) and x1 >= min(w, hx1 + 1) and y1 >= min(h, hy1 + 1)
 
 
 def run_learn(inpainter: Inpainter, request: Request, cancel: CancelToken | None = None

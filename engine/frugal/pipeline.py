@@ -142,10 +142,9 @@ class FrugalInpainter(Inpainter):
         net, cfg, stats = yield from self.learned(request, cancel)
         if self.objective != "diffusion":
             cancel.check()
-            out, box = regress(net, request.image, request.mask)
-            x0, y0, x1, y1 = box  # the preview shows what changed, not the whole image
-            yield Preview(step=1, total=1, image=out[y0:y1, x0:x1], box=box, stage="denoise")
-            return ModelOutput(out, unet_calls=1, stats=stats)
+            out, box = regress(net, request.image, request.mask)  # the hole's box only: no copy of the photo
+            yield Preview(step=1, total=1, image=out, box=box, stage="denoise")
+            return ModelOutput(out, unet_calls=1, stats=stats, box=box)
         guided = isinstance(net, AutoGuided)
         auto = guided and bool(p["auto_guidance"])
         ws = AUTO_WS if auto else (float(p["guidance"]) if guided else 1.0,)
@@ -157,15 +156,15 @@ class FrugalInpainter(Inpainter):
 
 @torch.inference_mode()
 def regress(net: FrugalUNet, image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, Box]:
-    """The regression baseline's one-shot fill: f_theta(y, y, M, 0) in the hole's box, y outside; and that box."""
+    """The regression baseline's one-shot fill of the hole's box (``fill_box``): f_theta(y, y, M, 0) in the hole,
+    y outside; and that box."""
     x0, y0, x1, y1 = box = fill_box(mask)
     device = next(net.parameters()).device
     y = to_tensor(image[y0:y1, x0:x1], device)
     m = torch.from_numpy(mask[y0:y1, x0:x1])[None, None].to(device).float()
     y = y * (1 - m)
     pred = net(y, y, m, torch.zeros(1, device=device)).clamp(-1, 1)
-    out = image.copy()
-    out[y0:y1, x0:x1] = to_images(m * pred + (1 - m) * y)[0]
+    out = to_images(m * pred + (1 - m) * y)[0]
     return out, box
 
 

@@ -25,7 +25,6 @@ engine.weights folder (the TrainConfig in config.json, the learning stats as its
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -36,6 +35,7 @@ from typing import Callable, Generator
 
 import numpy as np
 import torch
+import xxhash
 from torch import nn
 
 from engine.device import seeded_noise
@@ -288,8 +288,9 @@ def _train(images: list[np.ndarray], excludes: list[np.ndarray | None], cfg: Tra
 
 def cache_key(image: np.ndarray, cfg: TrainConfig, extra: str = "") -> str:
     """Content hash of the (working) image plus the mask-independent training config (and ``extra``, e.g. a
-    folder)."""
-    h = hashlib.sha256()
+    folder). XXH3-128, not a cryptographic hash: the key names a cache entry, it guards nothing, and every refill of
+    a 12 MP photo hashes its 36 MB (sha256: ~35 ms here, XXH3: ~8)."""
+    h = xxhash.xxh3_128()
     h.update(str(image.shape).encode())
     h.update(np.ascontiguousarray(image).data)  # the buffer itself: no 36 MB copy of a 12 MP photo
     h.update(json.dumps(config_to_dict(cfg), sort_keys=True).encode())
