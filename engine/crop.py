@@ -183,6 +183,8 @@ class CropPlan:
             grow = self.scale > 1
             fill = cv2.resize(fill[:self.work[1], :self.work[0]], (x1 - x0, y1 - y0),
                               interpolation=cv2.INTER_CUBIC if grow else cv2.INTER_AREA)
+        if hx0 < ox or hy0 < oy or hx1 - ox > fill.shape[1] or hy1 - oy > fill.shape[0]:
+            raise ValueError(f"the fill at {offset} does not hold the hole {(hx0, hy0, hx1, hy1)}")
         fill = fill[hy0 - oy:hy1 - oy, hx0 - ox:hx1 - ox]
         if fill.ndim == 2:
             fill = fill[..., None]
