@@ -103,23 +103,25 @@ def _result(inpainter: Inpainter, request: Request, work: Request, plan: CropPla
     if not isinstance(out, ModelOutput):
         raise InpaintError(f"model {info.name} returned no image")
     fill, offset = np.asarray(out.image), (0, 0)
-    x0, y0, x1, y1 = out.box or (0, 0, work.image.shape[1], work.image.shape[0])
-    bad = InpaintError(f"model {info.name} returned {fill.shape} for the box {(x0, y0, x1, y1)} of a "
-                       f"{work.image.shape} crop, not the whole hole and a pixel around it")
-    if fill.shape[:2] != (y1 - y0, x1 - x0):
+    if out.box is None and fill.shape[:2] != work.image.shape[:2]:
+        raise InpaintError(f"model {info.name} returned {fill.shape}, expected {work.image.shape}")
+    x0, y0, x1, y1 = box = tuple(int(v) for v in out.box or (0, 0, 0, 0))
+    bad = InpaintError(f"model {info.name} returned {fill.shape} for the box {box} of its {work.image.shape} "
+                       f"crop, which must hold the whole hole and a pixel around it")
+    if out.box and fill.shape[:2] != (y1 - y0, x1 - x0):
         raise bad
     if out.box and plan.resized:  # the (small) working crop is resized into the photo as a whole
-        if not _holds_hole(out.box, work.mask):
+        if not _holds_hole(box, work.mask):
             raise bad
         full = work.image.copy()
-        full[y0:y1, x0:x1] = fill.reshape(full[y0:y1, x0:x1].shape)
+        full[y0:y1, x0:x1] = fill if fill.ndim == 3 else fill[..., None]  # a grey model's fill: every channel
         fill = full
     elif out.box:
         offset = (x0, y0)
     try:  # with an offset, paste checks that the box holds the hole: it finds the hole's box anyway
         image = plan.paste(request.image, fill, request.mask, offset=offset)
     except ValueError:
-        if not out.box:
+        if not out.box or plan.resized:
             raise
         raise bad from None
     return Result(image=image, model=info.name, seed=work.seed, params=work.params, attributes=work.attributes,

@@ -115,9 +115,9 @@ def test_the_runner_crops_to_the_geometry_and_pastes_only_the_hole(geometry, wor
 class _BoxOnly(_Shape):
     """Returns only the hole's box grown by ``margin`` (ModelOutput.box), not the whole working crop."""
 
-    def __init__(self, geometry: Geometry, margin: int) -> None:
+    def __init__(self, geometry: Geometry, margin: int, grey: bool = False) -> None:
         super().__init__(geometry)
-        self.margin = margin
+        self.margin, self.grey = margin, grey
 
     def run(self, request, cancel):
         yield Preview(step=1, total=1)
@@ -125,26 +125,28 @@ class _BoxOnly(_Shape):
         h, w = request.mask.shape
         m = self.margin
         box = (max(0, xs.min() - m), max(0, ys.min() - m), min(w, xs.max() + 1 + m), min(h, ys.max() + 1 + m))
-        return ModelOutput(np.full((box[3] - box[1], box[2] - box[0], 3), 200, np.uint8), box=box)
+        shape = (box[3] - box[1], box[2] - box[0]) + (() if self.grey else (3,))
+        return ModelOutput(np.full(shape, 200, np.uint8), box=box)
 
 
+@pytest.mark.parametrize("grey", [False, True])
 @pytest.mark.parametrize("geometry", [Geometry(context=None), Geometry(context=0.5), Geometry(size=32),
                                       Geometry(context=None, max_side=100)])
-def test_a_model_may_return_only_the_box_holding_the_hole(geometry):
+def test_a_model_may_return_only_the_box_holding_the_hole(geometry, grey):
     rng = np.random.default_rng(3)
     img = rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)
     mask = np.zeros((300, 400), np.uint8)
     mask[100:140, 200:240] = 255
     mask[100:140, 238:240] = 128  # a soft edge: blended, as with a whole crop
     whole = run_to_end(_Shape(geometry), Request(image=img, mask=mask))
-    boxed = run_to_end(_BoxOnly(geometry, margin=1), Request(image=img, mask=mask))
+    boxed = run_to_end(_BoxOnly(geometry, margin=1, grey=grey), Request(image=img, mask=mask))
     if geometry.size is None and not geometry.max_side:  # unresized: the very same paste
         assert np.array_equal(whole.image, boxed.image)
     else:  # resized as a whole, the crop as given around the box: the hole's edge resamples its neighbours
         assert np.array_equal(boxed.image[mask == 0], img[mask == 0])
         assert (boxed.image[110:130, 210:230] == 200).all()
-    with pytest.raises(InpaintError, match="not the whole hole"):
-        run_to_end(_BoxOnly(geometry, margin=0), Request(image=img, mask=mask))
+    with pytest.raises(InpaintError, match=r"box \(\d+, \d+, \d+, \d+\) .* must hold the whole hole"):
+        run_to_end(_BoxOnly(geometry, margin=0, grey=grey), Request(image=img, mask=mask))
 
 
 def test_a_region_outside_the_hole_is_a_clear_error():
