@@ -201,6 +201,7 @@ class Actions(QObject):
                          "All shortcuts and mouse gestures"))
         session.phase_changed.connect(self._on_phase)
         session.model_changed.connect(self._on_model_changed)
+        session.region_changed.connect(self._on_region_changed)
         history.accept_requested.connect(self.accept_result)
         history.discard_requested.connect(self.doc.discard_result)
         if session.info is not None:  # picked before these actions existed (the model panel picks the default)
@@ -234,6 +235,13 @@ class Actions(QObject):
         self.tools["region"].setEnabled(info.uses_region)
         if not info.uses_region and self.canvas.tool == "region":
             self.tools["brush"].trigger()
+        self.canvas.update()
+
+    @Slot(object, str)
+    def _on_region_changed(self, region, source: str) -> None:
+        """The box's label says where it came from, so a box that jumps to the face a moment later is explained."""
+        self.canvas.region_label = ("looking..." if self.session.region_detecting
+                                    else "detected" if source == "detected" else "region")
         self.canvas.update()
 
     # ----- results -------------------------------------------------------------------------------------------

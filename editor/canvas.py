@@ -55,6 +55,7 @@ class Canvas(CanvasInput, QWidget):
         self.show_original = False  # held key
         self.compare = False  # split view: left of the divider the image before the shown result
         self.region_visible = False
+        self.region_label = "region"  # drawn on the box's handle: "region" | "looking..." | "detected"
         self.zoom = 1.0
         self.offset = QPointF(0, 0)  # widget position of image pixel (0, 0)
         self._fit_mode = True
@@ -311,11 +312,11 @@ class Canvas(CanvasInput, QWidget):
         p.fillRect(self._handle_rect(r), QColor(255, 210, 0))
         p.fillRect(self._size_rect(r), QColor(255, 210, 0))
         p.setPen(QColor(0, 0, 0))
-        p.drawText(self._handle_rect(r), Qt.AlignCenter, "region")
+        p.drawText(self._handle_rect(r), Qt.AlignCenter, self.region_label)
 
     @staticmethod
     def _handle_rect(r: QRectF) -> QRectF:
-        return QRectF(r.left(), r.top() - 18, 60, 18)
+        return QRectF(r.left(), r.top() - 18, 76, 18)
 
     @staticmethod
     def _size_rect(r: QRectF) -> QRectF:

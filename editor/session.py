@@ -94,6 +94,7 @@ class Session(QObject):
         self._seed = 0
         self._prompt = ""
         self._region_source = "default"
+        self._detecting = False  # a region suggestion is on its way
         self._phase = "idle"
         self._fill_after: int | None = None  # id of the learn job a Fill waits for
         self._replace: tuple[int, int] | None = None  # (job id, history index) a refill replaces
@@ -145,6 +146,11 @@ class Session(QObject):
     @property
     def region_source(self) -> str:
         return self._region_source
+
+    @property
+    def region_detecting(self) -> bool:
+        """The box is the default one and the model's suggestion (e.g. the face) is still being looked for."""
+        return self._detecting and self._region_source == "default"
 
     @property
     def phase(self) -> str:
@@ -262,6 +268,7 @@ class Session(QObject):
     def place_region(self) -> None:
         """Centre the box on the mask now; move it to the model's suggestion (e.g. the face) when that arrives.
         Until then, or when there is none, the box follows the mask at each Fill."""
+        self._detecting = True
         self.set_region(self.doc.default_region(self._region_side()), "default")
         self.jobs.detect_region(self.info.name, self.doc.image)
 
@@ -270,8 +277,11 @@ class Session(QObject):
 
     @Slot(object)
     def _on_region_suggested(self, region) -> None:
+        self._detecting = False
         if region is not None and self.info is not None and self.info.uses_region and self._region_source == "default":
             self.set_region(tuple(int(v) for v in region), "detected")
+        else:  # nothing found (or the box was moved meanwhile): the box stays, no longer "looking"
+            self.region_changed.emit(self.doc.region, self._region_source)
 
     # ----- flows ---------------------------------------------------------------------------------------------
     @Slot()

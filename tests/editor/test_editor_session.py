@@ -64,14 +64,24 @@ def test_settings_are_kept_per_model_for_the_session(window):
 def test_region_source_default_detected_user(window, qtbot):
     session = window.session
     seen = []
-    session.region_changed.connect(lambda region, source: seen.append(source))
+    labels = []  # what the box's handle says after each change (the window's slot runs first)
+    session.region_changed.connect(lambda region, source: (seen.append(source),
+                                                           labels.append(window.canvas.region_label)))
     select_model(window, "test-region")
     qtbot.waitUntil(lambda: session.region_source == "detected", timeout=5000)
     assert seen[:2] == ["default", "detected"] and session.region == (0, 0, 256, 256)
+    assert labels[:2] == ["looking...", "detected"]
     window.act.tools["region"].trigger()
     from tests.editor.helpers import drag
     drag(window.canvas, [(100, 100), (110, 100)])
     assert session.region_source == "user" and session.region == (10, 0, 266, 256)
+    assert window.canvas.region_label == "region"
+
+
+def test_region_label_stops_looking_when_nothing_is_found(window, qtbot):
+    select_model(window, "test-region-nodetect")
+    qtbot.waitUntil(lambda: window.canvas.region_label == "region", timeout=5000)
+    assert window.session.region_source == "default" and not window.session.region_detecting
 
 
 @pytest.fixture
