@@ -122,7 +122,7 @@ class MainWindow(QMainWindow):
         s.error.connect(self._on_error)
         self.doc.image_replaced.connect(self._on_image_replaced)
         self.files.saved_changed.connect(self._update_title)
-        for root in (self.act.options, self.model_panel, self.model_panel.seed_bar):  # the seed row sits by Fill
+        for root in (self.act.options, self.model_panel):
             self.focus.watch(root)
         s.model_changed.connect(self._on_model_changed)  # after the panel rebuilt its fields
         c.objects.status.connect(self.statusBar().showMessage)
