@@ -76,7 +76,7 @@ class MainWindow(QMainWindow):
             QTimer.singleShot(0, self._report_model_error)  # once the window is up
 
     def _build_docks(self) -> None:
-        # Model and parameters scroll; the seed, Fill/Cancel, progress and the loss curve stay in sight below them.
+        # Model and parameters scroll; Fill/Cancel, progress and the loss curve stay in sight below them.
         scroll = QScrollArea()
         scroll.setWidget(self.model_panel)
         scroll.setWidgetResizable(True)
@@ -86,7 +86,6 @@ class MainWindow(QMainWindow):
         lay = QVBoxLayout(right)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(scroll, 1)
-        lay.addWidget(self.model_panel.seed_bar)
         lay.addWidget(self.progress)
         right.setMinimumWidth(380)
         dock = QDockWidget("Model", self)

@@ -200,11 +200,7 @@ class ModelPanel(QWidget):
         self.prompt.setPlaceholderText("Describe what should appear in the hole")
         self.prompt_box = QGroupBox("Prompt")
         QVBoxLayout(self.prompt_box).addWidget(self.prompt)
-        # The seed row sits under the scrolling panel, by Fill (the window places ``seed_bar``): in view whatever
-        # the model's description and parameter list take.
-        self.seed_bar = QWidget()
-        seed_row = QHBoxLayout(self.seed_bar)
-        seed_row.setContentsMargins(6, 0, 6, 0)
+        seed_row = QHBoxLayout()
         self.seed = QSpinBox()
         self.seed.setRange(0, 2**31 - 1)
         self.seed.setValue(session.seed)
@@ -221,6 +217,7 @@ class ModelPanel(QWidget):
         lay.addWidget(self.params_box)
         lay.addWidget(self.attrs_box)
         lay.addWidget(self.prompt_box)
+        lay.addLayout(seed_row)
         lay.addStretch(1)
         self.fields: dict[str, ParamField] = {}
         self.toggles: dict[str, QCheckBox] = {}
