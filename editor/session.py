@@ -10,9 +10,7 @@ State, in plain Python values:
   another model is picked (parameters marked ``Param.remember`` also across sessions: QSettings
   ``params/<model>/<name>``);
 - the seed and the prompt, shared by every model;
-- the region box of a ``uses_region`` model (kept on the ``Document``, which the canvas draws and drags) and where
-  it came from: "default" (centred on the mask; it follows the mask at each Fill), "detected" (the model's
-  suggestion, e.g. the face) or "user" (dragged).
+- the region box of a ``uses_region`` model and where it came from (``editor.region.RegionBox``).
 
 Before a fill (``editor.fit``): a model not made for this image (digits on a colour photo) shows a warning
 (``warning_changed``) and Fill asks first; a mask on the border an Expand canvas added, with a model that cannot
@@ -36,6 +34,7 @@ from PySide6.QtCore import QObject, QSettings, Signal, Slot
 
 from editor import fit
 from editor.document import Document, HistoryItem, Rect
+from editor.region import RegionBox
 from editor.worker import Job, JobController
 from engine import registry
 from engine.api import InpaintError, ModelInfo, Preview, Result
@@ -93,8 +92,8 @@ class Session(QObject):
         self._choices: dict[str, _Choices] = {}
         self._seed = 0
         self._prompt = ""
-        self._region_source = "default"
-        self._detecting = False  # a region suggestion is on its way
+        self.box = RegionBox(doc, self.jobs, self)
+        self.box.changed.connect(self.region_changed)
         self._phase = "idle"
         self._fill_after: int | None = None  # id of the learn job a Fill waits for
         self._replace: tuple[int, int] | None = None  # (job id, history index) a refill replaces
@@ -114,7 +113,6 @@ class Session(QObject):
         jobs.failed.connect(self._on_failed)
         jobs.cancelled.connect(self._on_cancelled)
         jobs.busy_changed.connect(self._update_phase)
-        jobs.region_ready.connect(self._on_region_suggested)
         doc.image_replaced.connect(self._on_image_replaced)
 
     # ----- state ---------------------------------------------------------------------------------------------
@@ -145,12 +143,11 @@ class Session(QObject):
 
     @property
     def region_source(self) -> str:
-        return self._region_source
+        return self.box.source
 
     @property
     def region_detecting(self) -> bool:
-        """The box is the default one and the model's suggestion (e.g. the face) is still being looked for."""
-        return self._detecting and self._region_source == "default"
+        return self.box.detecting
 
     @property
     def phase(self) -> str:
@@ -173,7 +170,7 @@ class Session(QObject):
         info = registry.get_info(name)
         self.cancel()  # its result would belong to the other model
         self._fill_after = None
-        self.info = info
+        self.info = self.box.info = info
         if name not in self._choices:
             self._choices[name] = _Choices(self._initial_params(info),
                                            {a.name: float(a.default) for a in info.attributes})
@@ -181,7 +178,7 @@ class Session(QObject):
         self.model_changed.emit(name)
         self._update_warning()
         if info.uses_region:
-            self.place_region()
+            self.box.place()
 
     def models_changed(self) -> None:
         """The model list changed (another server, this computer again): stop the running job and re-read the
@@ -260,28 +257,8 @@ class Session(QObject):
             self.prompt_changed.emit(prompt)
 
     def set_region(self, region: Rect | None, source: str = "user") -> None:
-        """Move the region box; ``source``: "default" | "detected" | "user"."""
-        self._region_source = source
-        self.doc.set_region(region)
-        self.region_changed.emit(self.doc.region, source)
-
-    def place_region(self) -> None:
-        """Centre the box on the mask now; move it to the model's suggestion (e.g. the face) when that arrives.
-        Until then, or when there is none, the box follows the mask at each Fill."""
-        self._detecting = True
-        self.set_region(self.doc.default_region(self._region_side()), "default")
-        self.jobs.detect_region(self.info.name, self.doc.image)
-
-    def _region_side(self) -> int:
-        return self.info.resolution * 2 if self.info.resolution else 256
-
-    @Slot(object)
-    def _on_region_suggested(self, region) -> None:
-        self._detecting = False
-        if region is not None and self.info is not None and self.info.uses_region and self._region_source == "default":
-            self.set_region(tuple(int(v) for v in region), "detected")
-        else:  # nothing found (or the box was moved meanwhile): the box stays, no longer "looking"
-            self.region_changed.emit(self.doc.region, self._region_source)
+        """Move the region box (``RegionBox.set``)."""
+        self.box.set(region, source)
 
     # ----- flows ---------------------------------------------------------------------------------------------
     @Slot()
@@ -338,8 +315,8 @@ class Session(QObject):
         if not info.weights_present:
             self.error.emit("Model not available", f"{info.title}: weights not found at {info.weights}")
             return None
-        if info.uses_region and self._region_source == "default":  # no suggestion, not moved: follow the mask
-            self.set_region(self.doc.default_region(self._region_side()), "default")
+        if info.uses_region:
+            self.box.follow_mask()
         req = self.doc.request(self._seed, self.params, self.attributes, self._prompt if info.uses_prompt else "",
                                info.uses_region)
         job_id = self.jobs.start(info.name, req, info.instant)  # first, so the worker starts while the GUI updates
@@ -503,4 +480,4 @@ class Session(QObject):
         self._image_gen += 1
         self._update_warning()
         if self.info is not None and self.info.uses_region:
-            self.place_region()
+            self.box.place()
