@@ -30,6 +30,10 @@ from editor.panels.progress_panel import ProgressPanel
 from editor.session import Session
 from engine import registry
 
+# The dock layout's version in the saved window state: a state saved by an older layout is not restored (1: the
+# model dock takes the bottom-right corner).
+DOCK_LAYOUT = 1
+
 
 class MainWindow(QMainWindow):
     def __init__(self) -> None:
@@ -71,7 +75,7 @@ class MainWindow(QMainWindow):
         if self.compute.problem:
             QTimer.singleShot(0, self.compute.report)  # once the window is up
         self.restoreGeometry(self.settings.value("geometry", b""))
-        self.restoreState(self.settings.value("windowState", b""))
+        self.restoreState(self.settings.value("windowState", b""), DOCK_LAYOUT)
         if self.model_panel.load_error:
             QTimer.singleShot(0, self._report_model_error)  # once the window is up
 
@@ -93,6 +97,9 @@ class MainWindow(QMainWindow):
         dock.setFeatures(QDockWidget.DockWidgetMovable)
         dock.setWidget(right)
         self.addDockWidget(Qt.RightDockWidgetArea, dock)
+        # The model dock runs the window's full height, as an editor's tool docks do (History sits under the canvas
+        # only): at 1280x820 a MaskGIT model's Seed row needed scrolling when History took the bottom right corner.
+        self.setCorner(Qt.BottomRightCorner, Qt.RightDockWidgetArea)
         hist = QDockWidget("History", self)
         hist.setObjectName("historyDock")
         hist.setFeatures(QDockWidget.DockWidgetMovable)
@@ -219,5 +226,5 @@ class MainWindow(QMainWindow):
         self.canvas.objects.shutdown()
         self.autosave.discard()  # a clean close: nothing to restore
         self.settings.setValue("geometry", self.saveGeometry())
-        self.settings.setValue("windowState", self.saveState())
+        self.settings.setValue("windowState", self.saveState(DOCK_LAYOUT))
         e.accept()

@@ -9,7 +9,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from PySide6.QtCore import QSettings, Qt
+from PySide6.QtCore import QPoint, QRect, QSettings, Qt
 
 from editor import fit
 from editor.panels.picker import HEADING_ROLE, NAME_ROLE, SENTENCE_ROLE
@@ -141,6 +141,19 @@ def test_a_failed_job_names_the_setting_by_its_label(window, qtbot, dialogs, mon
     with qtbot.waitSignal(window.jobs.failed, timeout=20_000):
         window.fill()
     assert dialogs.errors()[-1] == "set the \u201cStep time (ms)\u201d setting below 1000"
+
+
+def test_the_seed_row_and_fill_are_in_view_at_1280x820(window, qtbot):
+    """The model dock takes the window's full height: the MaskGIT model's Seed row (below its description and six
+    parameters) needs no scrolling in the fixture's 1280x820 window, and Fill stays in view."""
+    select_model(window, "token-face")
+    qtbot.wait(50)
+    panel = window.model_panel
+    viewport = panel.parentWidget()  # the scroll area's
+    for widget in (panel.seed, panel.variation):
+        assert viewport.rect().contains(QRect(widget.mapTo(viewport, QPoint(0, 0)), widget.size()))
+    fill = window.progress.fill_button
+    assert window.rect().contains(QRect(fill.mapTo(window, QPoint(0, 0)), fill.size()))
 
 
 def test_progress_text_cleared_on_model_change(window, qtbot):
