@@ -119,6 +119,58 @@ def test_decoder_uses_known_pixels_and_shapes():
     assert torch.equal(y, tok.decode(ids, torch.where(hole > 0, -x, x), hole))
 
 
+def test_shifted_codes_are_the_patch_tokens_a_few_pixels_off():
+    torch.manual_seed(0)
+    tok = Tokenizer(TINY_TOK).eval()
+    ramp = torch.arange(28.0)
+    x = torch.sin(ramp[:, None] * 0.9 + ramp[None] * 0.4).expand(2, 1, 28, 28) * 3  # shifts change every patch
+    out = tok.shifted_codes(x, 2)
+    pad = torch.nn.functional.pad(x, (2,) * 4, mode="replicate")
+    every = torch.stack([tok.quantize(pad[..., dy:dy + 28, dx:dx + 28]) for dy in range(5) for dx in range(5)])
+    match = (every == out[None]).all(-1)  # offsets x B x g x g
+    assert match.any(0).all(), "each token is its patch's token at one offset within the shift"
+    assert not (every[12] == out).all(-1).all(), "not simply the unshifted image"  # offset (2, 2) = no shift
+    hole = torch.zeros(2, 1, 28, 28)
+    hole[..., 4:12, 4:12] = 1
+    nothing = torch.zeros(2, 7, 7, dtype=torch.bool)
+    assert torch.equal(tok(x, hole), tok(x, hole, nothing, 2)), "nothing replaced: the plain training pass"
+    assert not torch.equal(tok(x, hole, token_hole(hole, 4), 2), tok(x, hole))
+
+
+def test_detail_loss_asks_for_the_truths_edges_in_the_hole_wherever_they_lie():
+    from engine.token.train_tokenizer import detail_loss
+
+    x = -torch.ones(1, 3, 16, 16)
+    x[..., :, 5] = 1  # a thin vertical line in the left window
+    moved = -torch.ones(1, 3, 16, 16)
+    moved[..., :, 6] = 1  # the same line a pixel off, same window
+    blurred = torch.nn.functional.avg_pool2d(torch.nn.functional.pad(x, (2, 2, 2, 2), mode="replicate"), 5, 1)
+    hole = torch.zeros(1, 1, 16, 16)
+    hole[..., :, :8] = 1
+    assert detail_loss(x, x, hole, 8) == 0
+    assert detail_loss(moved, x, hole, 8) < 0.01 * detail_loss(blurred, x, hole, 8), "place inside a window is free"
+    assert detail_loss(blurred, x, hole, 8) > 0
+    left_off = torch.zeros(1, 2, 2, dtype=torch.bool)
+    assert detail_loss(blurred, x, hole, 8, left_off) == 0, "windows left out count nothing"
+    flat_right = x.clone()
+    flat_right[..., :, 12] = 1  # an extra line outside the hole costs nothing
+    assert detail_loss(flat_right, x, hole, 8) == 0
+
+
+def test_pattern_loss_sees_a_texture_locked_to_the_token_grid_not_content():
+    from engine.token.train_tokenizer import pattern_loss
+
+    torch.manual_seed(0)
+    x = torch.rand(8, 3, 32, 32) * 2 - 1  # content at every phase of the grid
+    texture = torch.tensor([[0.2, -0.2] * 2] * 4)  # stripes, repeated in every 4 x 4 token
+    hole = torch.ones(8, 1, 32, 32)
+    assert pattern_loss(x, x, hole, 4) == 0
+    assert pattern_loss(x + texture.repeat(8, 8), x, hole, 4) > 0.15, "a fixed texture in every token"
+    assert pattern_loss(torch.roll(x, (1, 2), (2, 3)), x, hole, 4) < 0.05, "moved content is no texture"
+    hole[..., :, :] = 0
+    assert pattern_loss(x + texture.repeat(8, 8), x, hole, 4) == 0, "only tokens inside the hole count"
+
+
 # -- training masks and the loss ---------------------------------------------------------------------------------
 def test_training_masks_follow_the_cosine_schedule_and_editor_holes():
     rng = np.random.default_rng(0)

@@ -126,3 +126,21 @@ def test_init_from_an_ids_only_model_starts_where_it_was(ddp_runs, tmp_path):
                   ok=False)
     assert bad.returncode != 0 and bad.stderr.strip().splitlines()[-1].startswith("error: --init")
     assert "width" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_decoder_only_fine_tune_keeps_every_images_ids(ddp_runs, tmp_path):
+    """--init + --decoder-only (+ conditioning augmentation and the detail loss): the decoder learns, the encoder
+    (hence the ids the transformers were trained on) stays bit-identical."""
+    import torch
+
+    from engine.token.data import domain_images, to_unit
+    from engine.token.fsq import load_tokenizer
+
+    old_dir = ddp_runs / "tok" / "export"
+    _python("engine.token.train_tokenizer", ["--out", str(tmp_path / "dec"), "--steps", "3", "--init", str(old_dir),
+                                             "--decoder-only", "true", "--code-noise", "0.5", "--code-shift", "2",
+                                             "--detail-weight", "1", "--pattern-weight", "1", *TINY_TOK])
+    old, new = load_tokenizer(old_dir), load_tokenizer(tmp_path / "dec" / "export")
+    x = to_unit(domain_images("mnist", "valid", 16))
+    assert torch.equal(old.encode(x), new.encode(x))
+    assert not torch.equal(old.decode(old.encode(x)), new.decode(new.encode(x))), "the decoder was trained"

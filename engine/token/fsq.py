@@ -20,7 +20,8 @@ Maths, with the papers it comes from:
   (3x3 convolutions on the grid, so a token is drawn in the context of its neighbours, as DALL-E's decoder does)
   *and* the known pixels with the hole mask, so the fill meets its surroundings without a seam and the known
   pixels of a token the hole only touches are not lost. Trained on random holes (half of them the whole image,
-  so it also decodes tokens alone) with the loss on the hole's pixels, a tenth on the rest.
+  so it also decodes tokens alone) with the loss on the hole's pixels, a tenth on the rest; the face decoder then
+  alone, against seams and blur (engine/token/train_tokenizer.py, ``forward``'s conditioning augmentation).
 
 The config is stored with the weights (``engine.weights.save_pretrained``); ``MASK`` and ``START`` are the two
 ids after the codebook, ids of their own that no image ever produces.
@@ -173,9 +174,33 @@ class Tokenizer(nn.Module):
             hole = torch.ones(b, 1, c.size, c.size, device=ids.device)
         return self.decode_codes(self.fsq.ids_to_codes(ids).to(known.dtype), known, hole)
 
-    def forward(self, x: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
-        """Training pass: quantize (straight-through), decode with the known pixels of ``x`` outside ``hole``."""
-        return self.decode_codes(self.quantize(x), x, hole)
+    def forward(self, x: torch.Tensor, hole: torch.Tensor, replace: torch.Tensor | None = None, shift: int = 0
+                ) -> torch.Tensor:
+        """Training pass: quantize (straight-through), decode with the known pixels of ``x`` outside ``hole``.
+
+        ``replace`` (B x g x g bool, optional): those tokens are replaced before decoding by the token of the same
+        patch taken up to ``shift`` pixels off, the target staying the true image. A transformer's sampled tokens
+        are each plausible but do not quite line up with their neighbours, and a decoder that only ever saw an
+        encoder's codes draws every disagreement as a step at the token's border (the seed's line artefacts).
+        Corrupting the conditioning in training so that the next stage is robust to the previous stage's errors
+        is the cascaded diffusion models' conditioning augmentation (Ho, Saharia, Chan, Fleet, Norouzi &
+        Salimans, JMLR 2022, sec. 4.1)."""
+        codes = self.quantize(x)
+        if replace is not None and shift > 0 and replace.any():
+            with torch.no_grad():
+                alt = torch.where(replace[..., None], self.shifted_codes(x, shift), codes)
+            codes = codes + (alt - codes).detach()
+        return self.decode_codes(codes, x, hole)
+
+    def shifted_codes(self, x: torch.Tensor, shift: int, k: int = 4) -> torch.Tensor:
+        """Codes (B x g x g x d) of the image moved by one of ``k`` random offsets in [-shift, shift]^2 (edges
+        repeated), the offset drawn per token."""
+        p = F.pad(x, (shift,) * 4, mode="replicate")
+        s = self.config.size
+        offsets = torch.randint(0, 2 * shift + 1, (k, 2)).tolist()
+        options = torch.stack([self.quantize(p[..., dy:dy + s, dx:dx + s]) for dy, dx in offsets])
+        pick = torch.randint(0, k, options.shape[1:4], device=x.device)
+        return options.gather(0, pick[None, ..., None].expand(1, *options.shape[1:])).squeeze(0)
 
 
 def token_hole(hole: torch.Tensor, patch: int) -> torch.Tensor:

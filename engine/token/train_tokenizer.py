@@ -2,17 +2,26 @@
 
 One flat script (nanoGPT / minDiffusion manner). Loss: mean squared error plus mean absolute error on the pixels,
 the hole's pixels at weight 1 and the known ones at 0.1 (the decoder is shown them); half of the holes are the
-whole image (tokens alone), half an editor's (engine/token/masks.py). From ``--gan-start`` on, a PatchGAN
-discriminator (Isola et al. 2017) joins with the hinge loss (VQGAN, Esser et al. 2021, sec. 3.1, without the
-perceptual term: no pretrained network is reachable): a decoder trained on pixel losses alone draws the
-conditional mean, i.e. blurs what the tokens do not pin down (eyes, glasses frames); the adversarial term makes it
-draw them sharp. The shipped tokenizers:
+whole image (tokens alone), half an editor's (engine/token/masks.py).
+
+A decoder trained on pixel losses alone draws the conditional mean: it blurs what the tokens do not pin down
+(eyes, glasses frames), and, having only ever seen an encoder's codes, draws every disagreement between two
+sampled neighbours as a step at their border. Options against both, for a second stage that trains the decoder
+alone (``--init`` a tokenizer, ``--decoder-only``: the encoder, hence every id its transformers were trained on,
+stays bit-identical): conditioning augmentation (``--code-noise``, ``--code-shift``; ``Tokenizer.forward``), an
+edge-energy loss (``--detail-weight``; ``detail_loss``) and, as that loss alone is cheapest met by a texture locked
+to the token grid, a loss on such a texture (``--pattern-weight``; ``pattern_loss``). From ``--gan-start`` on, a
+PatchGAN discriminator (Isola et al. 2017) can join with the hinge loss (VQGAN, Esser et al. 2021, sec. 3.1,
+without the perceptual term: no pretrained network is reachable); on faces it painted noise, so no shipped
+tokenizer uses it. The shipped tokenizers:
 
     python -m engine.token.train_tokenizer --domain mnist --out runs/token-fsq-mnist --steps 1500
     python -m engine.token.train_tokenizer --domain face --out runs/token-fsq-face --steps 2000 \
         --levels 7 5 5 5 5 --patch 8 --size 64 --dec-grid 96 --dec-pixel 16 --batch-size 32
-    # then the adversarial phase, resumed from that checkpoint:
-    python -m engine.token.train_tokenizer ... --steps 2600 --gan-start 2000
+    # then the face decoder alone, from that export (its model card):
+    python -m engine.token.train_tokenizer --domain face --out runs/token-fsq-face-dec \
+        --init runs/token-fsq-face/export --decoder-only true --code-noise 0.5 --code-shift 4 --detail-weight 2 \
+        --pattern-weight 2 --steps 1500 --lr 0.0005 --warmup 50 --batch-size 32 --size 64 --patch 8 --levels 7 5 5 5 5
 
 Under torchrun (DDP; gloo on the CPU, nccl on a GPU; each rank its own data shard; rank 0 writes):
 
@@ -37,7 +46,8 @@ from tqdm import tqdm
 from engine import distributed
 from engine.device import compute_device
 from engine.token import data as D
-from engine.token.fsq import Tokenizer, TokenizerConfig, count_params, save_tokenizer
+from engine.token.fsq import (Tokenizer, TokenizerConfig, count_params, load_tokenizer, save_tokenizer,
+                              token_hole)
 from engine.token.masks import editor_holes
 
 
@@ -64,6 +74,12 @@ class TrainConfig:
     gan_start: int = 0  # 0 = pixel losses only; else the step from which the PatchGAN joins
     gan_weight: float = 0.05  # weight of the generator's hinge loss -D(G(x))
     gan_lr: float = 2e-4  # constant learning rate of decoder and discriminator in the adversarial phase
+    init: str = ""  # start from this exported tokenizer (its architecture; the flags' shape options are ignored)
+    decoder_only: bool = False  # train the decoder alone: the encoder, hence every image's ids, stay as they are
+    code_noise: float = 0.0  # share of the hole's tokens replaced by a shifted patch's token (Tokenizer.forward)
+    code_shift: int = 0  # ... taken up to this many pixels off
+    detail_weight: float = 0.0  # weight of the edge-energy loss (``detail_loss``)
+    pattern_weight: float = 0.0  # weight of the token-locked texture loss (``pattern_loss``)
     seed: int = 0
     threads: int = 1
     device: str = "auto"
@@ -86,6 +102,51 @@ class PatchDiscriminator(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+
+def edge_energy(x: torch.Tensor) -> torch.Tensor:
+    """B x C x S x S -> B x 1 x S x S: Sobel gradient magnitude of the channel mean."""
+    g = x.mean(1, keepdim=True)
+    kx = torch.tensor([[-1.0, 0, 1], [-2, 0, 2], [-1, 0, 1]], device=x.device) / 8
+    k = torch.stack([kx, kx.t()])[:, None]
+    d = F.conv2d(F.pad(g, (1, 1, 1, 1), mode="replicate"), k)
+    return (d.pow(2).sum(1, keepdim=True) + 1e-6).sqrt()
+
+
+def detail_loss(y: torch.Tensor, x: torch.Tensor, hole: torch.Tensor, window: int,
+                where: torch.Tensor | None = None) -> torch.Tensor:
+    """Edge energy per window against the truth's, in the hole: |avgpool(|grad y|) - avgpool(|grad x|)|.
+
+    A decoder trained on pixel losses draws the conditional mean: a thin line whose exact place the tokens do not
+    pin down comes out faint or not at all (the seed's "flat colour"). Matching the amount of edge per window,
+    wherever it lies inside the window, asks for the line at its likeliest place instead; the pixel loss keeps it
+    there. A texture statistic in the manner of Gatys et al. 2015 (matching statistics, not positions), here the
+    first moment of the gradient magnitude. ``where`` (B x g x g bool, g = S / window): the windows counted."""
+    ey, ex = (F.avg_pool2d(edge_energy(t), window) for t in (y, x))
+    w = F.avg_pool2d(hole, window)
+    if where is not None:
+        w = w * where[:, None].to(w.dtype)
+    return ((ey - ex).abs() * w).sum() / w.sum().clamp(min=1)
+
+
+def token_pattern(x: torch.Tensor, hole: torch.Tensor, patch: int) -> torch.Tensor:
+    """p x p: the mean over the tokens wholly inside ``hole`` of each token's grey pixels minus the token's mean."""
+    tiles = x.mean(1).unfold(1, patch, patch).unfold(2, patch, patch)  # B x g x g x p x p
+    tiles = tiles - tiles.mean((-1, -2), keepdim=True)
+    w = (F.avg_pool2d(hole, patch)[:, 0] > 0.999).to(x.dtype)
+    return (tiles * w[..., None, None]).sum((0, 1, 2)) / w.sum().clamp(min=1)
+
+
+def pattern_loss(y: torch.Tensor, x: torch.Tensor, hole: torch.Tensor, patch: int) -> torch.Tensor:
+    """|token_pattern(y) - token_pattern(x)|, averaged over the p x p positions.
+
+    The decoder turns each token into its p x p pixels with a pixel shuffle, whose every sub-pixel position has
+    weights of its own: it can lay one fixed texture into every token, locked to the token grid (the checkerboard
+    artefact of sub-pixel convolution; Odena, Dumoulin & Olah 2016, "Deconvolution and Checkerboard Artifacts";
+    Aitken et al. 2017). An edge-energy loss (``detail_loss``) makes that texture the cheapest way to add edges.
+    Real content sits at every phase of the grid, so averaged over many tokens it leaves (almost) no pattern: the
+    decoder's average token must not have more of one than the truth's."""
+    return (token_pattern(y, hole, patch) - token_pattern(x, hole, patch)).abs().mean()
 
 
 def tokenizer_config(cfg: TrainConfig, channels: int) -> TokenizerConfig:
@@ -153,8 +214,14 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
     val_holes = torch.from_numpy(editor_holes(np.random.default_rng(123), len(val), cfg.size)).float()[:, None]
     val_holes = val_holes.to(device)
 
-    net = Tokenizer(tokenizer_config(cfg, channels)).to(device)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=0.0, betas=(0.9, 0.99))
+    if cfg.init:  # e.g. a decoder fine-tuned under a shipped tokenizer whose ids its transformers were trained on
+        net = load_tokenizer(cfg.init, device).requires_grad_(True)
+    else:
+        net = Tokenizer(tokenizer_config(cfg, channels)).to(device)
+    if cfg.decoder_only:
+        net.encoder.requires_grad_(False)
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0, betas=(0.9, 0.99))
     step, elapsed0, cpu0 = 0, 0.0, 0.0
     if resume and (run / "ckpt.safetensors").exists():
         step, elapsed0, cpu0 = D.load_checkpoint(run, net, opt)
@@ -191,14 +258,23 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
         for group in opt.param_groups:
             group["lr"] = cfg.gan_lr if adversarial else distributed.lr_at(step, cfg.steps, cfg.lr, cfg.warmup)
         with torch.autocast(device.type, torch.bfloat16, enabled=cfg.bf16):
-            y = model(x, h)
+            replace = None  # drawn only when asked, so the runs without it replay as before
+            if cfg.code_noise:
+                draw = torch.rand(len(x), net.config.grid, net.config.grid, device=device)
+                replace = token_hole(h, net.config.patch) & (draw < cfg.code_noise)
+            y = model(x, h, replace, cfg.code_shift)
         w = h + cfg.known_weight * (1 - h)
         err = y.float() - x
         loss = ((err ** 2 + err.abs()) * w).sum() / (w.sum() * channels)
+        if cfg.detail_weight:  # not on replaced tokens: there the true edges are not where the token says
+            loss = loss + cfg.detail_weight * detail_loss(y.float(), x, h, net.config.patch,
+                                                     None if replace is None else ~replace)
+        if cfg.pattern_weight:
+            loss = loss + cfg.pattern_weight * pattern_loss(y.float(), x, h, net.config.patch)
         g_adv = -disc(y.float()).mean() if adversarial else torch.zeros(())
         opt.zero_grad(set_to_none=True)
         (loss + cfg.gan_weight * g_adv).backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         d_loss = torch.zeros(())
         if adversarial:  # hinge loss, real = the training images, fake = the decoder's drawings
