@@ -144,3 +144,7 @@ def test_decoder_only_fine_tune_keeps_every_images_ids(ddp_runs, tmp_path):
     x = to_unit(domain_images("mnist", "valid", 16))
     assert torch.equal(old.encode(x), new.encode(x))
     assert not torch.equal(old.decode(old.encode(x)), new.decode(new.encode(x))), "the decoder was trained"
+    bad = _python("engine.token.train_tokenizer", ["--out", str(tmp_path / "bad"), "--steps", "1", "--init",
+                                                   str(tmp_path / "missing"), *TINY_TOK], ok=False)
+    assert bad.returncode != 0 and bad.stderr.strip().splitlines()[-1].startswith("error: --init")
+    assert "Traceback" not in bad.stderr

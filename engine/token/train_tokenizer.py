@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from engine import distributed
+from engine.api import InpaintError
 from engine.device import compute_device
 from engine.token import data as D
 from engine.token.fsq import (Tokenizer, TokenizerConfig, count_params, load_tokenizer, save_tokenizer,
@@ -327,7 +328,10 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     cfg, resume = distributed.parse_config(TrainConfig, argv, __doc__)
-    train(cfg, resume=resume)
+    try:
+        train(cfg, resume=resume)
+    except InpaintError as exc:  # e.g. a missing --init folder: one line, not a traceback
+        raise SystemExit(f"error: --init {cfg.init}: {exc}" if cfg.init else f"error: {exc}") from None
 
 
 if __name__ == "__main__":
