@@ -80,8 +80,8 @@ MODELS = [
         name="token-face", title="Token transformer (faces, MaskGIT)", family="token",
         description="A transformer over 8x8-pixel tokens of a 64x64 face crop (seed 001's geometry, variant 1) "
                     "with MaskGIT decoding. Place the face box over the face (detected automatically) and mask "
-                    "what to repaint; change the seed for another fill. Under-trained: a little above Telea on held-out "
-                    "portraits (hole PSNR 19.2 dB against 18.7; face-cvae 21.3).",
+                    "what to repaint; change the seed for another fill. Under-trained: a little above Telea on "
+                    "held-out portraits (hole PSNR 19.2 dB against 18.7; face-cvae 21.3).",
         domain=FACE_DOMAIN, geometry=FACE_GEOMETRY, params=MASKGIT + GRAIN, weights=MODELS_DIR / "token-face",
         uses_region=True, category="faces", on_photo=FACE_PHOTO),
         factory="engine.token.pipeline:TokenInpainter", order=65, region_detector="engine.face.detect:detect_face"),

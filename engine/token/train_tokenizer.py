@@ -216,7 +216,10 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
     val_holes = val_holes.to(device)
 
     if cfg.init:  # e.g. a decoder fine-tuned under a shipped tokenizer whose ids its transformers were trained on
-        net = load_tokenizer(cfg.init, device).requires_grad_(True)
+        try:
+            net = load_tokenizer(cfg.init, device).requires_grad_(True)
+        except InpaintError as exc:
+            raise InpaintError(f"--init {cfg.init}: {exc}") from None
     else:
         net = Tokenizer(tokenizer_config(cfg, channels)).to(device)
     if cfg.decoder_only:
@@ -331,7 +334,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         train(cfg, resume=resume)
     except InpaintError as exc:  # e.g. a missing --init folder: one line, not a traceback
-        raise SystemExit(f"error: --init {cfg.init}: {exc}" if cfg.init else f"error: {exc}") from None
+        raise SystemExit(f"error: {exc}") from None
 
 
 if __name__ == "__main__":
