@@ -20,7 +20,7 @@ MODELS = [
             Param("em_iters", "int", 6, "EM iterations", "Search/rebuild rounds per scale", min=1, max=30, step=1),
             Param("pm_iters", "int", 4, "PatchMatch iterations", "Propagation + random search rounds per search",
                   min=1, max=16, step=1),
-            Param("texture", "float", 1.0, "Texture weight",
+            Param("texture", "float", 3.0, "Texture weight",  # = PatchConfig.texture (not imported: it pulls cv2)
                   "Weight of gradient texture features in the patch distance (0 = colour only; blurrier)",
                   min=0.0, max=10.0, step=0.5),
         ),
