@@ -70,6 +70,7 @@ class Param:
     disables: tuple[str, ...] = ()  # a bool's: the parameters it makes irrelevant while on (the editor greys them)
     remember: bool = False  # the editor keeps the last value across sessions (e.g. where a user's model lives)
     once: bool = False  # a bool that applies to one job (e.g. "relearn"): the editor turns it off once a job used it
+    advanced: bool = False  # tuning most users leave alone: the editor folds it under "More settings"
 
     def parse(self, value: Any) -> Any:
         """Coerce a value (e.g. the string of ``--param k=v``) to this parameter's type; InpaintError if invalid.

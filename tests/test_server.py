@@ -75,6 +75,20 @@ def test_models_are_listed_with_their_schemas_and_no_model_that_reads_server_fol
     assert "repaint-ddpm-folder" not in listed and "sd-sketch" not in listed, "they name a folder on the server"
     telea = wire.model_from_json(listed["telea"])
     assert telea == registry.get_info("telea").__class__(**{**registry.get_info("telea").__dict__, "weights": None})
+    patch = wire.model_from_json(listed["patch"])
+    assert [p.advanced for p in patch.params] == [p.advanced for p in registry.get_info("patch").params]
+    assert any(p.advanced for p in patch.params)
+
+
+def test_a_newer_servers_unknown_fields_are_ignored():
+    """A server one version ahead may describe models with fields this client does not have yet."""
+    d = wire.model_to_json(registry.get_info("patch"))
+    d["future_flag"] = True
+    d["geometry"]["future_geometry"] = 1
+    for p in d["params"]:
+        p["future_param_field"] = "x"
+    info = wire.model_from_json(d)
+    assert [p.name for p in info.params] == [p.name for p in registry.get_info("patch").params]
 
 
 def test_a_job_streams_progress_and_previews_and_returns_the_cli_result(api):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Qt, Signal, Slot
+from PySide6.QtCore import QSettings, Qt, Signal, Slot
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox,
                                QHBoxLayout, QLabel, QLineEdit, QMenu, QPushButton, QSlider, QSpinBox, QToolButton,
                                QVBoxLayout, QWidget)
@@ -193,7 +193,22 @@ class ModelPanel(QWidget):
         self.info_label.setTextFormat(Qt.RichText)
         self.info_label.setObjectName("modelInfo")
         self.params_box = QGroupBox("Parameters")
-        self.params_form = QFormLayout(self.params_box)
+        box_lay = QVBoxLayout(self.params_box)
+        self.params_form = QFormLayout()  # the parameters every user may want
+        # the tuning most users leave alone (Param.advanced), folded; the fold is remembered
+        self.more = QToolButton()
+        self.more.setCheckable(True)
+        self.more.setAutoRaise(True)
+        self.more.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
+        self.more.setToolTip("Show or hide the tuning most fills do not need")
+        self.more_box = QWidget()
+        self.more_form = QFormLayout(self.more_box)
+        self.more_form.setContentsMargins(0, 0, 0, 0)
+        box_lay.addLayout(self.params_form)
+        box_lay.addWidget(self.more, 0, Qt.AlignLeft)
+        box_lay.addWidget(self.more_box)
+        self.more.setChecked(QSettings().value("ui/more_settings", False, type=bool))
+        self.more.toggled.connect(self._on_more)
         self.attrs_box = QGroupBox("Attributes")
         self.attrs_layout = QVBoxLayout(self.attrs_box)
         self.prompt = QLineEdit(session.prompt)
@@ -304,8 +319,9 @@ class ModelPanel(QWidget):
         self.prompt_box.setVisible(info.uses_prompt)
 
     def _build_params(self, info: ModelInfo) -> None:
-        while self.params_form.rowCount():
-            self.params_form.removeRow(0)
+        for form in (self.params_form, self.more_form):
+            while form.rowCount():
+                form.removeRow(0)
         self.fields = {}
         values = self.session.params
         for p in info.params:
@@ -314,17 +330,34 @@ class ModelPanel(QWidget):
             f.changed.connect(self._on_field)
             label = QLabel(p.label or p.name)
             label.setToolTip(p.help)
-            self.params_form.addRow(label, f)
+            (self.more_form if p.advanced else self.params_form).addRow(label, f)
             self.fields[p.name] = f
         for p in info.params:
             if p.disables:
                 self._set_enabled(p.disables, not values[p.name])
         self.params_box.setVisible(bool(info.params))
+        self._show_more()
+
+    def _on_more(self, on: bool) -> None:
+        QSettings().setValue("ui/more_settings", on)
+        self._show_more()
+
+    def _show_more(self) -> None:
+        """The fold's button says how many folded settings differ from their defaults, so none hides unnoticed."""
+        folded = [f for f in self.fields.values() if f.param.advanced]
+        values = self.session.params
+        changed = sum(1 for f in folded if values.get(f.param.name, f.param.default) != f.param.default)
+        self.more.setVisible(bool(folded))
+        self.more_box.setVisible(bool(folded) and self.more.isChecked())
+        self.more.setArrowType(Qt.DownArrow if self.more.isChecked() else Qt.RightArrow)
+        self.more.setText(f"More settings ({len(folded)})" + (f", {changed} changed" if changed else ""))
 
     @Slot()
     def _on_field(self) -> None:
         f = self.sender()
         self.session.set_param(f.param.name, f.value())
+        if f.param.advanced:
+            self._show_more()
 
     @Slot(str, object)
     def _show_param(self, name: str, value: Any) -> None:
@@ -334,12 +367,18 @@ class ModelPanel(QWidget):
         f.set_value(value)
         if f.param.disables:
             self._set_enabled(f.param.disables, not value)
+        if f.param.advanced:
+            self._show_more()
 
     def _set_enabled(self, names: tuple[str, ...], enabled: bool) -> None:
         for name in names:
             if name in self.fields:
                 self.fields[name].setEnabled(enabled)
-                self.params_form.labelForField(self.fields[name]).setEnabled(enabled)
+                self.label_of(name).setEnabled(enabled)
+
+    def label_of(self, name: str) -> QWidget:
+        f = self.fields[name]
+        return (self.more_form if f.param.advanced else self.params_form).labelForField(f)
 
     def _build_attributes(self, info: ModelInfo) -> None:
         for cb in self.toggles.values():

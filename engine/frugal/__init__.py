@@ -12,13 +12,13 @@ _LEARN = (
           "Wall-clock time spent learning the image before filling; reopening the same image reuses the weights",
           min=0.05, max=120, step=0.5),
     Param("iterations", "int", 0, "Max iterations", "Stop learning after this many iterations (0 = time only)",
-          min=0, max=200000, step=100),
+          min=0, max=200000, step=100, advanced=True),
     Param("crop", "int", 64, "Crop size (px)", "Side of the random training crops taken from the known region",
-          min=16, max=256, step=8),
-    Param("batch", "int", 8, "Batch", "Crops per training iteration", min=1, max=64, step=1),
+          min=16, max=256, step=8, advanced=True),
+    Param("batch", "int", 8, "Batch", "Crops per training iteration", min=1, max=64, step=1, advanced=True),
     Param("max_hole", "int", 192, "Max hole (px)",
           "Holes larger than this are learned and filled on a downscaled image, then upscaled", min=32, max=2048,
-          step=16),
+          step=16, advanced=True),
     Param("folder", "folder", "", "Also learn from folder", "Optional folder of similar images to learn from too"),
     Param("relearn", "bool", False, "Relearn", "Ignore the cached weights for this image and learn again (once)",
           once=True),
@@ -27,19 +27,19 @@ _SAMPLE = (
     Param("steps", "int", 25, "Sampling steps", "Denoising steps of the reverse diffusion", min=1, max=1000, step=1),
     Param("edm", "bool", False, "EDM preconditioning",
           "Learn with Karras et al.'s skip preconditioning and loss weights: more texture after ~1000 "
-          "iterations, residual noise when learning is short"),
+          "iterations, residual noise when learning is short", advanced=True),
     Param("auto_guidance", "bool", True, "Automatic guidance",
           "Sample with several autoguidance weights at once and keep the fill whose fine detail matches the pixels "
-          "around the hole (about 4x the sampling time)", disables=("guidance",)),
+          "around the hole (about 4x the sampling time)", disables=("guidance",), advanced=True),
     Param("guidance", "float", 1.5, "Autoguidance (w)",
           "Guide the learned net away from its early, blurrier self (Karras et al. 2024): 1 = off (the paper's "
-          "sampler), higher = more texture, too high = noise", min=1.0, max=4.0, step=0.25),
+          "sampler), higher = more texture, too high = noise", min=1.0, max=4.0, step=0.25, advanced=True),
     Param("draft_strength", "float", 0.8, "Patch draft strength",
           "Start from the patch method's fill, noised to this level: it lays out the hole (brick rows line up), the "
           "learned net redraws the detail; lower keeps more of the draft. 0 = denoise from pure noise (the paper)",
           min=0.0, max=1.0, step=0.05),
     Param("eta", "float", 1.0, "Stochasticity (eta)", "1 = ancestral DDPM-like steps, 0 = deterministic DDIM",
-          min=0.0, max=1.0, step=0.1),
+          min=0.0, max=1.0, step=0.1, advanced=True),
 )
 _DOMAIN = "the opened image itself (textures, repetitive or self-similar content); learns for a few minutes"
 

@@ -33,7 +33,7 @@ from engine.weights import WEIGHTS_NAME
 
 COARSE_DRAFT = 0.5  # draft strengths from which the patch draft is made at half size
 MIN_DRAFT_HOLE = 16  # ... if the hole stays this wide there (about two 7 px patches)
-DRAFT_TEXTURE = 1.0  # the patch draft's texture weight, as docs/frugal.md measured it (the patch model's is 3)
+DRAFT_TEXTURE = 1.0  # the patch draft's texture weight: 3 (the patch model's) drafted worse (docs/frugal.md)
 MULTIPLE = FrugalUNet(UNetConfig()).multiple  # input sides must be multiples of this
 
 
@@ -189,7 +189,8 @@ def patch_draft(work: np.ndarray, work_mask: np.ndarray, seed: int, cancel: Canc
         small_mask = cv2.resize(region_mask.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 1e-3
     est = small
     try:
-        for i, total, est in inpaint_iter(small, small_mask, PatchConfig(texture=DRAFT_TEXTURE, seed=seed), check=cancel.check):
+        cfg = PatchConfig(texture=DRAFT_TEXTURE, seed=seed)
+        for i, total, est in inpaint_iter(small, small_mask, cfg, check=cancel.check):
             # coarse to fine: est is the whole region at the current pyramid level; the editor scales it into the box
             yield Preview(step=i, total=total, image=est, box=box, stage="draft",
                           message="drafting the fill with the patch method")

@@ -16,10 +16,11 @@ MODELS = [
         params=(
             Param("patch", "int", 7, "Patch size (px)", "Side of the compared patches (odd)", min=3, max=21, step=2),
             Param("levels", "int", 0, "Pyramid levels", "Coarse-to-fine scales (0 = automatic from the hole size)",
-                  min=0, max=8, step=1),
-            Param("em_iters", "int", 6, "EM iterations", "Search/rebuild rounds per scale", min=1, max=30, step=1),
+                  min=0, max=8, step=1, advanced=True),
+            Param("em_iters", "int", 6, "EM iterations", "Search/rebuild rounds per scale", min=1, max=30, step=1,
+                  advanced=True),
             Param("pm_iters", "int", 4, "PatchMatch iterations", "Propagation + random search rounds per search",
-                  min=1, max=16, step=1),
+                  min=1, max=16, step=1, advanced=True),
             Param("texture", "float", 3.0, "Texture weight",  # = PatchConfig.texture (not imported: it pulls cv2)
                   "Weight of gradient texture features in the patch distance (0 = colour only; blurrier)",
                   min=0.0, max=10.0, step=0.5),

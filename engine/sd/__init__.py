@@ -44,7 +44,7 @@ def fill_params(kind: Kind | None, sketch: bool = True) -> tuple[Param, ...]:
               "deterministic; LCM: for LCM checkpoints", choices=SCHEDULER_CHOICES),
         Param("context", "float", 0.5, "Context",
               "How much of the photo around the hole the model sees, in hole sizes on each side; the crop is resized "
-              "to the checkpoint's native resolution", min=0.1, max=4.0, step=0.1),
+              "to the checkpoint's native resolution", min=0.1, max=4.0, step=0.1, advanced=True),
     ]
     if sketch:
         params += [
@@ -55,7 +55,8 @@ def fill_params(kind: Kind | None, sketch: bool = True) -> tuple[Param, ...]:
                   "With an LGP: guidance step relative to the denoising step (Voynov et al.); 0 = ignore the sketch",
                   min=0.0, max=4.0, step=0.1),
             Param("share", "float", 0.5, "Guided share of steps (LGP)",
-                  "With an LGP: guide the first (noisiest) share of the steps", min=0.0, max=1.0, step=0.05),
+                  "With an LGP: guide the first (noisiest) share of the steps", min=0.0, max=1.0, step=0.05,
+                  advanced=True),
             Param("lgp", "folder", "", "LGP folder",
                   "Latent Guidance Predictor trained on this checkpoint (default: <folder>/sketch-lgp or "
                   "<file>.sketch-lgp next to it; none: the sketch is drawn into the start image)", remember=True),

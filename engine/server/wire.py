@@ -40,15 +40,20 @@ def model_to_json(info: ModelInfo) -> dict[str, Any]:
     return d
 
 
+def _known(cls: type, d: dict[str, Any]) -> dict[str, Any]:
+    """The fields of ``d`` that ``cls`` has: a newer server may send fields this client does not know yet."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in d.items() if k in names}
+
+
 def model_from_json(d: dict[str, Any]) -> ModelInfo:
     """The server's ModelInfo as the client's registry holds it (no weights on this side: the server has them)."""
-    known = {f.name for f in dataclasses.fields(ModelInfo)}
-    fields = {k: v for k, v in d.items() if k in known and k not in ("params", "attributes", "geometry")}
-    params = tuple(Param(**{**p, "choices": tuple(p.get("choices", ())), "disables": tuple(p.get("disables", ()))})
-                   for p in d.get("params", ()))
-    attributes = tuple(Attribute(**a) for a in d.get("attributes", ()))
-    return ModelInfo(**fields, params=params, attributes=attributes, geometry=Geometry(**d.get("geometry", {})),
-                     weights=None)
+    fields = {k: v for k, v in _known(ModelInfo, d).items() if k not in ("params", "attributes", "geometry")}
+    params = tuple(Param(**{**_known(Param, p), "choices": tuple(p.get("choices", ())),
+                            "disables": tuple(p.get("disables", ()))}) for p in d.get("params", ()))
+    attributes = tuple(Attribute(**_known(Attribute, a)) for a in d.get("attributes", ()))
+    return ModelInfo(**fields, params=params, attributes=attributes,
+                     geometry=Geometry(**_known(Geometry, d.get("geometry", {}))), weights=None)
 
 
 def png_bytes(rgb: np.ndarray, metadata: dict[str, str] | None = None) -> bytes:

@@ -20,10 +20,10 @@ def sampling(top_k: int = 0, top_p: float = 1.0) -> tuple[Param, ...]:
               "most likely token (the seed's argmax, which gives its flat and repeated-token fills)", min=0.0,
               max=3.0, step=0.1),
         Param("top_k", "int", top_k, "Top-k", "Sample only among the k most likely tokens at each position "
-              "(0 = all)", min=0, max=5000, step=10),
+              "(0 = all)", min=0, max=5000, step=10, advanced=True),
         Param("top_p", "float", top_p, "Top-p", "Sample only among the most likely tokens that together hold this "
               "share of the probability (nucleus sampling; 1 = all): cuts stray unlikely tokens, keeps real choices",
-              min=0.05, max=1.0, step=0.05),
+              min=0.05, max=1.0, step=0.05, advanced=True),
     )
 
 
@@ -41,7 +41,8 @@ MASKGIT = (
 ) + SAMPLING + (
     Param("confidence_noise", "float", 4.5, "Choice randomness",
           "Gumbel noise on the confidence that decides which tokens are kept each pass, fading to 0 by the last "
-          "pass (MaskGIT's choice temperature); 0 = keep strictly the most confident", min=0.0, max=20.0, step=0.5),
+          "pass (MaskGIT's choice temperature); 0 = keep strictly the most confident", min=0.0, max=20.0, step=0.5,
+          advanced=True),
 )
 
 GRAIN = (Param("grain", "bool", True, "Match grain",

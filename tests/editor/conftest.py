@@ -42,6 +42,7 @@ def _default_settings(monkeypatch):
     QSettings().remove("params")
     QSettings().remove("models_dir")
     QSettings().remove("compute")
+    QSettings().remove("ui/more_settings")
     yield
     device.choose(None)
     from engine import registry

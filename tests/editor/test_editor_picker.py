@@ -253,3 +253,36 @@ def test_actual_size_is_one_image_pixel_per_device_pixel_on_hidpi(tmp_path, arti
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["dpr"] == 2.0 and result["zoom"] == 0.5 and result["label"] == "100%"
     assert result["max_diff"] == 0, "each image pixel lands on exactly one device pixel"
+
+
+def test_tuning_is_folded_under_more_settings_and_a_changed_one_is_counted(window, qtbot, artifacts):
+    """Param.advanced: frugal's 13 parameters show 5 and a "More settings (8)" fold (closed by default, so the Seed
+    row is in view at 1280 x 820); opening it is remembered; a folded setting that differs from its default is counted on the
+    button; a model with nothing folded shows no button."""
+    panel = window.model_panel
+    select_model(window, "frugal")
+    qtbot.wait(20)  # new rows of a shown panel appear on the next event-loop pass
+    folded = {n for n, f in panel.fields.items() if f.param.advanced}
+    assert folded == {"iterations", "crop", "batch", "max_hole", "edm", "auto_guidance", "guidance", "eta"}
+    assert all(panel.more_form.labelForField(panel.fields[n]) is not None for n in folded)
+    assert panel.params_form.labelForField(panel.fields["minutes"]) is not None
+    assert panel.more.isVisible() and not panel.more_box.isVisible()
+    assert all(f.isVisible() != (n in folded) for n, f in panel.fields.items())
+    assert panel.more.text() == "More settings (8)"
+
+    qtbot.mouseClick(panel.more, Qt.LeftButton)
+    assert panel.more_box.isVisible() and QSettings().value("ui/more_settings", type=bool)
+    panel.fields["eta"].editor.setValue(0.5)  # through the widget, as a user
+    assert window.session.params["eta"] == 0.5 and panel.more.text() == "More settings (8), 1 changed"
+    window.session.set_param("eta", 1.0)  # back to the default, from elsewhere (e.g. a restored project)
+    assert panel.more.text() == "More settings (8)"
+    qtbot.wait(20)
+    assert all(f.isVisible() for f in panel.fields.values())
+    window.grab().save(str(artifacts / "more_settings.png"))
+
+    select_model(window, "patch")  # the fold stays open across models
+    assert panel.more_box.isVisible() and panel.more.text() == "More settings (3)"
+    select_model(window, "telea")
+    assert not panel.more.isVisible()
+    select_model(window, "frugal")
+    assert panel.more_box.isVisible()
