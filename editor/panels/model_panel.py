@@ -374,9 +374,9 @@ class ModelPanel(QWidget):
         for name in names:
             if name in self.fields:
                 self.fields[name].setEnabled(enabled)
-                self.label_of(name).setEnabled(enabled)
+                self._label_of(name).setEnabled(enabled)
 
-    def label_of(self, name: str) -> QWidget:
+    def _label_of(self, name: str) -> QWidget:
         f = self.fields[name]
         return (self.more_form if f.param.advanced else self.params_form).labelForField(f)
 

@@ -257,8 +257,8 @@ def test_actual_size_is_one_image_pixel_per_device_pixel_on_hidpi(tmp_path, arti
 
 def test_tuning_is_folded_under_more_settings_and_a_changed_one_is_counted(window, qtbot, artifacts):
     """Param.advanced: frugal's 13 parameters show 5 and a "More settings (8)" fold (closed by default, so the Seed
-    row is in view at 1280 x 820); opening it is remembered; a folded setting that differs from its default is counted on the
-    button; a model with nothing folded shows no button."""
+    row is in view at 1280 x 820); opening it is remembered; a folded setting that differs from its default is
+    counted on the button; a model with nothing folded shows no button."""
     panel = window.model_panel
     select_model(window, "frugal")
     qtbot.wait(20)  # new rows of a shown panel appear on the next event-loop pass
