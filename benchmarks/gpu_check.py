@@ -26,7 +26,9 @@ then copy the JSON that comes back to benchmarks/results/gpu_check.json and comm
 
 Rehearsed here in an image like the GPU one (a Python 3.12 venv with torch 2.11.0+cu130 on the CPU, transformers
 5.17, huggingface_hub 1.33, the bundle installed exactly as above, ``--device cpu``): every check passed, 8 min 12 s
-on a 2-core CPU, 7.8 of them in the frugal and RePaint time rows.
+on a 2-core CPU, 7.8 of them in the frugal and RePaint time rows. Expect about 7 minutes on a GPU too: frugal's
+two rows learn for its default 3 minutes each, a wall-clock budget that a GPU fills with more iterations, not less
+time.
 """
 from __future__ import annotations
 
