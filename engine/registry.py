@@ -27,7 +27,7 @@ from engine.api import Inpainter, InpaintError, ModelInfo
 # The model a photo gets by default: the one that measures best on real photos here (benchmarks/photo_models.py:
 # lowest mean rank over PSNR, SSIM and detail on scikit-image photos with object, scribble and scratch holes;
 # results in benchmarks/results/photo_models.json).
-DEFAULT_MODEL = "patch"  # mean rank 1.67, Navier-Stokes 2.06, Telea 2.28 (December 2026, masked-pyramid patch)
+DEFAULT_MODEL = "patch"  # mean rank 1.69, Navier-Stokes 2.02, Telea 2.30 (December 2026, texture weight 3)
 MODELS_DIR_ENV = "INPAINT_STUDIO_MODELS"
 
 
