@@ -56,6 +56,23 @@ def test_grass_is_filled_with_grass_not_a_smooth_blotch():
     assert spec.default == PatchConfig().texture
 
 
+def test_threads_give_the_same_fill_as_one_pass(rng, monkeypatch):
+    """Distance batches are split across threads: the fill must be bit-identical to the single-threaded one, so a
+    seed gives one result on every machine."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from engine.patch import patchmatch as pm
+
+    img, hole = _periodic(rng), _hole()
+    monkeypatch.setattr(pm, "PARALLEL_MIN", 64)  # this small image's batches are split too
+    monkeypatch.setattr(pm, "_POOL", [None])
+    one = pm.patch_inpaint(img, hole, pm.PatchConfig(em_iters=2, pm_iters=2, seed=5))
+    with ThreadPoolExecutor(3) as pool:
+        monkeypatch.setattr(pm, "_POOL", [pool])
+        split = pm.patch_inpaint(img, hole, pm.PatchConfig(em_iters=2, pm_iters=2, seed=5))
+    assert np.array_equal(one, split)
+
+
 def test_a_structure_crossing_the_hole_is_continued(rng):
     """A mast through a square hole in a smooth sky (benchmarks/patch_peers.py's rocket case): the fill carries the
     mast across instead of settling on the flattest source (the masked pyramid: the rim reaches into the hole at

@@ -22,6 +22,8 @@ marching; each finer level starts from the upsampled NNF.
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -43,6 +45,15 @@ class PatchConfig:
 
 
 CHUNK = 1 << 16  # targets searched together (their patches: CHUNK x patch^2 x 5 channels x 4 bytes = 64 MB)
+PARALLEL_MIN = 4096  # distance batches at least this long are split across threads (below, the hand-off costs more)
+_POOL: list = []  # the lazily made thread pool (none when there is one core)
+
+
+def _pool() -> ThreadPoolExecutor | None:
+    if not _POOL:
+        n = min(os.cpu_count() or 1, 8)
+        _POOL.append(ThreadPoolExecutor(n, thread_name_prefix="patchmatch") if n > 1 else None)
+    return _POOL[0]
 
 
 def _disk(k: int) -> np.ndarray:
@@ -144,16 +155,30 @@ class _Level:
         return np.take(self.img.reshape(-1, c), idx, axis=0)
 
     def distances(self, target: np.ndarray, sy: np.ndarray, sx: np.ndarray) -> np.ndarray:
-        """SSD between target patches and the patches at (sy, sx); inf where (sy, sx) is not a valid source."""
+        """SSD between target patches and the patches at (sy, sx); inf where (sy, sx) is not a valid source.
+
+        Large batches are cut into one slice per worker thread (numpy's gathers and arithmetic release the GIL):
+        the same numbers as one pass, so a seed still gives one fill; on 2 cores these run 1.6x faster, a whole fill
+        1.3-1.4x (docs/patch.md)."""
         hp, wp = self.valid.shape
         inside = (sy >= 0) & (sy < hp) & (sx >= 0) & (sx < wp)
         ok = np.zeros(len(sy), bool)
         ok[inside] = self.valid[sy[inside], sx[inside]]
         d = np.full(len(sy), np.inf, np.float32)
         if ok.any():
-            diff = target[ok] - self.patches(sy[ok], sx[ok])
-            d[ok] = np.einsum("npc,npc->n", diff, diff)
+            t, y, x = target[ok], sy[ok], sx[ok]
+            pool = _pool()
+            if pool is None or len(y) < PARALLEL_MIN:
+                d[ok] = self._ssd(t, y, x)
+            else:
+                cuts = np.linspace(0, len(y), pool._max_workers + 1).astype(int)
+                parts = pool.map(lambda a: self._ssd(t[a[0]:a[1]], y[a[0]:a[1]], x[a[0]:a[1]]), zip(cuts, cuts[1:]))
+                d[ok] = np.concatenate(list(parts))
         return d
+
+    def _ssd(self, target: np.ndarray, sy: np.ndarray, sx: np.ndarray) -> np.ndarray:
+        diff = target - self.patches(sy, sx)
+        return np.einsum("npc,npc->n", diff, diff)
 
     def _try(self, target: np.ndarray, ty: np.ndarray, tx: np.ndarray, cy: np.ndarray, cx: np.ndarray) -> None:
         d = self.distances(target, cy, cx)
