@@ -159,7 +159,7 @@ class _Level:
 
         Large batches are cut into one slice per worker thread (numpy's gathers and arithmetic release the GIL):
         the same numbers as one pass, so a seed still gives one fill; on 2 cores these run 1.6x faster, a whole fill
-        1.3-1.4x (docs/patch.md)."""
+        1.4-1.6x (docs/patch.md)."""
         hp, wp = self.valid.shape
         inside = (sy >= 0) & (sy < hp) & (sx >= 0) & (sx < wp)
         ok = np.zeros(len(sy), bool)
