@@ -102,6 +102,7 @@ def measure(model: str, name: str, threads: int) -> dict:
     import torch
 
     torch.set_num_threads(threads)
+    os.environ["INPAINT_STUDIO_THREADS"] = str(threads)  # the patch method's distance threads, as the CLI's
     rgb, mask, extra = scenario(name)
     if registry.get_info(model).uses_region:  # the detected face box, as the editor and the CLI place it
         extra["region"] = registry.suggest_region(model, rgb)
@@ -130,6 +131,7 @@ def pair(model: str, threads: int) -> dict:
     import torch
 
     torch.set_num_threads(threads)
+    os.environ["INPAINT_STUDIO_THREADS"] = str(threads)
     small, big = (scenario(name)[:2] for name in PAIR)
     times: dict[str, list[float]] = {PAIR[0]: [], PAIR[1]: []}
     reps = 15 if max(_job(model, *small, {})[1], _job(model, *big, {})[1]) < 0.2 else 5  # also the warm-up

@@ -1,6 +1,7 @@
 """Patch-based (PatchMatch EM) inpainting: reproduces periodic texture better than Telea; contract; cancel."""
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -71,6 +72,20 @@ def test_threads_give_the_same_fill_as_one_pass(rng, monkeypatch):
         monkeypatch.setattr(pm, "_POOL", [pool])
         split = pm.patch_inpaint(img, hole, pm.PatchConfig(em_iters=2, pm_iters=2, seed=5))
     assert np.array_equal(one, split)
+
+
+def test_the_thread_count_follows_inpaint_studio_threads(monkeypatch):
+    """3 -> three threads; 1 -> none (one pass); not a count -> every core up to 8 (none on one core)."""
+    from engine.patch import patchmatch as pm
+
+    every = min(os.cpu_count() or 1, 8)
+    for given, want in (("3", 3), ("1", 0), ("zero", every if every > 1 else 0)):
+        monkeypatch.setattr(pm, "_POOL", [])
+        monkeypatch.setenv("INPAINT_STUDIO_THREADS", given)
+        pool = pm._pool()
+        assert (pool._max_workers if pool else 0) == want, given
+        if pool:
+            pool.shutdown()
 
 
 def test_a_structure_crossing_the_hole_is_continued(rng):

@@ -50,8 +50,10 @@ _POOL: list = []  # the lazily made thread pool (none when there is one core)
 
 
 def _pool() -> ThreadPoolExecutor | None:
+    """Threads: INPAINT_STUDIO_THREADS when set (the engine's thread count, as torch's), else every core up to 8."""
     if not _POOL:
-        n = min(os.cpu_count() or 1, 8)
+        given = os.environ.get("INPAINT_STUDIO_THREADS", "")
+        n = int(given) if given.isdigit() and int(given) > 0 else min(os.cpu_count() or 1, 8)
         _POOL.append(ThreadPoolExecutor(n, thread_name_prefix="patchmatch") if n > 1 else None)
     return _POOL[0]
 
