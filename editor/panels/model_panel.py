@@ -355,9 +355,7 @@ class ModelPanel(QWidget):
     @Slot()
     def _on_field(self) -> None:
         f = self.sender()
-        self.session.set_param(f.param.name, f.value())
-        if f.param.advanced:
-            self._show_more()
+        self.session.set_param(f.param.name, f.value())  # the session's param_changed updates the fold's count
 
     @Slot(str, object)
     def _show_param(self, name: str, value: Any) -> None:

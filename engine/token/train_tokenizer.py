@@ -268,21 +268,22 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
                 replace = token_hole(h, net.config.patch) & (draw < cfg.code_noise)
             y = model(x, h, replace, cfg.code_shift)
         w = h + cfg.known_weight * (1 - h)
-        err = y.float() - x
+        y = y.float()
+        err = y - x
         loss = ((err ** 2 + err.abs()) * w).sum() / (w.sum() * channels)
         if cfg.detail_weight:  # not on replaced tokens: there the true edges are not where the token says
-            loss = loss + cfg.detail_weight * detail_loss(y.float(), x, h, net.config.patch,
+            loss = loss + cfg.detail_weight * detail_loss(y, x, h, net.config.patch,
                                                      None if replace is None else ~replace)
         if cfg.pattern_weight:
-            loss = loss + cfg.pattern_weight * pattern_loss(y.float(), x, h, net.config.patch)
-        g_adv = -disc(y.float()).mean() if adversarial else torch.zeros(())
+            loss = loss + cfg.pattern_weight * pattern_loss(y, x, h, net.config.patch)
+        g_adv = -disc(y).mean() if adversarial else torch.zeros(())
         opt.zero_grad(set_to_none=True)
         (loss + cfg.gan_weight * g_adv).backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         d_loss = torch.zeros(())
         if adversarial:  # hinge loss, real = the training images, fake = the decoder's drawings
-            logits = disc(torch.cat([x, y.detach().float()]))
+            logits = disc(torch.cat([x, y.detach()]))
             real, fake = logits[:len(x)], logits[len(x):]
             d_loss = F.relu(1 - real).mean() + F.relu(1 + fake).mean()
             dopt.zero_grad(set_to_none=True)
